@@ -1,0 +1,108 @@
+"""Device and node profiles: memory, compute, link and power figures, each with its source.
+
+The seed tutorial gives memory, MFLOP/s, battery and bandwidth; the power
+figures come from the datasheets and measurements cited in ``source`` (see
+docs/profiles.md for the arithmetic behind each number).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Profile(BaseModel):
+    """What one kind of node can do and what each phase costs it (units in the names)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+    memory_kb: float = Field(gt=0, description="memory available for training, KiB")
+    compute_mflops: float = Field(gt=0, description="sustained training throughput, 10^6 FLOP/s")
+    bandwidth_kbps: float = Field(gt=0, description="access link bandwidth, 10^3 bit/s")
+    latency_ms: float = Field(ge=0, description="access link one-way latency, ms")
+    battery_mah: float | None = Field(
+        default=None, gt=0, description="battery capacity, mAh; omit for mains-powered nodes"
+    )
+    voltage_v: float = Field(gt=0, description="battery (or supply) voltage, V")
+    power_compute_w: float = Field(ge=0, description="power while training, W")
+    power_tx_w: float = Field(ge=0, description="power while sending, W")
+    power_rx_w: float = Field(ge=0, description="power while receiving, W")
+    power_idle_w: float = Field(ge=0, description="power while none of the above, W")
+    source: str = Field(default="", description="where the figures come from")
+
+    @property
+    def mains_powered(self) -> bool:
+        """True for nodes without a battery (edges, cloud, plugged-in boards)."""
+        return self.battery_mah is None
+
+
+BUILTIN_PROFILES: dict[str, Profile] = {
+    "mcu": Profile(
+        memory_kb=512,
+        compute_mflops=100,
+        bandwidth_kbps=100,
+        latency_ms=50,
+        battery_mah=500,
+        voltage_v=3.7,
+        power_compute_w=0.20,
+        power_tx_w=0.95,
+        power_rx_w=0.30,
+        power_idle_w=0.0008,
+        source=(
+            "ESP32-S3 class MCU (512 KB SRAM, 240 MHz). Memory, MFLOP/s, battery and bandwidth: "
+            "seed tutorial 066. Power: Espressif ESP32-S3 datasheet v1.9, Table 5-8/5-9/5-10 "
+            "(Wi-Fi TX ~285 mA, RX ~90 mA, CPU active ~60 mA, light-sleep ~240 uA at 3.3 V)."
+        ),
+    ),
+    "soc": Profile(
+        memory_kb=4096,
+        compute_mflops=5000,
+        bandwidth_kbps=10000,
+        latency_ms=20,
+        battery_mah=5000,
+        voltage_v=3.7,
+        power_compute_w=6.4,
+        power_tx_w=3.6,
+        power_rx_w=3.2,
+        power_idle_w=2.7,
+        source=(
+            "Raspberry Pi 4 Model B class SoC. Memory, MFLOP/s, battery and bandwidth: seed "
+            "tutorial 066. Power: measured at the 5 V input by the Raspberry Pi Foundation "
+            "(product brief) and J. Geerling's Pi 4 power tests: idle 2.7 W, all-core load "
+            "6.4 W, Wi-Fi transfer about 3.2-3.6 W."
+        ),
+    ),
+    "mobile": Profile(
+        memory_kb=8192,
+        compute_mflops=50000,
+        bandwidth_kbps=50000,
+        latency_ms=30,
+        battery_mah=4000,
+        voltage_v=3.85,
+        power_compute_w=3.5,
+        power_tx_w=1.6,
+        power_rx_w=1.1,
+        power_idle_w=0.025,
+        source=(
+            "Smartphone. Memory, MFLOP/s, battery and bandwidth: seed tutorial 066. Power: "
+            "Huang et al., MobiSys 2012 (LTE uplink ~1.6 W, downlink ~1.1 W at these rates); "
+            "Carroll & Heiser, USENIX ATC 2010 (suspend ~25 mW); CPU under sustained load "
+            "3-4 W (AI Benchmark, Ignatov et al. ICCV 2019 workshop, power section)."
+        ),
+    ),
+    "edge_server": Profile(
+        memory_kb=32 * 1024 * 1024,
+        compute_mflops=1_400_000,
+        bandwidth_kbps=1_000_000,
+        latency_ms=1,
+        voltage_v=19.0,
+        power_compute_w=30.0,
+        power_tx_w=12.0,
+        power_rx_w=12.0,
+        power_idle_w=10.0,
+        source=(
+            "NVIDIA Jetson AGX Xavier (32 GB, mains-powered). FP32 ~1.4 TFLOP/s and the 30 W "
+            "power mode from NVIDIA's Jetson AGX Xavier module datasheet; idle ~10 W; "
+            "gigabit Ethernet."
+        ),
+    ),
+}

@@ -1,0 +1,325 @@
+"""Typed, frozen scenario models; TOML loading and ``--set`` overrides with one clear error."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from hierfl.errors import ScenarioError
+from hierfl.profiles import BUILTIN_PROFILES, Profile
+
+_CUSTOM_NAME = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+MODEL_NAMES = ("tiny", "compact", "mobile", "dscnn")
+POLICY_NAMES = ("all", "random", "battery")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
+
+
+class RunConfig(_Frozen):
+    """How long to run and how each device trains."""
+
+    cloud_rounds: int = Field(30, ge=1, description="cloud aggregations in the run")
+    edge_rounds: int = Field(1, ge=1, description="edge aggregations per cloud round")
+    local_epochs: int = Field(2, ge=1, description="passes over local data per edge round")
+    batch_size: int = Field(8, ge=1, description="minibatch size, samples")
+    learning_rate: float = Field(0.01, gt=0, description="local SGD step size")
+    target_accuracy: float | None = Field(
+        None, gt=0, le=1, description="report time and energy to reach this test accuracy"
+    )
+    learning: bool = Field(True, description="false: timing-only, no training and no accuracy")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="where the training backend runs")
+
+
+class DataConfig(_Frozen):
+    """Where each device's samples come from and how labels spread over devices."""
+
+    kind: Literal["synthetic", "seed", "digits", "npz"] = Field(
+        "synthetic", description="synthetic: learnable Gaussians; seed: random labels; "
+        "digits: scikit-learn 8x8 digits; npz: your own arrays"
+    )
+    input_dim: int = Field(32, ge=1, description="features per sample (synthetic, seed)")
+    num_classes: int = Field(10, ge=2, description="number of labels (synthetic, seed)")
+    samples_per_device: tuple[int, int] = Field(
+        (20, 80), description="uniform integer range of local samples, inclusive"
+    )
+    partition: Literal["iid", "dirichlet"] = Field("iid", description="label spread over devices")
+    alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (partition = dirichlet)")
+    test_samples: int = Field(2000, ge=1, description="held-out global test set size")
+    class_sep: float = Field(0.45, gt=0, description="distance scale of class means (synthetic)")
+    feature_shift: float = Field(
+        0.1, description="device i adds i * feature_shift to its features (as in the seed)"
+    )
+    path: str | None = Field(None, description="npz file with x, y (and x_test, y_test)")
+
+    @field_validator("samples_per_device", mode="before")
+    @classmethod
+    def _range(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return (value, value)
+        return tuple(value) if isinstance(value, list) else value
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        low, high = self.samples_per_device
+        if not 1 <= low <= high:
+            raise ValueError(
+                f"samples_per_device must be [low, high] with 1 <= low <= high: [{low}, {high}]"
+            )
+        if self.kind == "npz" and self.path is None:
+            raise ValueError("path is required when kind = 'npz'")
+        return self
+
+
+class ModelConfig(_Frozen):
+    """Which network every device trains."""
+
+    name: str = Field(
+        "compact", description="tiny | compact | mobile | dscnn | 'package.module:Class'"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in MODEL_NAMES and not _CUSTOM_NAME.match(value):
+            raise ValueError(
+                f"unknown model {value!r} (allowed: {', '.join(MODEL_NAMES)}, "
+                "or 'package.module:Class')"
+            )
+        return value
+
+
+class CompressionConfig(_Frozen):
+    """How updates are encoded on the uplink."""
+
+    quantize: Literal["none", "int8"] = Field("none", description="none | int8 (affine per tensor)")
+    prune_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of weights zeroed by magnitude")
+    payload: Literal["delta", "weights"] = Field(
+        "delta", description="delta: trained minus received; weights: as the seed sends"
+    )
+
+
+class SelectionConfig(_Frozen):
+    """Which devices each edge asks to train in an edge round."""
+
+    policy: str = Field("all", description="all | random | battery (highest battery first)")
+    fraction: float = Field(1.0, gt=0, le=1, description="share of eligible devices selected")
+    min_battery: float = Field(0.1, ge=0, le=1, description="devices below this battery are skipped")
+
+    @field_validator("policy")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in POLICY_NAMES and not _CUSTOM_NAME.match(value):
+            raise ValueError(
+                f"unknown policy {value!r} (allowed: {', '.join(POLICY_NAMES)}, "
+                "or 'package.module:function')"
+            )
+        return value
+
+
+class LinkConfig(_Frozen):
+    """One network link."""
+
+    bandwidth_kbps: float = Field(gt=0, description="10^3 bit/s")
+    latency_ms: float = Field(ge=0, description="one-way latency, ms")
+
+
+class TopologyConfig(_Frozen):
+    """Edges, backhaul and how devices hang below them."""
+
+    mode: Literal["hierarchical", "cloud_only"] = Field(
+        "hierarchical", description="cloud_only: edges only relay; the cloud aggregates devices"
+    )
+    edges: int = Field(1, ge=0, description="edge servers (0 only with cloud_only)")
+    assign: Literal["round_robin", "block"] = Field(
+        "round_robin", description="device i goes to edge i % edges, or in contiguous blocks"
+    )
+    backhaul: LinkConfig = Field(
+        LinkConfig(bandwidth_kbps=100_000, latency_ms=20), description="edge-to-cloud link"
+    )
+    edge_profile: str = Field("edge_server", description="profile of every edge server")
+    cloud_profile: str = Field("edge_server", description="profile of the cloud aggregator")
+
+    @model_validator(mode="after")
+    def _check(self) -> TopologyConfig:
+        if self.edges == 0 and self.mode == "hierarchical":
+            raise ValueError("edges must be >= 1 when mode = 'hierarchical': 0")
+        return self
+
+
+class DeviceGroup(_Frozen):
+    """``count`` devices of one profile."""
+
+    profile: str = Field(description="a built-in profile or one under [profiles]")
+    count: int = Field(ge=1, description="number of devices")
+
+
+class Scenario(_Frozen):
+    """A whole experiment, as resolved from a TOML file and overrides."""
+
+    name: str = "scenario"
+    seed: int = Field(0, ge=0, description="root of every random stream")
+    run: RunConfig = RunConfig()
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    compression: CompressionConfig = CompressionConfig()
+    selection: SelectionConfig = SelectionConfig()
+    topology: TopologyConfig = TopologyConfig()
+    devices: tuple[DeviceGroup, ...] = Field(min_length=1, description="device groups")
+    profiles: dict[str, Profile] = Field(default_factory=dict, description="define or override")
+
+    @field_validator("devices", mode="before")
+    @classmethod
+    def _devices(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("profiles", mode="before")
+    @classmethod
+    def _fill_builtin(cls, value: Any) -> Any:
+        """A table under [profiles] named like a built-in only overrides the keys it gives."""
+        if not isinstance(value, dict):
+            return value
+        filled = {}
+        for name, table in value.items():
+            base = BUILTIN_PROFILES.get(name)
+            if base is not None and isinstance(table, dict):
+                table = {**base.model_dump(exclude_none=True), **table}
+            filled[name] = table
+        return filled
+
+    @model_validator(mode="after")
+    def _profiles_known(self) -> Scenario:
+        known = {**BUILTIN_PROFILES, **self.profiles}
+        allowed = ", ".join(sorted(known))
+        for index, group in enumerate(self.devices):
+            if group.profile not in known:
+                raise ValueError(
+                    f"devices[{index}].profile: unknown profile {group.profile!r} "
+                    f"(allowed: {allowed})"
+                )
+        for key in ("edge_profile", "cloud_profile"):
+            name = getattr(self.topology, key)
+            if name not in known:
+                raise ValueError(f"topology.{key}: unknown profile {name!r} (allowed: {allowed})")
+        return self
+
+    def profile(self, name: str) -> Profile:
+        """The scenario's profile ``name``: its own definition first, then the built-in."""
+        return self.profiles.get(name) or BUILTIN_PROFILES[name]
+
+    @property
+    def n_devices(self) -> int:
+        """Devices in the fleet."""
+        return sum(group.count for group in self.devices)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The resolved scenario as plain TOML-like data (defaults filled in)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+    def with_overrides(self, assignments: list[str] | tuple[str, ...]) -> Scenario:
+        """A copy with ``key.path=value`` assignments applied and validated again."""
+        return parse_scenario(apply_overrides(self.to_dict(), assignments))
+
+
+def parse_scenario(raw: dict[str, Any], origin: str = "scenario") -> Scenario:
+    """Validate plain data into a Scenario, or raise ScenarioError naming each bad key."""
+    try:
+        return Scenario.model_validate(raw)
+    except ValidationError as error:
+        raise ScenarioError([f"{origin}: {_describe(e)}" for e in error.errors()]) from None
+
+
+def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
+    """Read a TOML scenario file, apply ``key=value`` overrides, and validate it."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: no such scenario file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        raise ScenarioError(f"{path}: not valid TOML: {error}") from None
+    return parse_scenario(apply_overrides(raw, overrides), origin=str(path))
+
+
+def apply_overrides(raw: dict[str, Any], assignments: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """Set ``a.b.c=value`` paths in a copy of ``raw``; values are TOML literals or bare strings."""
+    result = _deep_copy(raw)
+    for assignment in assignments:
+        key, sep, text = assignment.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ScenarioError(f"--set {assignment!r}: expected KEY.PATH=VALUE")
+        node = result
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ScenarioError(f"--set {assignment!r}: {part!r} is not a table")
+            node = child
+        node[parts[-1]] = _literal(text.strip())
+    return result
+
+
+def _literal(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _deep_copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _deep_copy(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_deep_copy(item) for item in value]
+    return value
+
+
+_BOUNDS = {
+    "greater_than": (">", "gt"),
+    "greater_than_equal": (">=", "ge"),
+    "less_than": ("<", "lt"),
+    "less_than_equal": ("<=", "le"),
+}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """One line for one pydantic error: key path, rule, value."""
+    loc = [part for part in error["loc"] if not str(part).startswith("function-")]
+    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    if error["type"] == "extra_forbidden":
+        allowed = _allowed_keys(loc[:-1])
+        where = path.rpartition(".")[0] or "top level"
+        return f"unknown key {path!r} in {where} (allowed: {', '.join(allowed)})"
+    if error["type"] == "missing":
+        return f"{path}: required key is missing"
+    value = error.get("input")
+    bound = _BOUNDS.get(error["type"])
+    if bound is not None:
+        limit = error["ctx"][bound[1]]
+        return f"{path}: must be {bound[0]} {limit}: {value!r}"
+    message = error["msg"].removeprefix("Value error, ")
+    hidden = error["type"] == "value_error" or isinstance(value, dict)
+    shown = "" if hidden else f" (got {value!r})"
+    return f"{path}: {message}{shown}" if path else f"{message}{shown}"
+
+
+def _allowed_keys(loc: list[Any]) -> list[str]:
+    """The keys the model at ``loc`` accepts (profiles tables are Profile models)."""
+    model: type[BaseModel] = Scenario
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if model is Scenario and part == "profiles":
+            model = Profile
+            continue
+        if model is Profile:
+            continue
+        annotation = model.model_fields[part].annotation
+        inner = getattr(annotation, "__args__", (annotation,))[0]
+        model = inner if isinstance(inner, type) and issubclass(inner, BaseModel) else annotation
+    return list(model.model_fields)
