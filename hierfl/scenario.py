@@ -51,7 +51,7 @@ class DataConfig(_Frozen):
     partition: Literal["iid", "dirichlet"] = Field("iid", description="label spread over devices")
     alpha: float = Field(0.5, gt=0, description="Dirichlet concentration (partition = dirichlet)")
     test_samples: int = Field(2000, ge=1, description="held-out global test set size")
-    class_sep: float = Field(0.45, gt=0, description="distance scale of class means (synthetic)")
+    class_sep: float = Field(0.8, gt=0, description="distance scale of class means (synthetic)")
     feature_shift: float = Field(
         0.1, description="device i adds i * feature_shift to its features (as in the seed)"
     )

@@ -1,0 +1,28 @@
+"""Weighted FedAvg over flat parameter vectors: the one function edges and the cloud share."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+
+def fedavg(vectors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """Average of ``vectors`` weighted by ``weights`` (sample counts), in float32.
+
+    >>> fedavg([torch.tensor([0.0, 2.0]), torch.tensor([4.0, 6.0])], [1, 3]).tolist()
+    [3.0, 5.0]
+    """
+    if not vectors or len(vectors) != len(weights):
+        raise ValueError(f"fedavg needs as many weights as vectors: {len(vectors)} vs {len(weights)}")
+    total = float(sum(weights))
+    if total <= 0:
+        raise ValueError(f"fedavg weights must sum to > 0: {total}")
+    share = torch.tensor([w / total for w in weights], dtype=torch.float64)
+    stacked = torch.stack([v.to(torch.float64) for v in vectors])
+    return (share @ stacked).to(torch.float32)
+
+
+def apply_deltas(base: torch.Tensor, deltas: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+    """FedAvg of models sent as deltas from the same ``base``: base + weighted mean delta."""
+    return base + fedavg(deltas, weights)

@@ -1,0 +1,192 @@
+"""The model zoo (the seed's three MLPs, a depthwise-separable CNN, or your own class).
+
+Also counts what the timing and memory models need: trainable parameters, FLOPs of one
+forward pass on one sample, and activation elements per sample.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from hierfl.errors import ScenarioError
+from hierfl.scenario import MODEL_NAMES
+
+__all__ = ["MODEL_NAMES", "ModelStats", "SequentialNet", "build_model", "model_stats"]
+
+Shape = tuple[int, ...]
+Factory = Callable[[Shape, int], nn.Module]
+
+
+class SequentialNet(nn.Module):
+    """A zoo model: one ``nn.Sequential`` named ``net`` (parameters ``net.1.weight``, ...)."""
+
+    def __init__(self, *layers: nn.Module) -> None:
+        super().__init__()
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits, shape (batch, num_classes), for inputs of shape (batch, *input_shape)."""
+        return self.net(x)
+
+
+def _tiny(input_shape: Shape, num_classes: int) -> nn.Module:
+    """The seed's TinyMLModel (microcontrollers): in-16-ReLU-classes."""
+    return SequentialNet(
+        nn.Flatten(), nn.Linear(math.prod(input_shape), 16), nn.ReLU(), nn.Linear(16, num_classes)
+    )
+
+
+def _compact(input_shape: Shape, num_classes: int) -> nn.Module:
+    """The seed's CompactModel (edge SoCs): in-64-ReLU-32-ReLU-classes."""
+    return SequentialNet(
+        nn.Flatten(),
+        nn.Linear(math.prod(input_shape), 64),
+        nn.ReLU(),
+        nn.Linear(64, 32),
+        nn.ReLU(),
+        nn.Linear(32, num_classes),
+    )
+
+
+def _mobile(input_shape: Shape, num_classes: int) -> nn.Module:
+    """The seed's MobileModel (phones): in-128-ReLU-Dropout-64-ReLU-Dropout-classes."""
+    return SequentialNet(
+        nn.Flatten(),
+        nn.Linear(math.prod(input_shape), 128),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Linear(128, 64),
+        nn.ReLU(),
+        nn.Dropout(0.2),
+        nn.Linear(64, num_classes),
+    )
+
+
+def _dscnn(input_shape: Shape, num_classes: int) -> nn.Module:
+    """A depthwise-separable CNN for (C, H, W) images; no BatchNorm (its buffers don't federate)."""
+    if len(input_shape) != 3:
+        raise ScenarioError(
+            f"model.name: dscnn needs image input (C, H, W), data gives shape {tuple(input_shape)}"
+        )
+    return SequentialNet(
+        nn.Conv2d(input_shape[0], 16, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(16, 16, kernel_size=3, padding=1, groups=16),
+        nn.ReLU(),
+        nn.Conv2d(16, 32, kernel_size=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(32, num_classes),
+    )
+
+
+_ZOO: dict[str, Factory] = {"tiny": _tiny, "compact": _compact, "mobile": _mobile, "dscnn": _dscnn}
+
+
+def _custom(name: str) -> Factory:
+    """Resolve ``"package.module:Class"`` to a factory passing the shape keywords it accepts."""
+    module_name, _, class_name = name.partition(":")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as error:
+        raise ScenarioError(f"model.name: cannot import {name!r}: {error}") from None
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise ScenarioError(f"model.name: {name!r} must be an nn.Module subclass, got {cls!r}")
+    accepted = inspect.signature(cls).parameters
+
+    def factory(input_shape: Shape, num_classes: int) -> nn.Module:
+        kwargs: dict[str, object] = {}
+        if "input_shape" in accepted:
+            kwargs["input_shape"] = input_shape
+        elif "input_dim" in accepted:
+            kwargs["input_dim"] = math.prod(input_shape)
+        if "num_classes" in accepted:
+            kwargs["num_classes"] = num_classes
+        try:
+            return cls(**kwargs)
+        except TypeError as error:
+            raise ScenarioError(f"model.name: cannot construct {name!r}: {error}") from None
+
+    return factory
+
+
+def _resolve(name: str) -> Factory:
+    if name in _ZOO:
+        return _ZOO[name]
+    if ":" in name:
+        return _custom(name)
+    raise ScenarioError(
+        f"model.name: unknown model {name!r} (allowed: {', '.join(MODEL_NAMES)}, "
+        "or 'package.module:Class')"
+    )
+
+
+def build_model(name: str, input_shape: Shape, num_classes: int, seed: int) -> nn.Module:
+    """A freshly initialised model; the same ``seed`` gives the same weights.
+
+    Global RNG state is left as it was: initialisation draws from the CPU generator
+    seeded with ``seed`` inside a fork of the RNG.
+
+    >>> model = build_model("tiny", (32,), 10, seed=0)
+    >>> model(torch.zeros(2, 32)).shape
+    torch.Size([2, 10])
+    """
+    factory = _resolve(name)
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(seed)
+        return factory(tuple(input_shape), num_classes)
+
+
+@dataclass(frozen=True)
+class ModelStats:
+    """What the timing and memory models need to know about one model.
+
+    ``train_bytes = 4 * (2 * n_params + batch_size * activations_per_sample)``.
+    """
+
+    n_params: int
+    """Trainable parameters, elements."""
+    forward_flops: int
+    """FLOPs of one forward pass on one sample (FlopCounterMode: 2 per multiply-accumulate)."""
+    activations_per_sample: int
+    """Elements of every leaf module's output for one sample, plus the input's elements."""
+
+
+def model_stats(model: nn.Module, input_shape: Shape) -> ModelStats:
+    """Count parameters, forward FLOPs and activations on one all-zero sample.
+
+    The model runs once in eval mode without gradients; its training mode is restored.
+
+    >>> model_stats(build_model("tiny", (32,), 10, seed=0), (32,))
+    ModelStats(n_params=698, forward_flops=1344, activations_per_sample=106)
+    """
+    sample = torch.zeros(1, *input_shape)
+    activations = [sample.numel()]
+
+    def count(_module: nn.Module, _inputs: object, output: object) -> None:
+        outputs = output if isinstance(output, tuple | list) else (output,)
+        activations.extend(t.numel() for t in outputs if isinstance(t, torch.Tensor))
+
+    leaves = [m for m in model.modules() if next(m.children(), None) is None]
+    handles = [leaf.register_forward_hook(count) for leaf in leaves]
+    was_training = model.training
+    counter = FlopCounterMode(display=False)
+    try:
+        model.eval()
+        with torch.no_grad(), counter:
+            model(sample)
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    return ModelStats(n_params, counter.get_total_flops(), sum(activations))

@@ -1,0 +1,103 @@
+"""Result of a run: events, rounds and devices tables plus a summary, and the run folder."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+UPLINK_KINDS = ("upload", "edge_upload")
+
+
+@dataclass(frozen=True)
+class Result:
+    """Tables of one run; every figure traces back to ``events`` and the cost formulas."""
+
+    events: pd.DataFrame
+    rounds: pd.DataFrame
+    devices: pd.DataFrame
+    summary: dict[str, Any]
+
+    def write(self, out_dir: str | Path) -> Path:
+        """Write the run folder of DESIGN.md; each file appears whole or not at all."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write(out / "events.parquet", lambda p: self.events.to_parquet(p, index=False))
+        atomic_write(out / "rounds.csv", lambda p: self.rounds.to_csv(p, index=False))
+        atomic_write(out / "devices.csv", lambda p: self.devices.to_csv(p, index=False))
+        text = json.dumps(_jsonable(self.summary), indent=2)
+        atomic_write(out / "summary.json", lambda p: Path(p).write_text(text + "\n"))
+        return out
+
+
+def atomic_write(path: Path, write: Callable[[str], object]) -> None:
+    """Call ``write`` on a temporary file beside ``path``, then rename it into place."""
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(temp)
+        os.replace(temp, path)
+    finally:
+        if os.path.exists(temp):
+            os.unlink(temp)
+
+
+def rounds_table(rows: list[dict[str, Any]], events: pd.DataFrame) -> pd.DataFrame:
+    """One row per cloud round, per-round figures from cumulative tallies and the events."""
+    table = pd.DataFrame(rows)
+    uplink = events[events["kind"].isin(UPLINK_KINDS)]
+    bytes_up = uplink.groupby("cloud_round")["bytes"].sum()
+    table["bytes_up"] = table["cloud_round"].map(bytes_up).fillna(0).astype("int64")
+    trained = table["devices_trained"]
+    table["devices_trained"] = trained.diff().fillna(trained).astype("int64")
+    used_j = table.pop("energy_used_j")
+    table["energy_j"] = used_j.diff().fillna(used_j)
+    return table[["cloud_round", "sim_time_s", "accuracy", "loss", "devices_trained",
+                  "bytes_up", "energy_j", "mean_battery"]]
+
+
+def to_target(rounds: pd.DataFrame, target: float | None) -> dict[str, float | int | None]:
+    """Simulated time, device energy and cloud round at which accuracy first reaches ``target``."""
+    empty = {"time_to_target_s": None, "energy_to_target_j": None, "rounds_to_target": None}
+    if target is None:
+        return empty
+    reached = rounds.index[rounds["accuracy"] >= target]
+    if len(reached) == 0:
+        return empty
+    first = reached[0]
+    return {
+        "time_to_target_s": float(rounds.at[first, "sim_time_s"]),
+        "energy_to_target_j": float(rounds.loc[:first, "energy_j"].sum()),
+        "rounds_to_target": int(rounds.at[first, "cloud_round"]) + 1,
+    }
+
+
+def versions() -> dict[str, str]:
+    """Versions of hierfl and the libraries that shape its numbers."""
+    found = {}
+    for name in ("hierfl", "torch", "simpy", "networkx", "numpy", "pandas"):
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = "unknown"
+    return found
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):
+        return _jsonable(value.item())
+    return value

@@ -1,0 +1,60 @@
+"""Cloud process: cloud rounds of HierFAVG, or of cloud-only FedAvg with edges as relays."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from hierfl.learn.trainer import evaluate
+from hierfl.sim.device import Process, settle
+from hierfl.sim.edge import aggregate_at, edge_cloud_round, train_devices
+from hierfl.sim.engine import Simulation, Update
+
+CLOUD_NODE = 0
+
+
+def cloud(sim: Simulation) -> Process:
+    """Run every cloud round; each ends with an aggregation (if anything arrived) and a tally."""
+    hierarchical = sim.scenario.topology.mode == "hierarchical"
+    for cloud_round in range(sim.scenario.run.cloud_rounds):
+        if hierarchical:
+            updates = yield from _gather_edges(sim, cloud_round)
+        else:
+            everyone = np.arange(len(sim.topo.devices))
+            updates = yield from train_devices(sim, everyone, sim.global_weights, cloud_round, 0)
+        if updates:
+            sim.global_weights = yield from aggregate_at(
+                sim, CLOUD_NODE, -1, "cloud_aggregate", sim.global_weights, updates,
+                (cloud_round, -1),
+            )
+        close_round(sim, cloud_round)
+
+
+def _gather_edges(sim: Simulation, cloud_round: int) -> Process:
+    runs = [
+        sim.env.process(edge_cloud_round(sim, edge, sim.global_weights, cloud_round))
+        for edge in range(len(sim.topo.edges))
+    ]
+    yield sim.env.all_of(runs)
+    updates: list[Update] = [run.value for run in runs if run.value is not None]
+    return updates
+
+
+def close_round(sim: Simulation, cloud_round: int) -> None:
+    """Settle idle drain to now, evaluate the global model, and keep the round's figures."""
+    settle(sim, np.arange(len(sim.topo.devices)), cloud_round, -1)
+    accuracy = loss = float("nan")
+    if sim.trainer is not None:
+        data = sim.trainer.data
+        accuracy, loss = evaluate(sim.model, sim.space, sim.global_weights, data.x_test, data.y_test)
+    battery = sim.battery.fractions()[~sim.fleet.mains]
+    sim.round_rows.append(
+        {
+            "cloud_round": cloud_round,
+            "sim_time_s": sim.env.now,
+            "accuracy": accuracy,
+            "loss": loss,
+            "devices_trained": int(sim.trained.sum()),
+            "energy_used_j": float(sim.battery.used_j.sum()),
+            "mean_battery": float(battery.mean()) if battery.size else float("nan"),
+        }
+    )

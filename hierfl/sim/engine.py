@@ -1,0 +1,187 @@
+"""Build a run from a Scenario: fleet, model, data, SimPy processes; return the Result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import simpy
+import torch
+
+from hierfl.aggregation import apply_deltas, fedavg
+from hierfl.compression import DENSE, Codec
+from hierfl.costs import capacity_j, fits_in_memory, train_bytes
+from hierfl.errors import ModelDoesNotFitError, ScenarioError
+from hierfl.learn.data import data_shape, draw_sample_counts, make_data
+from hierfl.learn.models import ModelStats, build_model, model_stats
+from hierfl.learn.trainer import Job, ParamSpace, ReferenceTrainer, evaluate
+from hierfl.policies import Selection, resolve_selection
+from hierfl.scenario import Scenario
+from hierfl.sim.battery import FleetBattery
+from hierfl.topology import Topology, build_topology
+from hierfl.trace import Trace
+
+STREAM_SELECTION, STREAM_DATA, STREAM_TRAINING, STREAM_MODEL = 1, 2, 3, 4
+
+
+@dataclass
+class Fleet:
+    """Per-device figures as numpy columns (index = device number)."""
+
+    samples: np.ndarray
+    compute_mflops: np.ndarray
+    power_compute_w: np.ndarray
+    power_tx_w: np.ndarray
+    power_rx_w: np.ndarray
+    fits: np.ndarray
+    mains: np.ndarray
+
+    @classmethod
+    def build(cls, scenario: Scenario, topo: Topology, samples: np.ndarray,
+              needed_bytes: int) -> tuple[Fleet, FleetBattery]:
+        """Columns from each device's profile, and the fleet's batteries, full."""
+        names = sorted(set(topo.profiles))
+        index = np.array([names.index(p) for p in topo.profiles])
+        profiles = [scenario.profile(name) for name in names]
+
+        def column(get) -> np.ndarray:
+            return np.array([get(p) for p in profiles], dtype=np.float64)[index]
+
+        capacity = column(lambda p: np.inf if p.mains_powered else capacity_j(p.battery_mah, p.voltage_v))
+        fleet = cls(
+            samples=samples,
+            compute_mflops=column(lambda p: p.compute_mflops),
+            power_compute_w=column(lambda p: p.power_compute_w),
+            power_tx_w=column(lambda p: p.power_tx_w),
+            power_rx_w=column(lambda p: p.power_rx_w),
+            fits=column(lambda p: fits_in_memory(p.memory_kb, needed_bytes)).astype(bool),
+            mains=np.isinf(capacity),
+        )
+        return fleet, FleetBattery(capacity, column(lambda p: p.power_idle_w))
+
+
+@dataclass
+class Update:
+    """What arrives at an aggregator: the encoded payload and the samples behind it."""
+
+    sender: int
+    payload: bytes | None
+    samples: int
+
+
+@dataclass
+class Simulation:
+    """Everything the processes share; processes only yield, this holds the state."""
+
+    scenario: Scenario
+    env: simpy.Environment
+    topo: Topology
+    fleet: Fleet
+    battery: FleetBattery
+    trace: Trace
+    stats: ModelStats
+    space: ParamSpace
+    codec: Codec
+    policy: Selection
+    rng: np.random.Generator
+    model: torch.nn.Module
+    trainer: ReferenceTrainer | None
+    data: object | None
+    trained: np.ndarray
+    round_rows: list[dict] = field(default_factory=list)
+    global_weights: torch.Tensor | None = None
+
+    # node numbering in the trace: cloud, edges, devices
+    def device_node(self, device: int) -> int:
+        return 1 + len(self.topo.edges) + device
+
+    def edge_node(self, edge: int) -> int:
+        return -1 if edge < 0 else 1 + edge
+
+    @property
+    def learning(self) -> bool:
+        return self.trainer is not None
+
+    def submit(self, device: int, start: torch.Tensor | None, cloud_round: int,
+               edge_round: int) -> Job | None:
+        """Queue local training of ``device`` from ``start`` (None in timing-only runs)."""
+        if self.trainer is None or start is None:
+            return None
+        seed = (self.scenario.seed, STREAM_TRAINING, device, cloud_round, edge_round)
+        return self.trainer.submit(device, start, seed)
+
+    def encode(self, weights: torch.Tensor | None, base: torch.Tensor | None) -> tuple[bytes | None, int]:
+        """The uplink payload of ``weights`` received as ``base``, and its length in bytes."""
+        if weights is None or base is None:
+            return None, self.codec.payload_bytes(self.space.specs)
+        sent = weights - base if self.scenario.compression.payload == "delta" else weights
+        payload = self.codec.encode(self.space.unflatten(sent))
+        return payload, len(payload)
+
+    def downlink_bytes(self, weights: torch.Tensor | None) -> int:
+        """Bytes of a model sent down: dense float32, really encoded when there are weights."""
+        if weights is None:
+            return DENSE.payload_bytes(self.space.specs)
+        return len(DENSE.encode(self.space.unflatten(weights)))
+
+    def aggregate(self, base: torch.Tensor | None, updates: list[Update]) -> torch.Tensor | None:
+        """Decode every update and FedAvg them, weighted by samples."""
+        if base is None:
+            return None
+        decoded = [self.space.flatten(self.codec.decode(u.payload, self.space.specs)) for u in updates]
+        weights = [u.samples for u in updates]
+        if self.scenario.compression.payload == "delta":
+            return apply_deltas(base, decoded, weights)
+        return fedavg(decoded, weights)
+
+
+def prepare(scenario: Scenario) -> Simulation:
+    """Check the scenario against the model and fleet, then build the whole simulation."""
+    if scenario.topology.mode == "cloud_only" and scenario.run.edge_rounds != 1:
+        raise ScenarioError(
+            f"run.edge_rounds: must be 1 when topology.mode = 'cloud_only': {scenario.run.edge_rounds}"
+        )
+    seed = scenario.seed
+    input_shape, num_classes = data_shape(scenario.data)
+    model_seed = int(np.random.SeedSequence([seed, STREAM_MODEL]).generate_state(1)[0])
+    model = build_model(scenario.model.name, input_shape, num_classes, model_seed)
+    stats = model_stats(model, input_shape)
+    topo = build_topology(scenario)
+    data_rng = np.random.default_rng([seed, STREAM_DATA])
+    samples = draw_sample_counts(scenario.data, len(topo.devices), data_rng)
+    needed = train_bytes(stats.n_params, scenario.run.batch_size, stats.activations_per_sample)
+    fleet, battery = Fleet.build(scenario, topo, samples, needed)
+    if not fleet.fits.any():
+        raise ModelDoesNotFitError(
+            f"model.name: {scenario.model.name!r} needs {needed} bytes to train "
+            f"(batch_size {scenario.run.batch_size}) and fits no device "
+            f"(largest memory_kb: {max(scenario.profile(p).memory_kb for p in set(topo.profiles))})"
+        )
+    space = ParamSpace.of(model)
+    run = scenario.run
+    trainer = data = None
+    if run.learning:
+        if run.device == "cuda" and not torch.cuda.is_available():
+            raise ScenarioError("run.device: 'cuda' requested but torch sees no CUDA device")
+        data = make_data(scenario.data, samples, data_rng)
+        trainer = ReferenceTrainer(model, data, run.local_epochs, run.batch_size,
+                                   run.learning_rate, run.device)
+    trace = Trace(["cloud", *topo.edges, *topo.devices])
+    return Simulation(
+        scenario=scenario,
+        env=simpy.Environment(),
+        topo=topo,
+        fleet=fleet,
+        battery=battery,
+        trace=trace,
+        stats=stats,
+        space=space,
+        codec=Codec(scenario.compression.quantize, scenario.compression.prune_ratio),
+        policy=resolve_selection(scenario.selection.policy),
+        rng=np.random.default_rng([seed, STREAM_SELECTION]),
+        model=model,
+        trainer=trainer,
+        data=data,
+        trained=np.zeros(len(topo.devices), dtype=np.int64),
+        global_weights=space.vector(model) if run.learning else None,
+    )
