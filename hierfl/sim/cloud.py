@@ -47,14 +47,15 @@ def close_round(sim: Simulation, cloud_round: int) -> None:
         data = sim.trainer.data
         accuracy, loss = evaluate(sim.model, sim.space, sim.global_weights, data.x_test, data.y_test)
     battery = sim.battery.fractions()[~sim.fleet.mains]
-    sim.round_rows.append(
-        {
-            "cloud_round": cloud_round,
-            "sim_time_s": sim.env.now,
-            "accuracy": accuracy,
-            "loss": loss,
-            "devices_trained": int(sim.trained.sum()),
-            "energy_used_j": float(sim.battery.used_j.sum()),
-            "mean_battery": float(battery.mean()) if battery.size else float("nan"),
-        }
-    )
+    row = {
+        "cloud_round": cloud_round,
+        "sim_time_s": sim.env.now,
+        "accuracy": accuracy,
+        "loss": loss,
+        "devices_trained": int(sim.trained.sum()),
+        "energy_used_j": float(sim.battery.used_j.sum()),
+        "mean_battery": float(battery.mean()) if battery.size else float("nan"),
+    }
+    sim.round_rows.append(row)
+    if sim.on_round is not None:
+        sim.on_round(row)

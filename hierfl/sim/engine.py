@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -90,6 +91,7 @@ class Simulation:
     trained: np.ndarray
     round_rows: list[dict] = field(default_factory=list)
     global_weights: torch.Tensor | None = None
+    on_round: Callable[[dict], None] | None = None
 
     # node numbering in the trace: cloud, edges, devices
     def device_node(self, device: int) -> int:

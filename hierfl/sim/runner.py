@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import pandas as pd
 
@@ -13,9 +15,13 @@ from hierfl.sim.cloud import cloud
 from hierfl.sim.engine import Simulation, prepare
 
 
-def simulate(scenario: Scenario) -> Result:
-    """Simulate ``scenario`` and return its Result (same scenario and seed, same events)."""
+def simulate(scenario: Scenario, on_round: Callable[[dict], None] | None = None) -> Result:
+    """Simulate ``scenario`` and return its Result (same scenario and seed, same events).
+
+    ``on_round`` is called with each cloud round's figures as soon as the round closes.
+    """
     sim = prepare(scenario)
+    sim.on_round = on_round
     sim.env.process(cloud(sim))
     sim.env.run()
     events = sim.trace.to_frame()

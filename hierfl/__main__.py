@@ -1,0 +1,5 @@
+"""``python -m hierfl`` runs the command line."""
+
+from hierfl.cli import main
+
+main()
