@@ -1,0 +1,42 @@
+"""The worked example in docs/concepts.md is what hierfl's own functions compute."""
+
+from pathlib import Path
+
+import pytest
+
+from hierfl.compression import Codec
+from hierfl.costs import capacity_j, compute_s, energy_j, train_bytes, train_flops, transfer_s
+from hierfl.learn.models import build_model, model_stats
+from hierfl.learn.trainer import ParamSpace
+from hierfl.profiles import BUILTIN_PROFILES
+
+DOC = (Path(__file__).parents[1] / "docs" / "concepts.md").read_text()
+
+
+def _in_doc(text: str) -> None:
+    assert text in DOC, f"docs/concepts.md no longer shows {text!r}"
+
+
+def test_worked_example_matches_the_code():
+    """Every row of the worked example is recomputed from costs, codecs and the mcu profile."""
+    mcu = BUILTIN_PROFILES["mcu"]
+    model = build_model("compact", (32,), 10, seed=0)
+    stats = model_stats(model, (32,))
+    assert (stats.n_params, stats.forward_flops, stats.activations_per_sample) == (4522, 8832, 266)
+    flops = train_flops(stats.forward_flops, 50, 2)
+    assert flops == 2_649_600
+    _in_doc("| 2,649,600 |")
+    assert compute_s(flops, mcu.compute_mflops) == pytest.approx(0.026496)
+    assert energy_j(mcu.power_compute_w, 0.026496) == pytest.approx(0.0052992)
+    link = [(mcu.bandwidth_kbps, mcu.latency_ms)]
+    assert transfer_s(4 * stats.n_params, link) == pytest.approx(1.49704)
+    assert energy_j(mcu.power_rx_w, 1.49704) == pytest.approx(0.449112)
+    uplink = Codec("int8", 0.3).payload_bytes(ParamSpace.of(model).specs)
+    assert uplink == 3798
+    assert transfer_s(uplink, link) == pytest.approx(0.35384)
+    assert energy_j(mcu.power_tx_w, 0.35384) == pytest.approx(0.336148)
+    assert train_bytes(stats.n_params, 8, stats.activations_per_sample) == 44_688
+    assert capacity_j(mcu.battery_mah, mcu.voltage_v) == pytest.approx(6660)
+    for shown in ("0.026496 s", "0.0052992 J", "1.49704 s", "0.449112 J", "3,798 B",
+                  "0.35384 s", "0.336148 J", "44,688 B", "6,660 J"):
+        _in_doc(shown)
