@@ -151,7 +151,7 @@ def profiles() -> None:
 def main() -> None:
     """Console entry point: one line and exit 2 for bad input, no traceback unless --debug."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except HierflError as error:
         if _state["debug"]:
             traceback.print_exc()
@@ -162,9 +162,10 @@ def main() -> None:
     except typer.Abort:
         sys.exit(130)
     except Exception as error:  # click usage errors carry their own exit code
-        code = getattr(error, "exit_code", None)
-        if code is None:
+        usage_code = getattr(error, "exit_code", None)
+        if usage_code is None:
             raise
         if hasattr(error, "show"):
             error.show()
-        sys.exit(code)
+        sys.exit(usage_code)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -231,7 +231,10 @@ def parse_scenario(raw: dict[str, Any], origin: str = "scenario") -> Scenario:
     try:
         return Scenario.model_validate(raw)
     except ValidationError as error:
-        raise ScenarioError([f"{origin}: {_describe(e)}" for e in error.errors()]) from None
+        errors = error.errors()
+        deeper = {e["loc"][:1] for e in errors if len(e["loc"]) > 1}
+        kept = [e for e in errors if not (e["type"] == "too_short" and e["loc"] in deeper)]
+        raise ScenarioError([f"{origin}: {_describe(e)}" for e in kept]) from None
 
 
 def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
@@ -295,6 +298,8 @@ def _describe(error: dict[str, Any]) -> str:
         allowed = _allowed_keys(loc[:-1])
         where = path.rpartition(".")[0] or "top level"
         return f"unknown key {path!r} in {where} (allowed: {', '.join(allowed)})"
+    if error["type"] == "too_short":
+        return f"{path}: needs at least {error['ctx']['min_length']} entry: {error['input']!r}"
     if error["type"] == "missing":
         return f"{path}: required key is missing"
     value = error.get("input")
