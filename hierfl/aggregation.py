@@ -14,7 +14,9 @@ def fedavg(vectors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.T
     [3.0, 5.0]
     """
     if not vectors or len(vectors) != len(weights):
-        raise ValueError(f"fedavg needs as many weights as vectors: {len(vectors)} vs {len(weights)}")
+        raise ValueError(
+            f"fedavg needs as many weights as vectors: {len(vectors)} vs {len(weights)}"
+        )
     total = float(sum(weights))
     if total <= 0:
         raise ValueError(f"fedavg weights must sum to > 0: {total}")
@@ -23,6 +25,8 @@ def fedavg(vectors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.T
     return (share @ stacked).to(torch.float32)
 
 
-def apply_deltas(base: torch.Tensor, deltas: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
+def apply_deltas(
+    base: torch.Tensor, deltas: Sequence[torch.Tensor], weights: Sequence[float]
+) -> torch.Tensor:
     """FedAvg of models sent as deltas from the same ``base``: base + weighted mean delta."""
     return base + fedavg(deltas, weights)

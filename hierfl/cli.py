@@ -49,7 +49,9 @@ def _resolve(scenario: Path, sets: list[str], seed: int | None, rounds: int | No
 def run(
     scenario: Annotated[Path, typer.Argument(help="Scenario TOML file.")],
     out: Annotated[Path | None, typer.Option(help="Run folder [default: runs/NAME].")] = None,
-    set_: Annotated[list[str], typer.Option("--set", help="Override KEY.PATH=VALUE (repeat).")] = [],  # noqa: B006
+    set_: Annotated[
+        list[str], typer.Option("--set", help="Override KEY.PATH=VALUE (repeat).")
+    ] = [],  # noqa: B006
     seed: Annotated[int | None, typer.Option(help="Override the scenario seed.")] = None,
     rounds: Annotated[int | None, typer.Option(help="Override run.cloud_rounds.")] = None,
     quiet: Annotated[bool, typer.Option(help="Plain lines, no progress bar.")] = False,
@@ -68,25 +70,35 @@ def run(
 def _simulate_with_progress(scenario: Scenario, quiet: bool) -> Result:
     total = scenario.run.cloud_rounds
     if quiet or not out_console.is_terminal:
+
         def report(row: dict) -> None:
             if not quiet:
                 out_console.print(_round_line(row, total), highlight=False)
+
         return simulate(scenario, on_round=report)
-    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+    columns = (
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=out_console, transient=True) as progress:
         task = progress.add_task(scenario.name, total=total, status="")
 
         def advance(row: dict) -> None:
             progress.update(task, advance=1, status=_round_line(row, total))
+
         return simulate(scenario, on_round=advance)
 
 
 def _round_line(row: dict, total: int) -> str:
     accuracy = row["accuracy"]
     shown = "-" if accuracy != accuracy else f"{accuracy:.3f}"
-    return (f"round {row['cloud_round'] + 1}/{total}  sim {row['sim_time_s']:.1f} s  "
-            f"accuracy {shown}  energy {row['energy_used_j']:.1f} J")
+    return (
+        f"round {row['cloud_round'] + 1}/{total}  sim {row['sim_time_s']:.1f} s  "
+        f"accuracy {shown}  energy {row['energy_used_j']:.1f} J"
+    )
 
 
 def _print_summary(result: Result, folder: Path) -> None:
@@ -102,9 +114,14 @@ def _print_summary(result: Result, folder: Path) -> None:
     ]
     if summary.get("target_accuracy") is not None:
         reached = summary["time_to_target_s"]
-        rows.append((f"time to {summary['target_accuracy']:.0%}",
-                     "not reached" if reached is None else
-                     f"{reached:.2f} s, {summary['energy_to_target_j']:.1f} J"))
+        rows.append(
+            (
+                f"time to {summary['target_accuracy']:.0%}",
+                "not reached"
+                if reached is None
+                else f"{reached:.2f} s, {summary['energy_to_target_j']:.1f} J",
+            )
+        )
     for name, value in rows:
         table.add_row(name, value)
     out_console.print(table)
@@ -114,7 +131,9 @@ def _print_summary(result: Result, folder: Path) -> None:
 @app.command()
 def validate(
     scenarios: Annotated[list[Path], typer.Argument(help="Scenario TOML files.")],
-    set_: Annotated[list[str], typer.Option("--set", help="Override KEY.PATH=VALUE (repeat).")] = [],  # noqa: B006
+    set_: Annotated[
+        list[str], typer.Option("--set", help="Override KEY.PATH=VALUE (repeat).")
+    ] = [],  # noqa: B006
 ) -> None:
     """Check scenario files; print each resolved scenario (defaults filled in) or its errors."""
     failed = False
@@ -140,9 +159,14 @@ def profiles() -> None:
         table.add_column(column)
     for name, p in BUILTIN_PROFILES.items():
         battery = "mains" if p.battery_mah is None else f"{p.battery_mah:g} @ {p.voltage_v:g} V"
-        table.add_row(name, f"{p.memory_kb:g}", f"{p.compute_mflops:g}", f"{p.bandwidth_kbps:g}",
-                      battery, f"{p.power_compute_w:g}/{p.power_tx_w:g}/{p.power_rx_w:g}/"
-                      f"{p.power_idle_w:g}")
+        table.add_row(
+            name,
+            f"{p.memory_kb:g}",
+            f"{p.compute_mflops:g}",
+            f"{p.bandwidth_kbps:g}",
+            battery,
+            f"{p.power_compute_w:g}/{p.power_tx_w:g}/{p.power_rx_w:g}/{p.power_idle_w:g}",
+        )
     out_console.print(table)
     for name, p in BUILTIN_PROFILES.items():
         out_console.print(f"[bold]{name}[/bold]: {p.source}", soft_wrap=True)

@@ -27,21 +27,24 @@ def quota(fraction: float, n: int) -> int:
     return 0 if n == 0 else max(1, math.floor(fraction * n + 1e-9))
 
 
-def select_all(candidates: Sequence[int], battery: np.ndarray, fraction: float,
-               rng: np.random.Generator) -> list[int]:
+def select_all(
+    candidates: Sequence[int], battery: np.ndarray, fraction: float, rng: np.random.Generator
+) -> list[int]:
     """Every candidate (the fraction is ignored)."""
     return list(candidates)
 
 
-def select_random(candidates: Sequence[int], battery: np.ndarray, fraction: float,
-                  rng: np.random.Generator) -> list[int]:
+def select_random(
+    candidates: Sequence[int], battery: np.ndarray, fraction: float, rng: np.random.Generator
+) -> list[int]:
     """A uniformly random ``fraction`` of the candidates, in index order."""
     chosen = rng.choice(len(candidates), size=quota(fraction, len(candidates)), replace=False)
     return sorted(candidates[int(k)] for k in chosen)
 
 
-def select_battery(candidates: Sequence[int], battery: np.ndarray, fraction: float,
-                   rng: np.random.Generator) -> list[int]:
+def select_battery(
+    candidates: Sequence[int], battery: np.ndarray, fraction: float, rng: np.random.Generator
+) -> list[int]:
     """The ``fraction`` of candidates with the most battery left (the seed's policy); ties by index."""
     ranked = sorted(candidates, key=lambda i: (-battery[i], i))
     return sorted(ranked[: quota(fraction, len(candidates))])

@@ -60,8 +60,18 @@ def rounds_table(rows: list[dict[str, Any]], events: pd.DataFrame) -> pd.DataFra
     table["devices_trained"] = trained.diff().fillna(trained).astype("int64")
     used_j = table.pop("energy_used_j")
     table["energy_j"] = used_j.diff().fillna(used_j)
-    return table[["cloud_round", "sim_time_s", "accuracy", "loss", "devices_trained",
-                  "bytes_up", "energy_j", "mean_battery"]]
+    return table[
+        [
+            "cloud_round",
+            "sim_time_s",
+            "accuracy",
+            "loss",
+            "devices_trained",
+            "bytes_up",
+            "energy_j",
+            "mean_battery",
+        ]
+    ]
 
 
 def to_target(rounds: pd.DataFrame, target: float | None) -> dict[str, float | int | None]:

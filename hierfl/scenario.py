@@ -40,8 +40,9 @@ class DataConfig(_Frozen):
     """Where each device's samples come from and how labels spread over devices."""
 
     kind: Literal["synthetic", "seed", "digits", "npz"] = Field(
-        "synthetic", description="synthetic: learnable Gaussians; seed: random labels; "
-        "digits: scikit-learn 8x8 digits; npz: your own arrays"
+        "synthetic",
+        description="synthetic: learnable Gaussians; seed: random labels; "
+        "digits: scikit-learn 8x8 digits; npz: your own arrays",
     )
     input_dim: int = Field(32, ge=1, description="features per sample (synthetic, seed)")
     num_classes: int = Field(10, ge=2, description="number of labels (synthetic, seed)")
@@ -98,7 +99,9 @@ class CompressionConfig(_Frozen):
     """How updates are encoded on the uplink."""
 
     quantize: Literal["none", "int8"] = Field("none", description="none | int8 (affine per tensor)")
-    prune_ratio: float = Field(0.0, ge=0, lt=1, description="fraction of weights zeroed by magnitude")
+    prune_ratio: float = Field(
+        0.0, ge=0, lt=1, description="fraction of weights zeroed by magnitude"
+    )
     payload: Literal["delta", "weights"] = Field(
         "delta", description="delta: trained minus received; weights: as the seed sends"
     )
@@ -109,7 +112,9 @@ class SelectionConfig(_Frozen):
 
     policy: str = Field("all", description="all | random | battery (highest battery first)")
     fraction: float = Field(1.0, gt=0, le=1, description="share of eligible devices selected")
-    min_battery: float = Field(0.1, ge=0, le=1, description="devices below this battery are skipped")
+    min_battery: float = Field(
+        0.1, ge=0, le=1, description="devices below this battery are skipped"
+    )
 
     @field_validator("policy")
     @classmethod
@@ -249,7 +254,9 @@ def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
     return parse_scenario(apply_overrides(raw, overrides), origin=str(path))
 
 
-def apply_overrides(raw: dict[str, Any], assignments: list[str] | tuple[str, ...]) -> dict[str, Any]:
+def apply_overrides(
+    raw: dict[str, Any], assignments: list[str] | tuple[str, ...]
+) -> dict[str, Any]:
     """Set ``a.b.c=value`` paths in a copy of ``raw``; values are TOML literals or bare strings."""
     result = _deep_copy(raw)
     for assignment in assignments:

@@ -64,7 +64,15 @@ class Trace:
         if self._n == len(self._rows):
             self._rows = np.resize(self._rows, 2 * len(self._rows))
         self._rows[self._n] = (
-            t_start, t_end, KIND[kind], node, edge, cloud_round, edge_round, nbytes, energy_j
+            t_start,
+            t_end,
+            KIND[kind],
+            node,
+            edge,
+            cloud_round,
+            edge_round,
+            nbytes,
+            energy_j,
         )
         self._n += 1
 

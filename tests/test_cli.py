@@ -15,8 +15,13 @@ TUTORIAL = str(ROOT / "scenarios" / "tutorial066.toml")
 
 
 def hierfl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hierfl", *args], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "hierfl", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=300,
+    )
 
 
 def write(tmp_path: Path, text: str) -> str:
@@ -41,28 +46,56 @@ def test_run_writes_the_run_folder(tmp_path):
     done = hierfl("run", TUTORIAL, "--out", str(out), "--rounds", "2", "--quiet")
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in out.iterdir()) == [
-        "devices.csv", "events.parquet", "rounds.csv", "summary.json"]
+        "devices.csv",
+        "events.parquet",
+        "rounds.csv",
+        "summary.json",
+    ]
     rounds = pd.read_csv(out / "rounds.csv")
     events = pd.read_parquet(out / "events.parquet")
     summary = json.loads((out / "summary.json").read_text())
     assert len(rounds) == 2
     assert summary["sim_time_s"] == pytest.approx(events["t_end"].max())
     assert summary["scenario"]["run"]["cloud_rounds"] == 2
-    assert list(events.columns) == ["t_start", "t_end", "kind", "node", "edge", "cloud_round",
-                                    "edge_round", "bytes", "energy_j"]
+    assert list(events.columns) == [
+        "t_start",
+        "t_end",
+        "kind",
+        "node",
+        "edge",
+        "cloud_round",
+        "edge_round",
+        "bytes",
+        "energy_j",
+    ]
 
 
 def test_set_overrides_are_applied_and_validated(tmp_path):
     """--set changes the resolved scenario; a bad --set value exits 2 naming the key."""
     out = tmp_path / "run"
-    done = hierfl("run", write(tmp_path, GOOD), "--out", str(out), "--quiet",
-                  "--set", "compression.quantize=int8", "--seed", "7")
+    done = hierfl(
+        "run",
+        write(tmp_path, GOOD),
+        "--out",
+        str(out),
+        "--quiet",
+        "--set",
+        "compression.quantize=int8",
+        "--seed",
+        "7",
+    )
     assert done.returncode == 0, done.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert summary["scenario"]["compression"]["quantize"] == "int8"
     assert summary["seed"] == 7
-    bad = hierfl("run", write(tmp_path, GOOD), "--out", str(tmp_path / "x"),
-                 "--set", "compression.quantize=int4")
+    bad = hierfl(
+        "run",
+        write(tmp_path, GOOD),
+        "--out",
+        str(tmp_path / "x"),
+        "--set",
+        "compression.quantize=int4",
+    )
     assert bad.returncode == 2
     assert "compression.quantize" in bad.stderr and "int4" in bad.stderr
     assert not (tmp_path / "x").exists()
@@ -84,14 +117,18 @@ def test_non_empty_out_is_refused_unless_forced(tmp_path):
 
 BAD = {
     "unknown key": (GOOD + "colour = 'red'\n", "colour"),
-    "negative bandwidth": (GOOD + "[topology]\nbackhaul = { bandwidth_kbps = -5, latency_ms = 1 }\n",
-                           "topology.backhaul.bandwidth_kbps"),
+    "negative bandwidth": (
+        GOOD + "[topology]\nbackhaul = { bandwidth_kbps = -5, latency_ms = 1 }\n",
+        "topology.backhaul.bandwidth_kbps",
+    ),
     "unknown profile": ("[[devices]]\nprofile = 'fpga'\ncount = 1\n", "fpga"),
     "zero devices": ("[[devices]]\nprofile = 'mcu'\ncount = 0\n", "devices[0].count"),
     "no devices": ("devices = []\n", "devices"),
     "model too large": (
         "[model]\nname = 'mobile'\n[[devices]]\nprofile = 'mcu'\ncount = 2\n"
-        "[profiles.mcu]\nmemory_kb = 16\n", "fits no device"),
+        "[profiles.mcu]\nmemory_kb = 16\n",
+        "fits no device",
+    ),
     "not toml": ("[run\n", "not valid TOML"),
 }
 
