@@ -1,4 +1,4 @@
-"""hierfl: hierarchical federated learning on edge devices, with a simulated clock and real learning."""
+"""hierfl: hierarchical federated learning on edge devices; simulated clock, real learning."""
 
 from importlib.metadata import PackageNotFoundError, version
 

@@ -45,7 +45,7 @@ def select_random(
 def select_battery(
     candidates: Sequence[int], battery: np.ndarray, fraction: float, rng: np.random.Generator
 ) -> list[int]:
-    """The ``fraction`` of candidates with the most battery left (the seed's policy); ties by index."""
+    """The ``fraction`` of candidates with the most battery left (seed policy); ties by index."""
     ranked = sorted(candidates, key=lambda i: (-battery[i], i))
     return sorted(ranked[: quota(fraction, len(candidates))])
 

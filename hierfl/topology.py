@@ -15,7 +15,8 @@ Hop = tuple[float, float]  # (bandwidth_kbps, latency_ms)
 def interleave_groups(groups: tuple[DeviceGroup, ...]) -> list[str]:
     """Profiles of the fleet, numbered by cycling through the groups (the seed's ``i % 3``).
 
-    >>> interleave_groups((DeviceGroup(profile="mcu", count=3), DeviceGroup(profile="soc", count=1)))
+    >>> groups = (DeviceGroup(profile="mcu", count=3), DeviceGroup(profile="soc", count=1))
+    >>> interleave_groups(groups)
     ['mcu', 'soc', 'mcu', 'mcu']
     """
     remaining = [group.count for group in groups]
