@@ -59,15 +59,30 @@ class Topology:
         return CLOUD if edge < 0 else self.edges[edge]
 
     def hops(self, source: str, target: str) -> tuple[Hop, ...]:
-        """Links on the lowest-latency path, as (bandwidth_kbps, latency_ms), cached."""
+        """Links on the lowest-latency path, as (bandwidth_kbps, latency_ms).
+
+        A node with a single link (a device) always leaves through it, so its route is
+        that link plus its neighbour's route: one search per neighbour, not per device.
+        """
         key = (source, target)
         if key not in self._routes:
-            path = nx.shortest_path(self.graph, source, target, weight="latency_ms")
-            self._routes[key] = tuple(
-                (self.graph[u][v]["bandwidth_kbps"], self.graph[u][v]["latency_ms"])
-                for u, v in zip(path, path[1:], strict=False)
-            )
+            self._routes[key] = self._search(source, target)
         return self._routes[key]
+
+    def _search(self, source: str, target: str) -> tuple[Hop, ...]:
+        graph = self.graph
+        if source != target and graph.degree(source) == 1:
+            (via,) = graph[source]
+            return (_link(graph, source, via), *self.hops(via, target))
+        if source != target and graph.degree(target) == 1:
+            (via,) = graph[target]
+            return (*self.hops(source, via), _link(graph, via, target))
+        path = nx.shortest_path(graph, source, target, weight="latency_ms")
+        return tuple(_link(graph, u, v) for u, v in zip(path, path[1:], strict=False))
+
+
+def _link(graph: nx.Graph, u: str, v: str) -> Hop:
+    return (graph[u][v]["bandwidth_kbps"], graph[u][v]["latency_ms"])
 
 
 def build_topology(scenario: Scenario) -> Topology:
