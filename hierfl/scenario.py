@@ -113,7 +113,7 @@ class SelectionConfig(_Frozen):
     policy: str = Field("all", description="all | random | battery (highest battery first)")
     fraction: float = Field(1.0, gt=0, le=1, description="share of eligible devices selected")
     min_battery: float = Field(
-        0.1, ge=0, le=1, description="devices below this battery are skipped"
+        0.1, ge=0, le=1, description="devices below this battery fraction are not selected"
     )
 
     @field_validator("policy")
@@ -130,8 +130,9 @@ class SelectionConfig(_Frozen):
 class LinkConfig(_Frozen):
     """One network link."""
 
-    bandwidth_kbps: float = Field(gt=0, description="10^3 bit/s")
-    latency_ms: float = Field(ge=0, description="one-way latency, ms")
+    # defaults are the backhaul's, so a partial table or override changes only what it names
+    bandwidth_kbps: float = Field(100_000.0, gt=0, description="10^3 bit/s")
+    latency_ms: float = Field(20.0, ge=0, description="one-way latency, ms")
 
 
 class TopologyConfig(_Frozen):
@@ -144,9 +145,7 @@ class TopologyConfig(_Frozen):
     assign: Literal["round_robin", "block"] = Field(
         "round_robin", description="device i goes to edge i % edges, or in contiguous blocks"
     )
-    backhaul: LinkConfig = Field(
-        LinkConfig(bandwidth_kbps=100_000, latency_ms=20), description="edge-to-cloud link"
-    )
+    backhaul: LinkConfig = Field(LinkConfig(), description="edge-to-cloud link")
     edge_profile: str = Field("edge_server", description="profile of every edge server")
     cloud_profile: str = Field("edge_server", description="profile of the cloud aggregator")
 
@@ -167,7 +166,7 @@ class DeviceGroup(_Frozen):
 class Scenario(_Frozen):
     """A whole experiment, as resolved from a TOML file and overrides."""
 
-    name: str = "scenario"
+    name: str = Field("scenario", description="names the run folder and the summary")
     seed: int = Field(0, ge=0, description="root of every random stream")
     run: RunConfig = RunConfig()
     data: DataConfig = DataConfig()
@@ -196,6 +195,15 @@ class Scenario(_Frozen):
                 table = {**base.model_dump(exclude_none=True), **table}
             filled[name] = table
         return filled
+
+    @model_validator(mode="after")
+    def _cloud_only_has_one_edge_round(self) -> Scenario:
+        if self.topology.mode == "cloud_only" and self.run.edge_rounds != 1:
+            raise ValueError(
+                "run.edge_rounds: must be 1 when topology.mode = 'cloud_only': "
+                f"{self.run.edge_rounds}"
+            )
+        return self
 
     @model_validator(mode="after")
     def _profiles_known(self) -> Scenario:

@@ -139,10 +139,6 @@ class Simulation:
 
 def prepare(scenario: Scenario) -> Simulation:
     """Check the scenario against the model and fleet, then build the whole simulation."""
-    if scenario.topology.mode == "cloud_only" and scenario.run.edge_rounds != 1:
-        raise ScenarioError(
-            f"run.edge_rounds: must be 1 when topology.mode = 'cloud_only': {scenario.run.edge_rounds}"
-        )
     seed = scenario.seed
     input_shape, num_classes = data_shape(scenario.data)
     model_seed = int(np.random.SeedSequence([seed, STREAM_MODEL]).generate_state(1)[0])

@@ -1,0 +1,372 @@
+"""Figures of a run: timeline (Gantt by device, grouped by edge), accuracy, energy and battery.
+
+Headless and free of global state: each figure is a ``matplotlib.figure.Figure`` drawn by
+the Agg canvas, never pyplot, so plotting is safe in threads, tests and sweeps. Every file is
+written atomically (``hierfl.results.atomic_write``). Needs the ``plots`` extra
+(``pip install 'hierfl[plots]'``).
+
+Colours follow the Okabe-Ito palette (readable with colour-vision deficiencies) and are the
+same in every figure: download / received is blue, compute orange, upload / sent green.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from hierfl.chrome_trace import natural_key
+from hierfl.errors import HierflError
+from hierfl.results import Result, atomic_write
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+PHASE_COLOURS = {
+    "download": "#0072B2",
+    "compute": "#E69F00",
+    "upload": "#009E73",
+    "cloud_download": "#56B4E9",
+    "edge_upload": "#CC79A7",
+}
+PHASE_LABELS = {
+    "download": "download (device)",
+    "compute": "compute (local training)",
+    "upload": "upload (device)",
+    "cloud_download": "cloud \u2192 edge model",
+    "edge_upload": "edge \u2192 cloud model",
+}
+MARKERS = {  # kind: (label, matplotlib marker style)
+    "edge_aggregate": ("edge aggregation", {"marker": "D", "color": "black", "ms": 4}),
+    "cloud_aggregate": ("cloud aggregation", {"marker": "*", "color": "black", "ms": 10}),
+    "skip": ("skip (model does not fit)", {"marker": "x", "color": "#666666", "ms": 5}),
+    "dropout": ("dropout (battery empty)", {"marker": "X", "color": "#D55E00", "ms": 8,
+                                            "mec": "black", "mew": 0.5}),
+    "late": ("late update", {"marker": "v", "color": "white", "ms": 6, "mec": "black"}),
+}
+ENERGY_PARTS = {  # devices column: (label, colour)
+    "energy_compute_j": ("compute", PHASE_COLOURS["compute"]),
+    "energy_tx_j": ("transmit (upload)", PHASE_COLOURS["upload"]),
+    "energy_rx_j": ("receive (download)", PHASE_COLOURS["download"]),
+    "energy_idle_j": ("idle", "#BBBBBB"),
+}
+MAX_DEVICE_LANES = 60  # above this the timeline samples devices per edge
+MAX_EDGE_GROUPS = 12  # above this the timeline samples edges
+DPI = 150
+
+
+def plot_timeline(result: Result, path: str | Path) -> Path:
+    """Gantt chart of every phase, one lane per device, grouped under its edge; write a PNG.
+
+    Each group starts with its aggregator lane (the cloud, then each edge): the backhaul
+    transfers and the aggregations. Thin dotted verticals mark cloud aggregations. Above
+    ``MAX_DEVICE_LANES`` devices, each edge shows an evenly spaced sample of its devices in
+    profile order (the title says how many); the legend counts dropouts and skips of the whole
+    fleet. Bars have a hairline edge so that phases shorter than a pixel stay visible.
+    """
+    groups, sampled = timeline_lanes(result)
+    lanes = [lane for name, devices in groups for lane in [(name, True)]
+             + [(d, False) for d in devices]]
+    row = {name: i for i, (name, _) in enumerate(lanes)}
+    events = result.events
+    frame = pd.DataFrame({"kind": events["kind"].astype(str).to_numpy(),
+                          "node": events["node"].astype(str).to_numpy(),
+                          "t_start": events["t_start"].to_numpy(float),
+                          "t_end": events["t_end"].to_numpy(float)})
+    shown = frame[frame["node"].isin(row)]
+
+    fig = _figure(10.5, 1.8 + 0.16 * len(lanes))
+    ax = fig.add_subplot()
+    start = 0
+    for index, (_, devices) in enumerate(groups):
+        if index % 2:
+            ax.axhspan(start - 0.5, start + len(devices) + 0.5, color="#F2F2F2", zorder=0)
+        start += len(devices) + 1
+    boundaries = frame.loc[frame["kind"] == "cloud_aggregate", "t_end"]
+    ax.vlines(boundaries, 0, 1, transform=ax.get_xaxis_transform(), colors="#999999", lw=0.6,
+              linestyles=":", zorder=1)
+
+    bars = shown[shown["kind"].isin(PHASE_COLOURS)]
+    for (kind, node), part in bars.groupby(["kind", "node"], sort=False):
+        colour = PHASE_COLOURS[kind]
+        spans = np.column_stack([part["t_start"], part["t_end"] - part["t_start"]])
+        ax.broken_barh(spans, (row[node] - 0.35, 0.7), facecolors=colour, edgecolors=colour,
+                       linewidth=0.4, zorder=2)
+    drawn = set(bars["kind"])
+    handles = [_patch(c, PHASE_LABELS[k]) for k, c in PHASE_COLOURS.items() if k in drawn]
+    for kind, (label, style) in MARKERS.items():
+        every = int((frame["kind"] == kind).sum())
+        if not every:
+            continue
+        picked = shown[shown["kind"] == kind]
+        ax.plot(picked["t_end"], picked["node"].map(row), ls="none", zorder=3, **style)
+        count = f" \u00d7{every}" if kind in ("skip", "dropout", "late") else ""
+        handles.append(_marker(style, label + count))
+
+    relay = " (relay)" if _cloud_only(result) else ""
+    ax.set_yticks(range(len(lanes)), [name + (relay if aggregator and name != "cloud" else "")
+                                      for name, aggregator in lanes])
+    for tick, (_, aggregator) in zip(ax.get_yticklabels(), lanes, strict=True):
+        tick.set_fontweight("bold" if aggregator else "normal")
+        tick.set_fontsize(8 if len(lanes) <= 40 else 6)
+    ax.set_ylim(len(lanes) - 0.5, -0.8)
+    ax.set_xlim(0, max(float(frame["t_end"].max()) if len(frame) else 0.0, 1e-9) * 1.02)
+    ax.set_xlabel("simulated time (s)")
+    ax.set_ylabel("devices, grouped by edge")
+    ax.tick_params(axis="y", length=0)
+    ax.grid(axis="x", color="#DDDDDD", lw=0.5)
+    ax.set_axisbelow(True)
+    ax.set_title(_timeline_title(result, groups, sampled), fontsize=10)
+    if any(h.get_label().startswith("cloud aggregation") for h in handles):
+        handles.append(_line(":", "#999999", "cloud round boundary"))
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+def plot_accuracy(result: Result, path: str | Path) -> Path:
+    """Test accuracy (%) vs simulated time (s) and vs cloud round, with the target; write a PNG.
+
+    A timing-only run has no accuracy: both panels say so instead of drawing an empty line.
+    """
+    rounds = result.rounds
+    target = result.summary.get("target_accuracy")
+    finite = rounds[np.isfinite(rounds["accuracy"].astype(float))]
+    fig = _figure(10.5, 4.2)
+    time_ax, round_ax = fig.subplots(1, 2, sharey=True)
+    panels = [(time_ax, finite["sim_time_s"], "simulated time (s)",
+               result.summary.get("time_to_target_s"), rounds["sim_time_s"].max()),
+              (round_ax, finite["cloud_round"] + 1, "cloud rounds completed",
+               result.summary.get("rounds_to_target"), len(rounds))]
+    for ax, x, label, reached, x_max in panels:
+        ax.set_xlabel(label)
+        ax.set_xlim(0, max(float(x_max), 1e-9) * 1.04)
+        ax.set_ylim(0, 100)
+        ax.grid(color="#DDDDDD", lw=0.5)
+        if finite.empty:
+            ax.text(0.5, 0.5, "no accuracy: timing-only run", transform=ax.transAxes,
+                    ha="center", va="center", fontsize=11, color="#444444")
+            continue
+        ax.plot(x, 100 * finite["accuracy"], marker="o", ms=3.5, lw=1.5, color="#0072B2",
+                label="test accuracy of the global model")
+        if target is not None:
+            ax.axhline(100 * target, color="#D55E00", ls="--", lw=1,
+                       label=f"target accuracy ({100 * target:.0f}%)")
+        if reached is not None:
+            ax.axvline(reached, color="#D55E00", ls=":", lw=1, label=_reached_label(result))
+    round_ax.xaxis.get_major_locator().set_params(integer=True)
+    time_ax.set_ylabel("test accuracy (%)")
+    name = result.summary.get("name", "run")
+    fig.suptitle(f"{name}: accuracy of the global model after each cloud round", fontsize=11)
+    if not finite.empty:
+        handles, labels = time_ax.get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8,
+                   frameon=False)
+    return _save(fig, path)
+
+
+def plot_energy(result: Result, path: str | Path) -> Path:
+    """Mean device energy per profile by phase (J), and mean battery (%) over time; write a PNG.
+
+    Left: stacked bars of the mean joules one device of each profile spent on compute,
+    transmit, receive and idle over the whole run (``devices`` table). Right: mean remaining
+    battery of the battery-powered devices, 100% at time 0 and then at the end of each cloud
+    round (``rounds.mean_battery``), with the instants devices ran empty.
+    """
+    devices = result.devices
+    fig = _figure(11, 4.4)
+    bar_ax, battery_ax = fig.subplots(1, 2, width_ratios=(1, 1.4))
+    handles = _energy_bars(bar_ax, devices)
+    handles += _battery_line(battery_ax, result)
+    name = result.summary.get("name", "run")
+    mains_j = result.summary.get("infrastructure_energy_j")
+    note = f" (edges and cloud, mains-powered: {mains_j:.3g} J, not shown)" if mains_j else ""
+    fig.suptitle(f"{name}: device energy and battery{note}", fontsize=11)
+    fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
+    return _save(fig, path)
+
+
+def plot_run(result: Result, out_dir: str | Path) -> list[Path]:
+    """Write timeline.png, accuracy.png and energy.png into ``out_dir``; return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return [plot_timeline(result, out / "timeline.png"),
+            plot_accuracy(result, out / "accuracy.png"),
+            plot_energy(result, out / "energy.png")]
+
+
+def sample_evenly(items: list[Any], k: int) -> list[Any]:
+    """``k`` items spread evenly over ``items`` (first and last included), in their order.
+
+    >>> sample_evenly(list(range(10)), 4)
+    [0, 3, 6, 9]
+    """
+    if k >= len(items):
+        return list(items)
+    if k <= 1:
+        return list(items[:k])
+    picks = np.round(np.linspace(0, len(items) - 1, k)).astype(int)
+    return [items[i] for i in picks]
+
+
+def timeline_lanes(result: Result) -> tuple[list[tuple[str, list[str]]], bool]:
+    """The timeline's lanes: (aggregator, its devices) groups top to bottom, and whether sampled.
+
+    The cloud comes first (with any devices directly below it), then the edges in natural
+    order. Above ``MAX_DEVICE_LANES`` devices each group keeps an evenly spaced sample of its
+    devices taken in profile order, so every profile of an edge shows; above
+    ``MAX_EDGE_GROUPS`` edges, an evenly spaced sample of edges is shown.
+    """
+    devices = result.devices.assign(device=lambda d: d["device"].astype(str),
+                                    edge=lambda d: d["edge"].astype(str))
+    events = result.events
+    edge_events = events["kind"].astype(str).isin(["cloud_download", "edge_aggregate",
+                                                   "edge_upload"])
+    edges = set(devices["edge"]) | set(events.loc[edge_events, "node"].astype(str))
+    edges.discard("cloud")
+    names = ["cloud", *sorted(edges, key=natural_key)]
+    if len(names) > MAX_EDGE_GROUPS + 1:
+        names = ["cloud", *sample_evenly(names[1:], MAX_EDGE_GROUPS)]
+    members = {name: devices.loc[devices["edge"] == name] for name in names}
+    total = sum(len(m) for m in members.values())
+    sampled = total > MAX_DEVICE_LANES or len(names) < len(edges) + 1
+    quota = max(1, MAX_DEVICE_LANES // max(1, sum(1 for m in members.values() if len(m))))
+    groups = []
+    for name in names:
+        table = members[name]
+        if total > MAX_DEVICE_LANES:
+            ordered = table.sort_values("profile", kind="stable")["device"].tolist()
+            kept = set(sample_evenly(ordered, quota))
+            lanes = [d for d in table["device"] if d in kept]
+        else:
+            lanes = table["device"].tolist()
+        groups.append((name, lanes))
+    return groups, sampled
+
+
+def _timeline_title(result: Result, groups: list[tuple[str, list[str]]], sampled: bool) -> str:
+    devices = result.devices
+    edges = devices.loc[devices["edge"].astype(str) != "cloud", "edge"].nunique()
+    relay = " relay" if _cloud_only(result) else ""
+    n_rounds = len(result.rounds)
+    name = result.summary.get("name", "run")
+    title = (f"{name}: timeline of {len(devices)} devices, {edges}{relay} edge"
+             f"{'s' * bool(edges != 1)}, {n_rounds} cloud round{'s' * bool(n_rounds != 1)}")
+    if sampled:
+        shown = [lanes for group, lanes in groups if group != "cloud"]
+        per_edge = max((len(lanes) for lanes in shown), default=0)
+        of_edges = f" on {len(shown)} of the {edges} edges" if len(shown) < edges else ""
+        title += (f"\nsampled: {sum(len(lanes) for _, lanes in groups)} of {len(devices)} "
+                  f"device lanes, up to {per_edge} per edge{of_edges}, "
+                  "evenly spaced in profile order")
+    return title
+
+
+def _cloud_only(result: Result) -> bool:
+    scenario = result.summary.get("scenario") or {}
+    return (scenario.get("topology") or {}).get("mode") == "cloud_only"
+
+
+def _reached_label(result: Result) -> str:
+    summary = result.summary
+    return (f"target first reached: {summary['time_to_target_s']:.3g} s, "
+            f"{summary['rounds_to_target']} cloud rounds, "
+            f"{summary.get('energy_to_target_j') or 0:.3g} J of device energy")
+
+
+def _energy_bars(ax: Any, devices: pd.DataFrame) -> list[Any]:
+    """Stacked mean energy per device of each profile; return the legend handles."""
+    parts = [c for c in ENERGY_PARTS if c in devices] or ["energy_j"]  # older tables: total
+    per_profile = devices.groupby("profile", sort=False)[parts].mean()
+    counts = devices.groupby("profile", sort=False).size()
+    x = np.arange(len(per_profile))
+    bottom = np.zeros(len(per_profile))
+    handles = []
+    for column in parts:
+        label, colour = ENERGY_PARTS.get(column, ("total", "#777777"))
+        values = per_profile[column].to_numpy(dtype=float)
+        ax.bar(x, values, 0.6, bottom=bottom, color=colour, edgecolor="white", lw=0.5)
+        bottom += values
+        handles.append(_patch(colour, f"energy: {label}"))
+    for xi, total in zip(x, bottom, strict=True):
+        ax.annotate(f"{total:.3g} J", (xi, total), xytext=(0, 3), textcoords="offset points",
+                    ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, [f"{p}\n({counts[p]} device{'s' * bool(counts[p] != 1)})"
+                      for p in per_profile.index])
+    ax.set_ylim(0, max(float(bottom.max()) if len(bottom) else 0.0, 1e-12) * 1.15)
+    ax.set_ylabel("mean energy per device over the run (J)")
+    ax.set_xlabel("device profile")
+    split = parts != ["energy_j"]
+    ax.set_title("energy by phase" if split else "energy (table has no split by phase)",
+                 fontsize=10)
+    ax.grid(axis="y", color="#DDDDDD", lw=0.5)
+    ax.set_axisbelow(True)
+    return handles
+
+
+def _battery_line(ax: Any, result: Result) -> list[Any]:
+    """Mean battery (%) at time 0 and after each cloud round, plus dropout instants."""
+    rounds = result.rounds
+    keep = np.isfinite(rounds["mean_battery"].astype(float))
+    ax.set_xlabel("simulated time (s)")
+    ax.set_ylabel("mean battery of battery-powered devices (%)")
+    ax.set_title("battery", fontsize=10)
+    ax.grid(color="#DDDDDD", lw=0.5)
+    ax.set_xlim(0, max(float(rounds["sim_time_s"].max()), 1e-9) * 1.04)
+    if not keep.any():
+        ax.text(0.5, 0.5, "no battery-powered devices", transform=ax.transAxes, ha="center",
+                va="center", fontsize=11, color="#444444")
+        return []
+    t = np.concatenate([[0.0], rounds.loc[keep, "sim_time_s"].to_numpy(float)])
+    pct = np.concatenate([[100.0], 100 * rounds.loc[keep, "mean_battery"].to_numpy(float)])
+    ax.plot(t, pct, marker="o", ms=3.5, lw=1.5, color="#0072B2")
+    handles = [_line("-", "#0072B2", "mean battery at start and after each cloud round",
+                     marker="o")]
+    low, high = float(pct.min()), 100.0
+    pad = max((high - low) * 0.08, 1e-4)
+    ax.set_ylim(max(low - pad, 0.0), high + pad)
+    ax.yaxis.get_major_formatter().set_useOffset(False)
+    drops = result.events.loc[result.events["kind"].astype(str) == "dropout", "t_start"]
+    if len(drops):
+        style = MARKERS["dropout"][1]
+        ax.plot(drops, np.full(len(drops), ax.get_ylim()[0]), ls="none", clip_on=False,
+                zorder=3, **style)
+        handles.append(_marker(style, f"dropout (battery empty) \u00d7{len(drops)}"))
+    return handles
+
+
+def _figure(width_in: float, height_in: float) -> Figure:
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ModuleNotFoundError as error:
+        raise HierflError(
+            "plots need matplotlib: pip install 'hierfl[plots]' (or pip install matplotlib)"
+        ) from error
+    fig = Figure(figsize=(width_in, min(height_in, 60.0)), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
+    path = Path(path)
+    atomic_write(path, lambda temp: fig.savefig(temp, format="png", dpi=DPI))
+    return path
+
+
+def _patch(colour: str, label: str) -> Any:
+    from matplotlib.patches import Patch
+
+    return Patch(facecolor=colour, edgecolor=colour, label=label)
+
+
+def _marker(style: dict[str, Any], label: str) -> Any:
+    return _line("none", style["color"], label, **{k: v for k, v in style.items() if k != "color"})
+
+
+def _line(ls: str, colour: str, label: str, **style: Any) -> Any:
+    from matplotlib.lines import Line2D
+
+    return Line2D([], [], ls=ls, color=colour, label=label, **style)
+

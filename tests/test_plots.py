@@ -1,0 +1,133 @@
+"""Figures are real, non-blank PNGs for learning, timing-only and large-fleet runs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import hierfl
+from hierfl.plots import plot_accuracy, plot_run, sample_evenly, timeline_lanes
+from hierfl.results import Result
+
+pytest.importorskip("matplotlib")
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+WEAK = {  # an mcu-like board whose 0.9 J battery empties during its first round
+    "memory_kb": 512, "compute_mflops": 100, "bandwidth_kbps": 100, "latency_ms": 50,
+    "battery_mah": 0.1, "voltage_v": 2.5, "power_compute_w": 0.2, "power_tx_w": 0.95,
+    "power_rx_w": 0.3, "power_idle_w": 0.0,
+}
+
+
+def run(raw: dict) -> Result:
+    return hierfl.run(hierfl.parse_scenario(raw))
+
+
+@pytest.fixture(scope="module")
+def learning() -> Result:
+    """A small learning run whose (low) target accuracy is reached."""
+    return run({
+        "name": "learning", "seed": 2,
+        "run": {"cloud_rounds": 2, "target_accuracy": 0.01},
+        "data": {"samples_per_device": 20, "test_samples": 200},
+        "topology": {"edges": 2},
+        "devices": [{"profile": "mobile", "count": 3}, {"profile": "soc", "count": 1}],
+    })
+
+
+@pytest.fixture(scope="module")
+def timing_only() -> Result:
+    """Timing-only, with devices that drop out and devices the model does not fit."""
+    return run({
+        "name": "timing", "seed": 3,
+        "run": {"cloud_rounds": 2, "learning": False},
+        "selection": {"policy": "all", "min_battery": 0.0},
+        "topology": {"edges": 2},
+        "profiles": {"weak": WEAK, "tiny": {**WEAK, "memory_kb": 1, "battery_mah": 500}},
+        "devices": [{"profile": "weak", "count": 2}, {"profile": "tiny", "count": 1},
+                    {"profile": "mobile", "count": 2}],
+    })
+
+
+@pytest.fixture(scope="module")
+def fleet() -> Result:
+    """120 devices (40 of each built-in profile) under 4 edges, timing only."""
+    return run({
+        "name": "fleet120", "seed": 1,
+        "run": {"cloud_rounds": 2, "learning": False},
+        "topology": {"edges": 4},
+        "selection": {"policy": "random", "fraction": 0.5},
+        "devices": [{"profile": p, "count": 40} for p in ("mcu", "soc", "mobile")],
+    })
+
+
+def assert_real_png(path: Path, min_kb: float = 20) -> None:
+    """A PNG file: magic bytes, decodable, not tiny, and not a blank canvas."""
+    from matplotlib.image import imread
+
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC, path
+    assert len(data) > min_kb * 1024, (path, len(data))
+    pixels = imread(path)
+    assert pixels.ndim == 3 and pixels.shape[0] > 300 and pixels.shape[1] > 300
+    assert float(pixels[..., :3].std()) > 0.01, path
+
+
+@pytest.mark.parametrize("name", ["learning", "timing_only", "fleet"])
+def test_plot_run_writes_three_real_pngs(name: str, request, tmp_path) -> None:
+    """plot_run writes timeline, accuracy and energy PNGs and leaves no temporary file."""
+    result = request.getfixturevalue(name)
+    paths = plot_run(result, tmp_path / "plots")
+    assert [p.name for p in paths] == ["timeline.png", "accuracy.png", "energy.png"]
+    for path in paths:
+        assert_real_png(path)
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(
+        p.name for p in paths)
+
+
+def test_timing_only_run_has_no_accuracy(timing_only: Result, tmp_path) -> None:
+    """A timing-only run has NaN accuracy and still gets an accuracy figure."""
+    assert timing_only.rounds["accuracy"].isna().all()
+    assert_real_png(plot_accuracy(timing_only, tmp_path / "a.png"))
+
+
+def test_overwrites_in_place(learning: Result, tmp_path) -> None:
+    """Plotting twice to one path replaces the file and leaves nothing else behind."""
+    first = plot_accuracy(learning, tmp_path / "accuracy.png")
+    second = plot_accuracy(learning, tmp_path / "accuracy.png")
+    assert first == second
+    assert [p.name for p in tmp_path.iterdir()] == ["accuracy.png"]
+    assert_real_png(second)
+
+
+def test_small_fleet_shows_every_device(timing_only: Result) -> None:
+    """Up to 60 devices, every device has its own lane, under its edge."""
+    groups, sampled = timeline_lanes(timing_only)
+    assert not sampled
+    lanes = {device: edge for edge, devices in groups for device in devices}
+    devices = timing_only.devices
+    assert lanes == dict(zip(devices["device"], devices["edge"], strict=True))
+    assert [edge for edge, _ in groups] == ["cloud", "edge-0", "edge-1"]
+
+
+def test_large_fleet_samples_lanes_per_edge(fleet: Result) -> None:
+    """Above 60 device lanes, each edge shows an even sample that covers every profile."""
+    groups, sampled = timeline_lanes(fleet)
+    assert sampled
+    shown = [d for _, devices in groups for d in devices]
+    assert 4 <= len(shown) <= 60 and len(set(shown)) == len(shown)
+    profile = dict(zip(fleet.devices["device"], fleet.devices["profile"], strict=True))
+    edge = dict(zip(fleet.devices["device"], fleet.devices["edge"], strict=True))
+    for name, devices in groups[1:]:
+        assert devices and all(edge[d] == name for d in devices)
+        assert {profile[d] for d in devices} == {"mcu", "soc", "mobile"}
+
+
+def test_sample_evenly() -> None:
+    """Evenly spaced picks keep order and both ends; short lists come back whole."""
+    assert sample_evenly(list(range(10)), 4) == [0, 3, 6, 9]
+    assert sample_evenly([1, 2], 5) == [1, 2]
+    assert sample_evenly(list("abc"), 1) == ["a"]
+    assert np.all(np.diff(sample_evenly(list(range(100)), 7)) > 0)
