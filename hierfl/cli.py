@@ -15,7 +15,8 @@ from rich.table import Table
 
 from hierfl.errors import HierflError
 from hierfl.profiles import BUILTIN_PROFILES
-from hierfl.results import Result
+from hierfl.chrome_trace import write_chrome_trace
+from hierfl.results import Result, compare_table, read_result
 from hierfl.scenario import Scenario, load_scenario
 from hierfl.sim.runner import simulate
 
@@ -56,15 +57,82 @@ def run(
     rounds: Annotated[int | None, typer.Option(help="Override run.cloud_rounds.")] = None,
     quiet: Annotated[bool, typer.Option(help="Plain lines, no progress bar.")] = False,
     force: Annotated[bool, typer.Option(help="Write into a non-empty --out folder.")] = False,
+    plots: Annotated[bool, typer.Option(help="Draw timeline, accuracy and energy PNGs.")] = True,
 ) -> None:
-    """Simulate SCENARIO and write its run folder (events, rounds, devices, summary)."""
+    """Simulate SCENARIO and write its run folder (tables, summary, trace.json, plots)."""
     resolved = _resolve(scenario, set_, seed, rounds)
     folder = out or Path("runs") / resolved.name
     if folder.exists() and any(folder.iterdir()) and not force:
         raise HierflError(f"--out {folder}: folder is not empty (use --force to write into it)")
     result = _simulate_with_progress(resolved, quiet)
     result.write(folder)
+    write_chrome_trace(result, folder / "trace.json")
+    if plots:
+        _draw(result, folder)
     _print_summary(result, folder)
+
+
+def _draw(result: Result, folder: Path) -> None:
+    from hierfl.plots import plot_run
+
+    plot_run(result, folder)
+
+
+@app.command()
+def plot(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
+    """(Re)draw timeline.png, accuracy.png, energy.png and trace.json of a run folder."""
+    result = read_result(run_dir)
+    write_chrome_trace(result, run_dir / "trace.json")
+    _draw(result, run_dir)
+    out_console.print(f"plots written to {run_dir}")
+
+
+@app.command()
+def compare(
+    run_dirs: Annotated[list[Path], typer.Argument(help="Run folders.")],
+    out: Annotated[Path, typer.Option(help="Figure to write.")] = Path("compare.png"),
+    target: Annotated[
+        float | None, typer.Option(help="Target accuracy [default: each run's own].")
+    ] = None,
+) -> None:
+    """Overlay accuracy vs simulated time and vs energy; tabulate time/energy to target."""
+    from hierfl.plots import plot_compare
+
+    results = [read_result(folder) for folder in run_dirs]
+    labels = _labels(run_dirs)
+    plot_compare(results, labels, out)
+    table = Table(title="comparison")
+    frame = compare_table(results, labels, target)
+    for column in frame.columns:
+        table.add_column(COMPARE_HEADERS.get(column, column), overflow="fold")
+    for row in frame.itertuples(index=False):
+        table.add_row(*(_cell(value) for value in row))
+    out_console.print(table)
+    out_console.print(f"figure: {out}")
+
+
+COMPARE_HEADERS = {
+    "final_accuracy": "final acc",
+    "sim_time_s": "sim time s",
+    "energy_j": "energy J",
+    "bytes_up": "bytes up",
+    "target_accuracy": "target",
+    "time_to_target_s": "to target s",
+    "energy_to_target_j": "to target J",
+    "rounds_to_target": "to target rounds",
+}
+
+
+def _labels(folders: list[Path]) -> list[str]:
+    """Folder names, or whole paths where two runs share a name."""
+    names = [folder.name for folder in folders]
+    return names if len(set(names)) == len(names) else [str(folder) for folder in folders]
+
+
+def _cell(value: object) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "-"
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
 def _simulate_with_progress(scenario: Scenario, quiet: bool) -> Result:

@@ -196,6 +196,31 @@ def plot_run(result: Result, out_dir: str | Path) -> list[Path]:
             plot_energy(result, out / "energy.png")]
 
 
+def plot_compare(results: list[Result], labels: list[str], path: str | Path) -> Path:
+    """Accuracy (%) of several runs vs simulated time (s) and vs device energy (J); write a PNG."""
+    fig = _figure(11, 4.4)
+    time_ax, energy_ax = fig.subplots(1, 2, sharey=True)
+    for result, label in zip(results, labels, strict=True):
+        rounds = result.rounds
+        finite = rounds[np.isfinite(rounds["accuracy"].astype(float))]
+        energy_j = rounds["energy_j"].cumsum()[finite.index]
+        time_ax.plot(finite["sim_time_s"], 100 * finite["accuracy"], marker="o", ms=3,
+                     lw=1.4, label=label)
+        energy_ax.plot(energy_j, 100 * finite["accuracy"], marker="o", ms=3, lw=1.4)
+    time_ax.set_xlabel("simulated time (s)")
+    energy_ax.set_xlabel("device energy spent (J)")
+    time_ax.set_ylabel("test accuracy (%)")
+    for ax in (time_ax, energy_ax):
+        ax.set_ylim(0, 100)
+        ax.set_xlim(left=0)
+        ax.grid(color="#DDDDDD", lw=0.5)
+    fig.suptitle("accuracy against simulated time and against device energy", fontsize=11)
+    handles, names = time_ax.get_legend_handles_labels()
+    fig.legend(handles, names, loc="outside lower center", ncol=min(len(names), 4), fontsize=8,
+               frameon=False)
+    return _save(fig, path)
+
+
 def sample_evenly(items: list[Any], k: int) -> list[Any]:
     """``k`` items spread evenly over ``items`` (first and last included), in their order.
 

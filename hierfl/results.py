@@ -14,7 +14,10 @@ from typing import Any
 
 import pandas as pd
 
+from hierfl.errors import HierflError
+
 UPLINK_KINDS = ("upload", "edge_upload")
+RUN_FILES = ("events.parquet", "rounds.csv", "devices.csv", "summary.json")
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,42 @@ class Result:
         text = json.dumps(_jsonable(self.summary), indent=2)
         atomic_write(out / "summary.json", lambda p: Path(p).write_text(text + "\n"))
         return out
+
+
+def read_result(folder: str | Path) -> Result:
+    """Load a run folder written by ``Result.write``."""
+    folder = Path(folder)
+    missing = [name for name in RUN_FILES if not (folder / name).is_file()]
+    if missing:
+        raise HierflError(f"{folder}: not a run folder (missing {', '.join(missing)})")
+    return Result(
+        events=pd.read_parquet(folder / "events.parquet"),
+        rounds=pd.read_csv(folder / "rounds.csv"),
+        devices=pd.read_csv(folder / "devices.csv"),
+        summary=json.loads((folder / "summary.json").read_text()),
+    )
+
+
+def compare_table(
+    results: list[Result], labels: list[str], target: float | None = None
+) -> pd.DataFrame:
+    """One row per run: final figures and time/energy to ``target`` (each run's own if None)."""
+    rows = []
+    for result, label in zip(results, labels, strict=True):
+        goal = target if target is not None else result.summary.get("target_accuracy")
+        rounds = result.rounds
+        rows.append(
+            {
+                "run": label,
+                "final_accuracy": float(rounds["accuracy"].iloc[-1]),
+                "sim_time_s": float(rounds["sim_time_s"].iloc[-1]),
+                "energy_j": float(rounds["energy_j"].sum()),
+                "bytes_up": int(rounds["bytes_up"].sum()),
+                "target_accuracy": goal,
+                **to_target(rounds, goal),
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def atomic_write(path: Path, write: Callable[[str], object]) -> None:
