@@ -13,9 +13,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from hierfl.chrome_trace import write_chrome_trace
 from hierfl.errors import HierflError
 from hierfl.profiles import BUILTIN_PROFILES
-from hierfl.chrome_trace import write_chrome_trace
 from hierfl.results import Result, compare_table, read_result
 from hierfl.scenario import Scenario, load_scenario
 from hierfl.sim.runner import simulate
@@ -104,7 +104,10 @@ def compare(
     table = Table(title="comparison")
     frame = compare_table(results, labels, target)
     for column in frame.columns:
-        table.add_column(COMPARE_HEADERS.get(column, column), overflow="fold")
+        wrap = "ellipsis" if column == "run" else "fold"
+        table.add_column(
+            COMPARE_HEADERS.get(column, column), overflow=wrap, no_wrap=column == "run"
+        )
     for row in frame.itertuples(index=False):
         table.add_row(*(_cell(value) for value in row))
     out_console.print(table)

@@ -46,10 +46,14 @@ def test_run_writes_the_run_folder(tmp_path):
     done = hierfl("run", TUTORIAL, "--out", str(out), "--rounds", "2", "--quiet")
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in out.iterdir()) == [
+        "accuracy.png",
         "devices.csv",
+        "energy.png",
         "events.parquet",
         "rounds.csv",
         "summary.json",
+        "timeline.png",
+        "trace.json",
     ]
     rounds = pd.read_csv(out / "rounds.csv")
     events = pd.read_parquet(out / "events.parquet")
@@ -164,8 +168,38 @@ def test_profiles_lists_builtins_with_sources():
         assert name in done.stdout
 
 
+def test_plot_redraws_and_compare_overlays(tmp_path):
+    """`plot` redraws a run folder's figures; `compare` writes one figure and a table."""
+    runs = []
+    for mode in ("hierarchical", "cloud_only"):
+        out = tmp_path / mode
+        done = hierfl(
+            "run",
+            write(tmp_path, GOOD),
+            "--out",
+            str(out),
+            "--quiet",
+            "--no-plots",
+            "--set",
+            f"topology.mode={mode}",
+        )
+        assert done.returncode == 0, done.stderr
+        assert not (out / "timeline.png").exists()
+        runs.append(str(out))
+    redrawn = hierfl("plot", runs[0])
+    assert redrawn.returncode == 0, redrawn.stderr
+    assert (tmp_path / "hierarchical" / "timeline.png").stat().st_size > 10_000
+    figure = tmp_path / "cmp.png"
+    compared = hierfl("compare", *runs, "--out", str(figure))
+    assert compared.returncode == 0, compared.stderr
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "hierarchical" in compared.stdout and "cloud_only" in compared.stdout
+    not_a_run = hierfl("plot", str(tmp_path))
+    assert not_a_run.returncode == 2 and "not a run folder" in not_a_run.stderr
+
+
 def test_help_on_every_command():
     """--help works on the app and each command."""
-    for args in ([], ["run"], ["validate"], ["profiles"]):
+    for args in ([], ["run"], ["validate"], ["profiles"], ["plot"], ["compare"]):
         done = hierfl(*args, "--help")
         assert done.returncode == 0 and "Usage" in done.stdout

@@ -1,0 +1,321 @@
+"""The simulated clock: causality of events, determinism, hand-timed runs, memory skips."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import hierfl
+from hierfl.results import Result
+from hierfl.scenario import Scenario
+
+INTERVALS = ("download", "compute", "upload")
+AFTER_MODEL = ("download", "compute", "upload", "skip", "edge_aggregate", "edge_upload")
+TOL = 1e-12
+
+
+def kinds(events: pd.DataFrame) -> pd.Series:
+    return events["kind"].astype(str)
+
+
+def names(column: pd.Series) -> pd.Series:
+    """Node names as plain strings, '-' where there is none (the cloud's edge)."""
+    return column.astype(object).where(column.notna(), "-")
+
+
+def check_causality(result: Result, scenario: Scenario) -> None:
+    """Every rule of DESIGN.md's causality list, and a few the clock implies."""
+    events = result.events.assign(kind=kinds(result.events), node=names(result.events["node"]),
+                                  edge=names(result.events["edge"]))
+    hierarchical = scenario.topology.mode == "hierarchical"
+    assert (events["t_end"] >= events["t_start"]).all(), "an interval ends before it starts"
+    assert (events["t_start"] >= 0).all()
+
+    clouds = events[events["kind"] == "cloud_aggregate"].set_index("cloud_round")
+    assert clouds.index.is_unique
+    aggregates = events[events["kind"] == "edge_aggregate"].set_index(
+        ["edge", "cloud_round", "edge_round"])
+    assert aggregates.index.is_unique
+    drops = events[events["kind"] == "dropout"]
+    assert drops["node"].is_unique, "a device drops out once"
+    died = drops.set_index("node")["t_start"]
+
+    # a device's upload ends before the aggregation that uses it starts
+    for row in events[events["kind"] == "upload"].itertuples():
+        dropped_here = row.node in died.index and math.isclose(died[row.node], row.t_end)
+        if hierarchical:
+            key = (row.edge, row.cloud_round, row.edge_round)
+            if key not in aggregates.index:
+                assert dropped_here, f"upload without aggregation: {row}"
+                continue
+            assert row.t_end <= aggregates.loc[key, "t_start"] + TOL, row
+        else:
+            if row.cloud_round not in clouds.index:
+                assert dropped_here, f"upload without aggregation: {row}"
+                continue
+            assert row.t_end <= clouds.loc[row.cloud_round, "t_start"] + TOL, row
+
+    # every edge_upload ends before the cloud aggregation of its round starts
+    for row in events[events["kind"] == "edge_upload"].itertuples():
+        assert hierarchical
+        assert row.t_end <= clouds.loc[row.cloud_round, "t_start"] + TOL, row
+    # an edge aggregates before it uploads, in the same cloud round
+    for row in events[events["kind"] == "edge_upload"].itertuples():
+        mine = aggregates.xs((row.edge, row.cloud_round), level=("edge", "cloud_round"))
+        assert len(mine) >= 1 and (mine["t_end"] <= row.t_start + TOL).all()
+
+    # nothing of a cloud round starts before that round's cloud_download at that edge
+    if hierarchical:
+        downloads = events[events["kind"] == "cloud_download"].set_index(["edge", "cloud_round"])
+        assert downloads.index.is_unique
+        local = events[(events["kind"] != "cloud_download") & (events["edge"] != "-")]
+        for row in local.itertuples():
+            key = (row.edge, row.cloud_round)
+            assert key in downloads.index, f"event of a round its edge never received: {row}"
+            assert row.t_start >= downloads.loc[key, "t_start"] - TOL, row
+            if row.kind in AFTER_MODEL:
+                assert row.t_start >= downloads.loc[key, "t_end"] - TOL, row
+    else:
+        assert "cloud_download" not in set(events["kind"])
+        assert not (events["kind"].isin(["edge_aggregate", "edge_upload"])).any()
+
+    # a cloud round starts when the previous one is closed, and closes after its events
+    ends = result.rounds.set_index("cloud_round")["sim_time_s"]
+    for cloud_round, group in events.groupby("cloud_round"):
+        assert (group["t_end"] <= ends[cloud_round] + TOL).all()
+        if cloud_round > 0:
+            assert (group["t_start"] >= ends[cloud_round - 1] - TOL).all()
+
+    # per device, intervals do not overlap; nothing follows a dropout
+    for node, group in events[events["kind"].isin(INTERVALS)].groupby("node"):
+        group = group.sort_values(["t_start", "t_end"], kind="stable")
+        starts, ends_ = group["t_start"].to_numpy(), group["t_end"].to_numpy()
+        assert (starts[1:] >= ends_[:-1] - TOL).all(), f"overlapping intervals on {node}"
+        if node in died.index:
+            assert (ends_ <= died[node] + TOL).all()
+
+    # battery energy by category is the energy of the device's events
+    devices = result.devices.set_index("device")
+    for category, kind in (("compute", "compute"), ("tx", "upload"), ("rx", "download")):
+        spent = events[events["kind"] == kind].groupby("node")["energy_j"].sum()
+        spent = spent.reindex(devices.index, fill_value=0.0)
+        np.testing.assert_allclose(devices[f"energy_{category}_j"], spent, rtol=1e-9, atol=1e-12)
+    assert set(devices.index[devices["dropped"]]) == set(died.index)
+
+    # the tables add up: round energy and bytes are the devices' and the events'
+    assert result.rounds["energy_j"].sum() == pytest.approx(devices["energy_j"].sum(), rel=1e-9)
+    assert result.summary["energy_j"] == pytest.approx(devices["energy_j"].sum(), rel=1e-9)
+    uplink = events["kind"].isin(["upload", "edge_upload"])
+    assert result.rounds["bytes_up"].sum() == events.loc[uplink, "bytes"].sum()
+    assert result.summary["devices_dropped"] == len(died)
+
+
+def reduced(path, rounds: int = 3, *more: str) -> Scenario:
+    return hierfl.load_scenario(path, [f"run.cloud_rounds={rounds}", *more])
+
+
+def test_causality_tutorial066(scenario_files):
+    """The seed's experiment (3 cloud rounds) keeps every causality rule."""
+    scenario = reduced(next(p for p in scenario_files if p.stem == "tutorial066"))
+    result = hierfl.run(scenario)
+    assert len(result.rounds) == 3
+    assert set(kinds(result.events)) >= {"cloud_download", "download", "compute", "upload",
+                                          "edge_aggregate", "edge_upload", "cloud_aggregate"}
+    check_causality(result, scenario)
+
+
+def test_causality_tutorial066_two_edge_rounds(scenario_files):
+    """With two edge rounds per cloud round the rules still hold, edge round by edge round."""
+    path = next(p for p in scenario_files if p.stem == "tutorial066")
+    scenario = reduced(path, 2, "run.edge_rounds=2", "run.learning=false")
+    result = hierfl.run(scenario)
+    check_causality(result, scenario)
+    aggregates = result.events[kinds(result.events) == "edge_aggregate"]
+    assert sorted(set(aggregates["edge_round"])) == [0, 1]
+
+
+WEAK_BATTERIES_MAH = (0.01, 0.03, 0.1, 1.0)  # 0.108 J to 10.8 J at 3 V
+
+
+@st.composite
+def random_scenarios(draw) -> Scenario:
+    """Small random fleets under random topologies, with custom weak and small boards."""
+    mode = draw(st.sampled_from(["hierarchical", "cloud_only"]))
+    edges = draw(st.integers(1, 3) if mode == "hierarchical" else st.integers(0, 3))
+    builtin = st.sampled_from(["mcu", "soc", "mobile"])
+    groups = [{"profile": draw(builtin), "count": draw(st.integers(1, 6))}]
+    extra = st.sampled_from(["weak", "weak", "weak", "nomem", "mcu", "soc", "mobile"])
+    for profile in draw(st.lists(extra, min_size=1, max_size=2)):
+        groups.append({"profile": profile, "count": draw(st.integers(1, 6))})
+    weak = {
+        "memory_kb": 512, "compute_mflops": draw(st.sampled_from([50, 100, 1000])),
+        "bandwidth_kbps": draw(st.sampled_from([100, 1000])), "latency_ms": 30,
+        "battery_mah": draw(st.sampled_from(WEAK_BATTERIES_MAH)), "voltage_v": 3.0,
+        "power_compute_w": 0.5, "power_tx_w": 1.0, "power_rx_w": 0.4,
+        "power_idle_w": draw(st.sampled_from([0.0, 0.01, 1.0])),
+    }
+    nomem = {**weak, "memory_kb": 2, "battery_mah": 100.0}
+    raw = {
+        "seed": draw(st.integers(0, 10_000)),
+        "run": {"cloud_rounds": draw(st.integers(1, 3)),
+                "edge_rounds": 1 if mode == "cloud_only" else draw(st.integers(1, 2)),
+                "local_epochs": draw(st.integers(1, 2)), "learning": False},
+        "data": {"samples_per_device": [10, 80]},
+        "model": {"name": draw(st.sampled_from(["tiny", "compact"]))},
+        "compression": {"quantize": draw(st.sampled_from(["none", "int8"])),
+                        "prune_ratio": draw(st.sampled_from([0.0, 0.3, 0.7])),
+                        "payload": draw(st.sampled_from(["delta", "weights"]))},
+        "selection": {"policy": draw(st.sampled_from(["all", "random", "battery"])),
+                      "fraction": draw(st.sampled_from([0.3, 0.5, 1.0])),
+                      "min_battery": draw(st.sampled_from([0.0, 0.1, 0.5]))},
+        "topology": {"mode": mode, "edges": edges,
+                     "assign": draw(st.sampled_from(["round_robin", "block"])),
+                     "backhaul": {"bandwidth_kbps": draw(st.sampled_from([1000, 100_000])),
+                                  "latency_ms": draw(st.sampled_from([0, 20]))}},
+        "devices": groups,
+        "profiles": {"weak": weak, "nomem": nomem},
+    }
+    return hierfl.parse_scenario(raw)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(scenario=random_scenarios())
+def test_causality_on_random_topologies(scenario):
+    """On random small fleets and topologies every causality rule holds, and reruns agree."""
+    result = hierfl.run(scenario)
+    assert len(result.rounds) == scenario.run.cloud_rounds
+    check_causality(result, scenario)
+    pd.testing.assert_frame_equal(result.events, hierfl.run(scenario).events)
+
+
+def test_same_seed_same_events(scenario_files):
+    """The same scenario and seed give an identical events table, learning included."""
+    scenario = reduced(next(p for p in scenario_files if p.stem == "tutorial066"), 2)
+    first, second = hierfl.run(scenario), hierfl.run(scenario)
+    pd.testing.assert_frame_equal(first.events, second.events)
+    pd.testing.assert_frame_equal(first.rounds, second.rounds)
+    pd.testing.assert_frame_equal(first.devices, second.devices)
+
+
+def test_different_seed_different_events(scenario_files):
+    """Another seed draws other sample counts, hence other compute times and events."""
+    path = next(p for p in scenario_files if p.stem == "tutorial066")
+    first = hierfl.run(reduced(path, 2, "run.learning=false"))
+    other = hierfl.run(reduced(path, 2, "run.learning=false", "seed=43"))
+    assert not first.events.equals(other.events)
+    assert not np.array_equal(first.events["t_end"].to_numpy(), other.events["t_end"].to_numpy())
+
+
+def test_every_scenario_file_runs(scenario_files):
+    """Each scenarios/*.toml loads and runs on 2 cloud rounds, keeping causality."""
+    for path in scenario_files:
+        scenario = reduced(path, 2)
+        result = hierfl.run(scenario)
+        assert len(result.rounds) == 2, path
+        assert result.rounds["sim_time_s"].is_monotonic_increasing, path
+        assert np.isfinite(result.rounds["accuracy"]).all() == scenario.run.learning, path
+        check_causality(result, scenario)
+
+
+def test_device_without_memory_is_skipped(make_scenario, weak_profile):
+    """A device whose memory cannot hold training gets a skip each edge round, never trains.
+
+    compact needs 4 * (2 * 4522 + 8 * 266) = 44_688 bytes; 40 KiB = 40_960 bytes is short.
+    """
+    small = {**weak_profile, "memory_kb": 40, "battery_mah": 500.0}
+    scenario = make_scenario(
+        run={"cloud_rounds": 2, "edge_rounds": 2},
+        devices=[{"profile": "small", "count": 1}, {"profile": "mcu", "count": 1}],
+        profiles={"small": small},
+    )
+    result = hierfl.run(scenario)
+    mine = result.events[result.events["node"] == "small-0"]
+    assert kinds(mine).tolist() == ["skip"] * 4
+    assert sorted(zip(mine["cloud_round"], mine["edge_round"], strict=True)) == [
+        (0, 0), (0, 1), (1, 0), (1, 1)]
+    assert (mine["t_start"] == mine["t_end"]).all()
+    devices = result.devices.set_index("device")
+    assert devices.at["small-0", "rounds_trained"] == 0
+    assert devices.at["mcu-1", "rounds_trained"] == 4
+    assert devices.at["small-0", "energy_compute_j"] == 0.0
+    check_causality(result, scenario)
+
+
+# Hand timing of the 1-edge, 1-mcu run: compact has 4522 parameters (18_088 dense bytes) and
+# 8832 forward FLOPs; the device holds 40 samples and trains 2 local epochs.
+DENSE_BYTES = 4 * 4522  # 18_088
+BACKHAUL_S = 20 / 1000 + 8 * 18_088 / (100_000 * 1000)  # 0.02 + 0.00144704 = 0.02144704
+ACCESS_S = 50 / 1000 + 8 * 18_088 / (100 * 1000)  # 0.05 + 1.44704 = 1.49704
+COMPUTE_S = 3 * 8832 * 40 * 2 / (100 * 1e6)  # 2_119_680 FLOP at 100 MFLOP/s = 0.0211968
+AGGREGATE_S = 2 * 4522 * 1 / (1_400_000 * 1e6)  # one update on the edge server: 6.46e-9
+
+
+def test_timing_pinned_by_hand_hierarchical(make_scenario):
+    """One edge, one mcu: every event starts and ends where the formulas put it."""
+    scenario = make_scenario(run={"cloud_rounds": 1}, devices=[{"profile": "mcu", "count": 1}])
+    result = hierfl.run(scenario)
+    assert result.summary["model"]["n_params"] == 4522
+    assert result.summary["model"]["forward_flops"] == 8832
+    events = result.events.assign(kind=kinds(result.events))
+    spans = [
+        ("cloud_download", BACKHAUL_S, DENSE_BYTES, 12.0),
+        ("download", ACCESS_S, DENSE_BYTES, 0.3),
+        ("compute", COMPUTE_S, 0, 0.2),
+        ("upload", ACCESS_S, DENSE_BYTES, 0.95),
+        ("edge_aggregate", AGGREGATE_S, 0, 30.0),
+        ("edge_upload", BACKHAUL_S, DENSE_BYTES, 12.0),
+        ("cloud_aggregate", AGGREGATE_S, 0, 30.0),
+    ]
+    assert events["kind"].tolist() == [kind for kind, *_ in spans]
+    now = 0.0
+    for (kind, seconds, nbytes, power_w), row in zip(spans, events.itertuples(), strict=True):
+        assert row.t_start == pytest.approx(now, rel=1e-12, abs=1e-15), kind
+        assert row.t_end == pytest.approx(now + seconds, rel=1e-12), kind
+        assert row.bytes == nbytes, kind
+        assert row.energy_j == pytest.approx(power_w * seconds, rel=1e-9), kind
+        now += seconds
+    assert result.rounds["sim_time_s"].iloc[0] == pytest.approx(now, rel=1e-12)
+    # idle: 0.0008 W whenever the radio and CPU rest (the whole run but 2 access hops + compute)
+    device = result.devices.iloc[0]
+    idle_s = now - 2 * ACCESS_S - COMPUTE_S
+    assert device["energy_idle_j"] == pytest.approx(0.0008 * idle_s, rel=1e-9)
+    assert device["energy_j"] == pytest.approx(
+        0.3 * ACCESS_S + 0.2 * COMPUTE_S + 0.95 * ACCESS_S + 0.0008 * idle_s, rel=1e-9)
+
+
+def test_timing_pinned_by_hand_cloud_only(make_scenario):
+    """cloud_only: the update pays access then backhaul; the radio only the access hop."""
+    scenario = make_scenario(run={"cloud_rounds": 1}, devices=[{"profile": "mcu", "count": 1}],
+                             topology={"mode": "cloud_only", "edges": 1})
+    result = hierfl.run(scenario)
+    events = result.events.assign(kind=kinds(result.events))
+    assert events["kind"].tolist() == ["download", "compute", "upload", "cloud_aggregate"]
+    download, compute, upload, aggregate = events.itertuples()
+    assert download.t_start == 0.0
+    assert download.t_end == pytest.approx(BACKHAUL_S + ACCESS_S, rel=1e-12)
+    assert download.energy_j == pytest.approx(0.3 * ACCESS_S, rel=1e-9)
+    assert compute.t_end == pytest.approx(BACKHAUL_S + ACCESS_S + COMPUTE_S, rel=1e-12)
+    assert upload.t_end == pytest.approx(2 * (BACKHAUL_S + ACCESS_S) + COMPUTE_S, rel=1e-12)
+    assert upload.energy_j == pytest.approx(0.95 * ACCESS_S, rel=1e-9)
+    assert aggregate.t_start == upload.t_end
+    assert aggregate.t_end == pytest.approx(upload.t_end + AGGREGATE_S, rel=1e-12)
+
+
+def test_compressed_upload_is_shorter(make_scenario):
+    """int8 updates shrink the upload to the codec's bytes, and its time with them.
+
+    compact has 6 tensors (3 weights, 3 biases) and 4522 elements; int8 sends 1 byte per
+    element plus 8 per tensor: 4522 + 6 * 8 = 4570 bytes, in 0.05 + 8 * 4570 / 100_000 s.
+    """
+    scenario = make_scenario(run={"cloud_rounds": 1}, devices=[{"profile": "mcu", "count": 1}],
+                             compression={"quantize": "int8"})
+    events = hierfl.run(scenario).events
+    upload = events[kinds(events) == "upload"].iloc[0]
+    assert upload["bytes"] == 4522 + 6 * 8
+    assert upload["t_end"] - upload["t_start"] == pytest.approx(
+        0.05 + 8 * 4570 / 100_000, rel=1e-9)

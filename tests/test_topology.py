@@ -1,0 +1,118 @@
+"""Scenario -> graph: fleet order, edge assignment, link attributes and lowest-latency routes."""
+
+from __future__ import annotations
+
+import networkx as nx
+import pytest
+
+from hierfl.profiles import BUILTIN_PROFILES
+from hierfl.scenario import DeviceGroup
+from hierfl.topology import CLOUD, Topology, assign_edges, build_topology, interleave_groups
+
+SEED_FLEET = (
+    DeviceGroup(profile="mcu", count=7),
+    DeviceGroup(profile="soc", count=7),
+    DeviceGroup(profile="mobile", count=6),
+)
+
+
+def test_interleave_groups_cycles_like_the_seed():
+    """20 devices in groups 7/7/6 get the seed's profile ['mcu', 'soc', 'mobile'][i % 3]."""
+    profiles = interleave_groups(SEED_FLEET)
+    assert profiles == [["mcu", "soc", "mobile"][i % 3] for i in range(20)]
+
+
+def test_interleave_groups_uneven():
+    """When a group runs out, the cycle goes on over the groups that remain."""
+    groups = (DeviceGroup(profile="a", count=1), DeviceGroup(profile="b", count=3))
+    assert interleave_groups(groups) == ["a", "b", "b", "b"]
+    assert interleave_groups((DeviceGroup(profile="a", count=2),)) == ["a", "a"]
+
+
+def test_assign_edges():
+    """round_robin puts device i on edge i % edges, block in contiguous runs, -1 without edges."""
+    assert assign_edges(5, 2, "round_robin") == [0, 1, 0, 1, 0]
+    assert assign_edges(6, 3, "block") == [0, 0, 1, 1, 2, 2]
+    assert assign_edges(5, 2, "block") == [0, 0, 0, 1, 1]
+    assert assign_edges(3, 0, "round_robin") == [-1, -1, -1]
+    assert assign_edges(2, 3, "block") == [0, 1]
+
+
+def test_build_topology_nodes_and_links(make_scenario):
+    """Node kinds are cloud/edge/device; device links come from profiles, edge links backhaul."""
+    scenario = make_scenario(
+        topology={"edges": 2, "backhaul": {"bandwidth_kbps": 7000, "latency_ms": 9}},
+        devices=[{"profile": "mcu", "count": 2}, {"profile": "mobile", "count": 2}],
+    )
+    topo = build_topology(scenario)
+    graph = topo.graph
+    assert topo.devices == ["mcu-0", "mobile-1", "mcu-2", "mobile-3"]
+    assert topo.edges == ["edge-0", "edge-1"]
+    assert topo.device_edge == [0, 1, 0, 1]
+    kinds = nx.get_node_attributes(graph, "kind")
+    assert kinds == {
+        "cloud": "cloud", "edge-0": "edge", "edge-1": "edge",
+        "mcu-0": "device", "mobile-1": "device", "mcu-2": "device", "mobile-3": "device",
+    }
+    assert graph.nodes["mobile-1"]["profile"] == "mobile"
+    assert graph.number_of_edges() == 2 + 4
+    for edge in topo.edges:
+        assert graph[edge][CLOUD] == {"bandwidth_kbps": 7000, "latency_ms": 9}
+    mcu, mobile = BUILTIN_PROFILES["mcu"], BUILTIN_PROFILES["mobile"]
+    assert graph["mcu-0"]["edge-0"] == {"bandwidth_kbps": mcu.bandwidth_kbps,
+                                        "latency_ms": mcu.latency_ms}
+    assert graph["mobile-3"]["edge-1"] == {"bandwidth_kbps": mobile.bandwidth_kbps,
+                                           "latency_ms": mobile.latency_ms}
+    assert topo.parent(0) == "edge-0" and topo.parent(3) == "edge-1"
+
+
+def test_custom_profile_sets_access_link(make_scenario, weak_profile):
+    """A device's access link takes its own profile's bandwidth and latency."""
+    weak = {**weak_profile, "bandwidth_kbps": 33, "latency_ms": 7}
+    scenario = make_scenario(devices=[{"profile": "weak", "count": 1}], profiles={"weak": weak})
+    topo = build_topology(scenario)
+    assert topo.graph["weak-0"]["edge-0"] == {"bandwidth_kbps": 33, "latency_ms": 7}
+
+
+def test_cloud_only_route_crosses_access_then_backhaul(make_scenario):
+    """In cloud_only with edges, device -> cloud is two hops: access link, then backhaul."""
+    scenario = make_scenario(
+        topology={"mode": "cloud_only", "edges": 2,
+                  "backhaul": {"bandwidth_kbps": 7000, "latency_ms": 9}},
+    )
+    topo = build_topology(scenario)
+    mcu = BUILTIN_PROFILES["mcu"]
+    assert topo.hops("mcu-1", CLOUD) == ((mcu.bandwidth_kbps, mcu.latency_ms), (7000, 9))
+    assert topo.hops(CLOUD, "mcu-1") == ((7000, 9), (mcu.bandwidth_kbps, mcu.latency_ms))
+
+
+def test_cloud_only_without_edges_is_one_hop(make_scenario):
+    """With edges = 0 devices hang under the cloud: one hop, their access link."""
+    scenario = make_scenario(topology={"mode": "cloud_only", "edges": 0})
+    topo = build_topology(scenario)
+    mcu = BUILTIN_PROFILES["mcu"]
+    assert topo.edges == [] and topo.device_edge == [-1, -1]
+    assert topo.parent(0) == CLOUD
+    assert topo.hops("mcu-0", CLOUD) == ((mcu.bandwidth_kbps, mcu.latency_ms),)
+
+
+def test_hops_take_the_lowest_latency_path():
+    """Routes minimise total latency, not hop count: two 10 ms hops beat one 500 ms link."""
+    graph = nx.Graph()
+    graph.add_edge("a", "c", bandwidth_kbps=1e6, latency_ms=500)
+    graph.add_edge("a", "b", bandwidth_kbps=100, latency_ms=10)
+    graph.add_edge("b", "c", bandwidth_kbps=200, latency_ms=10)
+    topo = Topology(graph, devices=[], profiles=[], device_edge=[], edges=[])
+    assert topo.hops("a", "c") == ((100, 10), (200, 10))
+    graph["a"]["c"]["latency_ms"] = 5
+    fresh = Topology(graph, devices=[], profiles=[], device_edge=[], edges=[])
+    assert fresh.hops("a", "c") == ((1e6, 5),)
+
+
+@pytest.mark.parametrize("n", [1, 10, 11])
+def test_device_names_are_zero_padded(make_scenario, n):
+    """Device names carry the profile and a zero-padded index, so they sort in fleet order."""
+    topo = build_topology(make_scenario(devices=[{"profile": "mcu", "count": n}]))
+    assert topo.devices == sorted(topo.devices)
+    assert len(set(topo.devices)) == n
+    assert topo.devices[-1] == f"mcu-{n - 1}"
