@@ -77,7 +77,7 @@ def _phase(sim: Simulation, device: int, kind: str, span: Transfer, power_w: flo
     energy = power_w * lasted_s
     if lasted_s < span.radio_s:
         end_s = radio_start_s + lasted_s
-        sim.trace.record(kind, node, edge, start_s, end_s, *rounds, nbytes, energy)
+        sim.trace.record(kind, node, edge, start_s, end_s, *rounds, 0, energy)  # nothing delivered
         return (yield from _die_at(sim, device, end_s, rounds))
     sim.trace.record(kind, node, edge, start_s, start_s + span.total_s, *rounds, nbytes, energy)
     yield env.timeout(span.total_s)
