@@ -16,10 +16,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import torch
+
+from hierfl.errors import ScenarioError
+from hierfl.plugins import load_object
 
 TensorSpec = tuple[str, tuple[int, ...]]
 
@@ -184,3 +187,29 @@ def _decode_int8(chunk: bytes) -> np.ndarray:
     scale, offset = np.frombuffer(chunk, _F32, count=2).astype(np.float32)
     q = np.frombuffer(chunk, np.uint8, offset=_AFFINE_BYTES)
     return q.astype(np.float32) * scale + offset
+
+
+class UpdateCodec(Protocol):
+    """What a custom codec provides: real bytes out, tensors back, and the size from shapes."""
+
+    def encode(self, tensors: Mapping[str, torch.Tensor]) -> bytes: ...
+
+    def decode(self, payload: bytes, specs: Sequence[TensorSpec]) -> dict[str, torch.Tensor]: ...
+
+    def payload_bytes(self, specs: Sequence[TensorSpec]) -> int: ...
+
+
+def resolve_codec(
+    quantize: str, prune_ratio: float, custom: str | UpdateCodec | None
+) -> UpdateCodec:
+    """The scenario's codec: a built-in ``Codec``, or ``package.module:Name`` (class or object)."""
+    if custom is None:
+        return Codec(quantize, prune_ratio)
+    if not isinstance(custom, str):
+        return custom
+    found = load_object(custom, "compression.codec")
+    codec = found() if isinstance(found, type) else found
+    missing = [m for m in ("encode", "decode", "payload_bytes") if not hasattr(codec, m)]
+    if missing:
+        raise ScenarioError(f"compression.codec: {custom!r} lacks {', '.join(missing)}")
+    return codec

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from hierfl.errors import ScenarioError
+from hierfl.plugins import load_object
 
 Selection = Callable[[Sequence[int], np.ndarray, float, np.random.Generator], list[int]]
 """``(candidates, battery_fraction, fraction, rng) -> selected`` device indices.
@@ -63,11 +63,7 @@ def resolve_selection(policy: str | Selection) -> Selection:
         return policy
     if policy in POLICIES:
         return POLICIES[policy]
-    module_name, _, attr = policy.partition(":")
-    try:
-        found = getattr(importlib.import_module(module_name), attr)
-    except (ImportError, AttributeError) as error:
-        raise ScenarioError(f"selection.policy: cannot load {policy!r}: {error}") from None
+    found = load_object(policy, "selection.policy")
     if not callable(found):
         raise ScenarioError(f"selection.policy: {policy!r} is not callable")
     return found

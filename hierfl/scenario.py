@@ -105,6 +105,16 @@ class CompressionConfig(_Frozen):
     payload: Literal["delta", "weights"] = Field(
         "delta", description="delta: trained minus received; weights: as the seed sends"
     )
+    codec: str | None = Field(
+        None, description="'package.module:Name' of your own codec (replaces quantize, prune)"
+    )
+
+    @field_validator("codec")
+    @classmethod
+    def _importable_name(cls, value: str | None) -> str | None:
+        if value is not None and not _CUSTOM_NAME.match(value):
+            raise ValueError(f"codec must be 'package.module:Name': {value!r}")
+        return value
 
 
 class SelectionConfig(_Frozen):

@@ -71,8 +71,9 @@ class Job:
 
     __slots__ = ("device", "start", "seed", "_trainer", "_result")
 
-    def __init__(self, trainer: ReferenceTrainer, device: int, start: torch.Tensor,
-                 seed: tuple[int, ...]) -> None:
+    def __init__(
+        self, trainer: ReferenceTrainer, device: int, start: torch.Tensor, seed: tuple[int, ...]
+    ) -> None:
         self.device, self.start, self.seed = device, start, seed
         self._trainer = trainer
         self._result: torch.Tensor | None = None
@@ -88,12 +89,23 @@ class Job:
 class ReferenceTrainer:
     """Trains pending jobs one after another: plain minibatch SGD, the sequential reference."""
 
-    def __init__(self, model: nn.Module, data: FederatedData, local_epochs: int,
-                 batch_size: int, learning_rate: float, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        data: FederatedData,
+        local_epochs: int,
+        batch_size: int,
+        learning_rate: float,
+        device: str = "cpu",
+    ) -> None:
         self.model = model.to(device).train()
         self.space = ParamSpace.of(model)
         self.data = data
-        self.local_epochs, self.batch_size, self.learning_rate = local_epochs, batch_size, learning_rate
+        self.local_epochs, self.batch_size, self.learning_rate = (
+            local_epochs,
+            batch_size,
+            learning_rate,
+        )
         self.device = device
         self.x, self.y = data.x.to(device), data.y.to(device)
         self.pending: list[Job] = []
@@ -126,7 +138,7 @@ class ReferenceTrainer:
             for order in epoch_orders(job.seed, len(y), self.local_epochs):
                 order_t = torch.as_tensor(order, device=self.device)
                 for begin in range(0, len(order), self.batch_size):
-                    batch = order_t[begin: begin + self.batch_size]
+                    batch = order_t[begin : begin + self.batch_size]
                     flat = flat - self.learning_rate * step(flat, x[batch], y[batch])
         return flat.detach().cpu()
 
@@ -136,16 +148,22 @@ class ReferenceTrainer:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, space: ParamSpace, flat: torch.Tensor, x: torch.Tensor,
-             y: torch.Tensor, batch: int = 8192) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module,
+    space: ParamSpace,
+    flat: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch: int = 8192,
+) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of the weights ``flat`` on ``x``, ``y``."""
     was_training = model.training
     model.eval()
     params = space.unflatten(flat.to(x.device))
     correct, loss = 0, 0.0
     for begin in range(0, len(y), batch):
-        logits = functional_call(model, params, (x[begin: begin + batch],))
-        target = y[begin: begin + batch]
+        logits = functional_call(model, params, (x[begin : begin + batch],))
+        target = y[begin : begin + batch]
         correct += int((logits.argmax(dim=1) == target).sum())
         loss += float(F.cross_entropy(logits, target, reduction="sum"))
     model.train(was_training)

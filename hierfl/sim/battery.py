@@ -46,7 +46,9 @@ class FleetBattery:
             self._empty(device, self.settled_s[device] + last_s, "idle")
         return dead
 
-    def draw(self, device: int, start_s: float, seconds: float, power_w: float, category: str) -> float:
+    def draw(
+        self, device: int, start_s: float, seconds: float, power_w: float, category: str
+    ) -> float:
         """Run a phase from ``start_s`` (idle already settled); return the seconds it lasted.
 
         Shorter than ``seconds`` when the battery empties mid-phase: the device is then dead.

@@ -23,7 +23,12 @@ def cloud(sim: Simulation) -> Process:
             updates = yield from train_devices(sim, everyone, sim.global_weights, cloud_round, 0)
         if updates:
             sim.global_weights = yield from aggregate_at(
-                sim, CLOUD_NODE, -1, "cloud_aggregate", sim.global_weights, updates,
+                sim,
+                CLOUD_NODE,
+                -1,
+                "cloud_aggregate",
+                sim.global_weights,
+                updates,
                 (cloud_round, -1),
             )
         close_round(sim, cloud_round)
@@ -45,7 +50,9 @@ def close_round(sim: Simulation, cloud_round: int) -> None:
     accuracy = loss = float("nan")
     if sim.trainer is not None:
         data = sim.trainer.data
-        accuracy, loss = evaluate(sim.model, sim.space, sim.global_weights, data.x_test, data.y_test)
+        accuracy, loss = evaluate(
+            sim.model, sim.space, sim.global_weights, data.x_test, data.y_test
+        )
     battery = sim.battery.fractions()[~sim.fleet.mains]
     row = {
         "cloud_round": cloud_round,

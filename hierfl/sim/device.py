@@ -36,8 +36,14 @@ def eligible(sim: Simulation, devices: np.ndarray, cloud_round: int, edge_round:
     return [int(d) for d in alive[sim.fleet.fits[alive] & enough]]
 
 
-def device_round(sim: Simulation, device: int, start: torch.Tensor | None, down_bytes: int,
-                 cloud_round: int, edge_round: int) -> Process:
+def device_round(
+    sim: Simulation,
+    device: int,
+    start: torch.Tensor | None,
+    down_bytes: int,
+    cloud_round: int,
+    edge_round: int,
+) -> Process:
     """One device's edge round; returns its Update, or None if it dropped out."""
     job = sim.submit(device, start, cloud_round, edge_round)
     here, parent = sim.topo.devices[device], sim.topo.parent(device)
@@ -46,26 +52,44 @@ def device_round(sim: Simulation, device: int, start: torch.Tensor | None, down_
     fleet = sim.fleet
 
     down = network.download(down_bytes, sim.topo.hops(target, here))
-    if not (yield from _phase(sim, device, "download", down, fleet.power_rx_w[device], "rx",
-                              down_bytes, rounds)):
+    if not (
+        yield from _phase(
+            sim, device, "download", down, fleet.power_rx_w[device], "rx", down_bytes, rounds
+        )
+    ):
         return _lost(sim, job)
-    flops = train_flops(sim.stats.forward_flops, int(fleet.samples[device]),
-                        sim.scenario.run.local_epochs)
+    flops = train_flops(
+        sim.stats.forward_flops, int(fleet.samples[device]), sim.scenario.run.local_epochs
+    )
     seconds = compute_s(flops, fleet.compute_mflops[device])
     busy = Transfer(seconds, seconds, 0.0)
-    if not (yield from _phase(sim, device, "compute", busy, fleet.power_compute_w[device],
-                              "compute", 0, rounds)):
+    if not (
+        yield from _phase(
+            sim, device, "compute", busy, fleet.power_compute_w[device], "compute", 0, rounds
+        )
+    ):
         return _lost(sim, job)
     payload, up_bytes = sim.encode(job.result() if job else None, start)
     up = network.upload(up_bytes, sim.topo.hops(here, target))
-    if not (yield from _phase(sim, device, "upload", up, fleet.power_tx_w[device], "tx",
-                              up_bytes, rounds)):
+    if not (
+        yield from _phase(
+            sim, device, "upload", up, fleet.power_tx_w[device], "tx", up_bytes, rounds
+        )
+    ):
         return None
     return Update(device, payload, int(fleet.samples[device]))
 
 
-def _phase(sim: Simulation, device: int, kind: str, span: Transfer, power_w: float,
-           category: str, nbytes: int, rounds: tuple[int, int]) -> Process:
+def _phase(
+    sim: Simulation,
+    device: int,
+    kind: str,
+    span: Transfer,
+    power_w: float,
+    category: str,
+    nbytes: int,
+    rounds: tuple[int, int],
+) -> Process:
     """Record and wait out one interval; False if the battery empties before it ends."""
     env, battery = sim.env, sim.battery
     start_s = env.now

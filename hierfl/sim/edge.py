@@ -10,8 +10,13 @@ from hierfl.sim.device import Process, device_round, eligible
 from hierfl.sim.engine import Simulation, Update
 
 
-def train_devices(sim: Simulation, devices: np.ndarray, model: torch.Tensor | None,
-                  cloud_round: int, edge_round: int) -> Process:
+def train_devices(
+    sim: Simulation,
+    devices: np.ndarray,
+    model: torch.Tensor | None,
+    cloud_round: int,
+    edge_round: int,
+) -> Process:
     """Select among ``devices``, send them ``model``, wait for all; return what arrived."""
     candidates = eligible(sim, devices, cloud_round, edge_round)
     selection = sim.scenario.selection
@@ -26,17 +31,26 @@ def train_devices(sim: Simulation, devices: np.ndarray, model: torch.Tensor | No
     return [run.value for run in runs if run.value is not None]
 
 
-def aggregate_at(sim: Simulation, node: int, edge: int, kind: str, base: torch.Tensor | None,
-                 updates: list[Update], rounds: tuple[int, int]) -> Process:
+def aggregate_at(
+    sim: Simulation,
+    node: int,
+    edge: int,
+    kind: str,
+    base: torch.Tensor | None,
+    updates: list[Update],
+    rounds: tuple[int, int],
+) -> Process:
     """Spend the aggregation time on ``node``, then FedAvg ``updates`` into a new model."""
     profile = sim.scenario.profile(
-        sim.scenario.topology.cloud_profile if kind == "cloud_aggregate"
+        sim.scenario.topology.cloud_profile
+        if kind == "cloud_aggregate"
         else sim.scenario.topology.edge_profile
     )
     seconds = compute_s(aggregate_flops(sim.space.size, len(updates)), profile.compute_mflops)
     now = sim.env.now
-    sim.trace.record(kind, node, edge, now, now + seconds, *rounds, 0,
-                     profile.power_compute_w * seconds)
+    sim.trace.record(
+        kind, node, edge, now, now + seconds, *rounds, 0, profile.power_compute_w * seconds
+    )
     yield sim.env.timeout(seconds)
     for update in updates:
         if kind == "edge_aggregate" or sim.scenario.topology.mode == "cloud_only":
@@ -44,16 +58,26 @@ def aggregate_at(sim: Simulation, node: int, edge: int, kind: str, base: torch.T
     return sim.aggregate(base, updates)
 
 
-def edge_cloud_round(sim: Simulation, edge: int, global_model: torch.Tensor | None,
-                     cloud_round: int) -> Process:
+def edge_cloud_round(
+    sim: Simulation, edge: int, global_model: torch.Tensor | None, cloud_round: int
+) -> Process:
     """One cloud round at one edge: download, ``edge_rounds`` edge rounds, upload."""
     env, topo = sim.env, sim.topo
     profile = sim.scenario.profile(sim.scenario.topology.edge_profile)
     node, name = sim.edge_node(edge), topo.edges[edge]
     down_bytes = sim.downlink_bytes(global_model)
     seconds = transfer_s(down_bytes, topo.hops("cloud", name))
-    sim.trace.record("cloud_download", node, node, env.now, env.now + seconds, cloud_round, -1,
-                     down_bytes, profile.power_rx_w * seconds)
+    sim.trace.record(
+        "cloud_download",
+        node,
+        node,
+        env.now,
+        env.now + seconds,
+        cloud_round,
+        -1,
+        down_bytes,
+        profile.power_rx_w * seconds,
+    )
     yield env.timeout(seconds)
 
     devices = np.flatnonzero(np.asarray(topo.device_edge) == edge)
@@ -61,14 +85,24 @@ def edge_cloud_round(sim: Simulation, edge: int, global_model: torch.Tensor | No
     for edge_round in range(sim.scenario.run.edge_rounds):
         updates = yield from train_devices(sim, devices, model, cloud_round, edge_round)
         if updates:
-            model = yield from aggregate_at(sim, node, node, "edge_aggregate", model, updates,
-                                            (cloud_round, edge_round))
+            model = yield from aggregate_at(
+                sim, node, node, "edge_aggregate", model, updates, (cloud_round, edge_round)
+            )
             samples = sum(u.samples for u in updates)
     if samples == 0:
         return None
     payload, up_bytes = sim.encode(model, global_model)
     seconds = transfer_s(up_bytes, topo.hops(name, "cloud"))
-    sim.trace.record("edge_upload", node, node, env.now, env.now + seconds, cloud_round, -1,
-                     up_bytes, profile.power_tx_w * seconds)
+    sim.trace.record(
+        "edge_upload",
+        node,
+        node,
+        env.now,
+        env.now + seconds,
+        cloud_round,
+        -1,
+        up_bytes,
+        profile.power_tx_w * seconds,
+    )
     yield env.timeout(seconds)
     return Update(edge, payload, samples)

@@ -10,12 +10,12 @@ import simpy
 import torch
 
 from hierfl.aggregation import apply_deltas, fedavg
-from hierfl.compression import DENSE, Codec
+from hierfl.compression import DENSE, UpdateCodec, resolve_codec
 from hierfl.costs import capacity_j, fits_in_memory, train_bytes
 from hierfl.errors import ModelDoesNotFitError, ScenarioError
 from hierfl.learn.data import data_shape, draw_sample_counts, make_data
 from hierfl.learn.models import ModelStats, build_model, model_stats
-from hierfl.learn.trainer import Job, ParamSpace, ReferenceTrainer, evaluate
+from hierfl.learn.trainer import Job, ParamSpace, ReferenceTrainer
 from hierfl.policies import Selection, resolve_selection
 from hierfl.scenario import Scenario
 from hierfl.sim.battery import FleetBattery
@@ -38,8 +38,9 @@ class Fleet:
     mains: np.ndarray
 
     @classmethod
-    def build(cls, scenario: Scenario, topo: Topology, samples: np.ndarray,
-              needed_bytes: int) -> tuple[Fleet, FleetBattery]:
+    def build(
+        cls, scenario: Scenario, topo: Topology, samples: np.ndarray, needed_bytes: int
+    ) -> tuple[Fleet, FleetBattery]:
         """Columns from each device's profile, and the fleet's batteries, full."""
         names = sorted(set(topo.profiles))
         index = np.array([names.index(p) for p in topo.profiles])
@@ -48,7 +49,9 @@ class Fleet:
         def column(get) -> np.ndarray:
             return np.array([get(p) for p in profiles], dtype=np.float64)[index]
 
-        capacity = column(lambda p: np.inf if p.mains_powered else capacity_j(p.battery_mah, p.voltage_v))
+        capacity = column(
+            lambda p: np.inf if p.mains_powered else capacity_j(p.battery_mah, p.voltage_v)
+        )
         fleet = cls(
             samples=samples,
             compute_mflops=column(lambda p: p.compute_mflops),
@@ -82,7 +85,7 @@ class Simulation:
     trace: Trace
     stats: ModelStats
     space: ParamSpace
-    codec: Codec
+    codec: UpdateCodec
     policy: Selection
     rng: np.random.Generator
     model: torch.nn.Module
@@ -104,15 +107,18 @@ class Simulation:
     def learning(self) -> bool:
         return self.trainer is not None
 
-    def submit(self, device: int, start: torch.Tensor | None, cloud_round: int,
-               edge_round: int) -> Job | None:
+    def submit(
+        self, device: int, start: torch.Tensor | None, cloud_round: int, edge_round: int
+    ) -> Job | None:
         """Queue local training of ``device`` from ``start`` (None in timing-only runs)."""
         if self.trainer is None or start is None:
             return None
         seed = (self.scenario.seed, STREAM_TRAINING, device, cloud_round, edge_round)
         return self.trainer.submit(device, start, seed)
 
-    def encode(self, weights: torch.Tensor | None, base: torch.Tensor | None) -> tuple[bytes | None, int]:
+    def encode(
+        self, weights: torch.Tensor | None, base: torch.Tensor | None
+    ) -> tuple[bytes | None, int]:
         """The uplink payload of ``weights`` received as ``base``, and its length in bytes."""
         if weights is None or base is None:
             return None, self.codec.payload_bytes(self.space.specs)
@@ -130,15 +136,24 @@ class Simulation:
         """Decode every update and FedAvg them, weighted by samples."""
         if base is None:
             return None
-        decoded = [self.space.flatten(self.codec.decode(u.payload, self.space.specs)) for u in updates]
+        decoded = [
+            self.space.flatten(self.codec.decode(u.payload, self.space.specs)) for u in updates
+        ]
         weights = [u.samples for u in updates]
         if self.scenario.compression.payload == "delta":
             return apply_deltas(base, decoded, weights)
         return fedavg(decoded, weights)
 
 
-def prepare(scenario: Scenario) -> Simulation:
-    """Check the scenario against the model and fleet, then build the whole simulation."""
+def prepare(
+    scenario: Scenario,
+    selection: Selection | None = None,
+    codec: UpdateCodec | None = None,
+) -> Simulation:
+    """Check the scenario against the model and fleet, then build the whole simulation.
+
+    ``selection`` and ``codec`` replace the scenario's policy and codec with Python objects.
+    """
     seed = scenario.seed
     input_shape, num_classes = data_shape(scenario.data)
     model_seed = int(np.random.SeedSequence([seed, STREAM_MODEL]).generate_state(1)[0])
@@ -156,14 +171,15 @@ def prepare(scenario: Scenario) -> Simulation:
             f"(largest memory_kb: {max(scenario.profile(p).memory_kb for p in set(topo.profiles))})"
         )
     space = ParamSpace.of(model)
-    run = scenario.run
+    run, compression = scenario.run, scenario.compression
     trainer = data = None
     if run.learning:
         if run.device == "cuda" and not torch.cuda.is_available():
             raise ScenarioError("run.device: 'cuda' requested but torch sees no CUDA device")
         data = make_data(scenario.data, samples, data_rng)
-        trainer = ReferenceTrainer(model, data, run.local_epochs, run.batch_size,
-                                   run.learning_rate, run.device)
+        trainer = ReferenceTrainer(
+            model, data, run.local_epochs, run.batch_size, run.learning_rate, run.device
+        )
     trace = Trace(["cloud", *topo.edges, *topo.devices])
     return Simulation(
         scenario=scenario,
@@ -174,8 +190,10 @@ def prepare(scenario: Scenario) -> Simulation:
         trace=trace,
         stats=stats,
         space=space,
-        codec=Codec(scenario.compression.quantize, scenario.compression.prune_ratio),
-        policy=resolve_selection(scenario.selection.policy),
+        codec=resolve_codec(
+            compression.quantize, compression.prune_ratio, codec or compression.codec
+        ),
+        policy=resolve_selection(selection or scenario.selection.policy),
         rng=np.random.default_rng([seed, STREAM_SELECTION]),
         model=model,
         trainer=trainer,

@@ -7,7 +7,9 @@ from collections.abc import Callable
 import numpy as np
 import pandas as pd
 
+from hierfl.compression import UpdateCodec
 from hierfl.learn.trainer import evaluate
+from hierfl.policies import Selection
 from hierfl.results import Result, rounds_table, to_target, versions
 from hierfl.scenario import Scenario
 from hierfl.sim.battery import CATEGORIES
@@ -15,12 +17,18 @@ from hierfl.sim.cloud import cloud
 from hierfl.sim.engine import Simulation, prepare
 
 
-def simulate(scenario: Scenario, on_round: Callable[[dict], None] | None = None) -> Result:
+def simulate(
+    scenario: Scenario,
+    on_round: Callable[[dict], None] | None = None,
+    selection: Selection | None = None,
+    codec: UpdateCodec | None = None,
+) -> Result:
     """Simulate ``scenario`` and return its Result (same scenario and seed, same events).
 
-    ``on_round`` is called with each cloud round's figures as soon as the round closes.
+    ``on_round`` is called with each cloud round's figures as soon as the round closes;
+    ``selection`` and ``codec`` replace the scenario's policy and codec with your own.
     """
-    sim = prepare(scenario)
+    sim = prepare(scenario, selection, codec)
     sim.on_round = on_round
     sim.env.process(cloud(sim))
     sim.env.run()
@@ -58,15 +66,23 @@ def local_accuracy(sim: Simulation) -> np.ndarray:
     if sim.trainer is None:
         return np.full(len(sim.topo.devices), np.nan)
     data = sim.trainer.data
-    return np.array([
-        evaluate(sim.model, sim.space, sim.global_weights,
-                 sim.trainer.x[data.device_slice(i)], sim.trainer.y[data.device_slice(i)])[0]
-        for i in range(data.n_devices)
-    ])
+    return np.array(
+        [
+            evaluate(
+                sim.model,
+                sim.space,
+                sim.global_weights,
+                sim.trainer.x[data.device_slice(i)],
+                sim.trainer.y[data.device_slice(i)],
+            )[0]
+            for i in range(data.n_devices)
+        ]
+    )
 
 
-def summarize(sim: Simulation, rounds: pd.DataFrame, devices: pd.DataFrame,
-              events: pd.DataFrame) -> dict:
+def summarize(
+    sim: Simulation, rounds: pd.DataFrame, devices: pd.DataFrame, events: pd.DataFrame
+) -> dict:
     """The summary.json content: scenario, versions, final figures, time/energy to target."""
     scenario = sim.scenario
     infrastructure = events["node"].isin(["cloud", *sim.topo.edges])

@@ -1,0 +1,59 @@
+"""Your own model, selection policy and codec, named from a scenario as ``custom:Name``.
+
+Put this folder on ``PYTHONPATH`` (or install your package) and set, for example,
+``[model] name = "custom:Wide"``, ``[selection] policy = "custom:most_samples"`` and
+``[compression] codec = "custom:Float16Codec"``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+
+class Wide(nn.Module):
+    """One wide hidden layer; hierfl passes ``input_dim`` (or ``input_shape``) and ``num_classes``."""
+
+    def __init__(self, input_dim: int, num_classes: int, hidden: int = 256) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Flatten(), nn.Linear(input_dim, hidden), nn.ReLU(), nn.Linear(hidden, num_classes)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def most_samples(
+    candidates: Sequence[int], battery: np.ndarray, fraction: float, rng: np.random.Generator
+) -> list[int]:
+    """Select the ``fraction`` of candidates with the most battery, never fewer than two."""
+    ranked = sorted(candidates, key=lambda i: (-battery[i], i))
+    return sorted(ranked[: max(2, math.floor(fraction * len(ranked)))])
+
+
+class Float16Codec:
+    """Half-precision updates: 2 bytes per element, tensors back to back in model order."""
+
+    def encode(self, tensors: Mapping[str, torch.Tensor]) -> bytes:
+        return b"".join(t.detach().to(torch.float16).numpy().tobytes() for t in tensors.values())
+
+    def decode(
+        self, payload: bytes, specs: Sequence[tuple[str, tuple[int, ...]]]
+    ) -> dict[str, torch.Tensor]:
+        values = np.frombuffer(payload, dtype=np.float16)
+        out, start = {}, 0
+        for name, shape in specs:
+            n = math.prod(shape)
+            out[name] = torch.from_numpy(values[start : start + n].astype(np.float32)).reshape(
+                shape
+            )
+            start += n
+        return out
+
+    def payload_bytes(self, specs: Sequence[tuple[str, tuple[int, ...]]]) -> int:
+        return sum(2 * math.prod(shape) for _, shape in specs)

@@ -1,0 +1,378 @@
+"""Batched local SGD: every job pending at a flush trains together, one step for all clients.
+
+Each client's parameters sit on a leading client axis; at step ``t`` every client that still
+has a minibatch takes it, gathered from ``data.x`` with one index tensor. The schedule is the
+reference's, client by client: ``epoch_orders(job.seed, samples, local_epochs)``, minibatches
+of ``batch_size`` in order, the last partial batch of each epoch included, loss the mean
+cross-entropy over the client's real samples. A partial batch is padded and its padding gets
+weight 0; clients are sorted by their number of steps, so the clients still training at step
+``t`` are a prefix of the stack and finished ones are not computed at all. A job's result
+therefore depends on its start, data and seed only, not on the other jobs of its flush.
+
+Three paths, chosen once per model:
+
+- ``linear``: ``Flatten`` (first), ``nn.Linear`` and elementwise activations in a chain, as
+  the zoo's MLPs; hand-written forward and backward with ``torch.baddbmm`` over stacked
+  weights, updated in place.
+- ``generic``: any other module, ``vmap(grad(loss))`` over ``torch.func.functional_call``.
+- ``reference``: models that draw random numbers in training (Dropout, RReLU) cannot match
+  the reference's per-job torch RNG draw for draw under ``vmap``, so their jobs train one
+  after another with ``ReferenceTrainer.train``; so does a model ``vmap`` rejects.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, grad, vmap
+
+from hierfl.learn.data import FederatedData
+from hierfl.learn.trainer import Job, ParamSpace, ReferenceTrainer, epoch_orders
+
+__all__ = ["BatchedTrainer", "make_trainer", "needs_reference"]
+
+_RANDOM_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+                  nn.FeatureAlphaDropout, nn.RReLU)
+_aten = torch.ops.aten
+
+
+def needs_reference(model: nn.Module) -> str | None:
+    """Why ``model`` must train job by job (it draws random numbers in training), or None.
+
+    >>> needs_reference(nn.Sequential(nn.Linear(4, 2), nn.Dropout(0.2)))
+    'Dropout draws from the torch RNG job by job'
+    >>> needs_reference(nn.Linear(4, 2)) is None
+    True
+    """
+    for module in model.modules():
+        if isinstance(module, _RANDOM_LAYERS):
+            return f"{type(module).__name__} draws from the torch RNG job by job"
+    return None
+
+
+@dataclass(frozen=True)
+class _Linear:
+    weight: str
+    bias: str | None
+
+
+@dataclass(frozen=True)
+class _Activation:
+    forward: Callable[[torch.Tensor], torch.Tensor]
+    backward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    """(gradient of the output, saved tensor) -> gradient of the input."""
+    saves_output: bool
+    """The backward needs the output (else the input)."""
+    inplace: Callable[[torch.Tensor], torch.Tensor] | None = None
+    """The forward in place, for inputs nothing else keeps (a Linear's fresh output)."""
+
+
+def _activation(module: nn.Module) -> _Activation | None:
+    """Forward and the backward autograd itself uses, for a supported elementwise layer."""
+    kind = type(module)
+    if kind is nn.ReLU:
+        return _Activation(torch.relu, lambda g, out: _aten.threshold_backward(g, out, 0), True,
+                           torch.relu_)
+    if kind is nn.Tanh:
+        return _Activation(torch.tanh, _aten.tanh_backward, True, torch.tanh_)
+    if kind is nn.Sigmoid:
+        return _Activation(torch.sigmoid, _aten.sigmoid_backward, True, torch.sigmoid_)
+    if kind is nn.GELU:
+        approx = module.approximate
+        return _Activation(lambda z: F.gelu(z, approximate=approx),
+                           lambda g, z: _aten.gelu_backward(g, z, approximate=approx), False)
+    if kind is nn.SiLU:
+        return _Activation(F.silu, _aten.silu_backward, False)
+    if kind is nn.LeakyReLU:
+        slope = module.negative_slope
+        return _Activation(lambda z: F.leaky_relu(z, slope),
+                           lambda g, z: _aten.leaky_relu_backward(g, z, slope, False), False)
+    return None
+
+
+Plan = list[_Linear | _Activation]
+
+
+def linear_plan(model: nn.Module, space: ParamSpace, input_shape: tuple[int, ...]) -> Plan | None:
+    """The layers of ``model`` if its forward is a chain of Linear and activations, else None.
+
+    The forward is read with ``torch.fx``, so only what really runs counts; a Flatten may
+    come first (and must, for inputs of more than one dimension).
+    """
+    try:
+        nodes = list(torch.fx.symbolic_trace(model).graph.nodes)
+    except Exception:  # any trace failure just means: not a plain chain
+        return None
+    modules = dict(model.named_modules())
+    plan: Plan = []
+    flat_input, previous = len(input_shape) == 1, nodes[0]
+    if previous.op != "placeholder" or nodes[-1].op != "output":
+        return None
+    for node in nodes[1:-1]:
+        if node.op != "call_module" or node.args != (previous,) or node.kwargs:
+            return None
+        module = modules[node.target]
+        if type(module) is nn.Linear:
+            bias = f"{node.target}.bias" if module.bias is not None else None
+            plan.append(_Linear(f"{node.target}.weight", bias))
+        elif type(module) is nn.Flatten and not plan:
+            if (module.start_dim, module.end_dim) != (1, -1):
+                return None
+            flat_input = True
+        elif type(module) is not nn.Identity:
+            activation = _activation(module)
+            if activation is None:
+                return None
+            plan.append(activation)
+        previous = node
+    names = [n for s in plan if isinstance(s, _Linear) for n in (s.weight, s.bias) if n]
+    if nodes[-1].args != (previous,) or not flat_input or sorted(names) != sorted(space.names):
+        return None
+    return plan
+
+
+@dataclass(frozen=True)
+class _Schedule:
+    """Jobs sorted by steps (most first) and, per step, their minibatch rows and weights."""
+
+    order: np.ndarray
+    """(J,) position in the flush of each sorted job."""
+    active: list[int]
+    """Clients (a prefix of the sorted jobs) that take step t."""
+    rows: torch.Tensor
+    """(T, J, batch) int64 rows of ``data.x``; padding repeats a real row."""
+    weights: torch.Tensor
+    """(T, J, batch) float32: 1 / real samples in the batch, 0 for padding."""
+    real: np.ndarray
+    """(T, J) real samples in each minibatch (they come first in its row)."""
+
+    def widths(self, begin: int, end: int) -> list[int]:
+        """Per step, the widest real minibatch among jobs ``begin:end``: wider is padding."""
+        return self.real[:, begin:end].max(axis=1, initial=0).tolist()
+
+
+def _schedule(jobs: list[Job], data: FederatedData, epochs: int, batch: int,
+              device: torch.device | str) -> _Schedule:
+    """Each job's ``epoch_orders`` cut into minibatches, laid out step by step."""
+    devices = np.array([job.device for job in jobs], dtype=np.int64)
+    counts = data.offsets[devices + 1] - data.offsets[devices]
+    steps = epochs * -(-counts // batch)
+    order = np.argsort(-steps, kind="stable")
+    rows = np.full((len(jobs), int(steps.max(initial=0)), batch), -1, dtype=np.int64)
+    for n in np.unique(counts[counts > 0]):  # jobs of equal size are cut in one go
+        ranks = np.flatnonzero(counts[order] == n)
+        picked = order[ranks]
+        drawn = np.array([epoch_orders(jobs[i].seed, int(n), epochs) for i in picked])
+        padded = np.full((len(picked), epochs, -(-n // batch) * batch), -1, dtype=np.int64)
+        padded[:, :, :n] = drawn + data.offsets[devices[picked], None, None]
+        rows[ranks, : steps[picked[0]]] = padded.reshape(len(picked), -1, batch)
+    real = rows >= 0
+    sizes = real.sum(axis=2)
+    weights = real / np.maximum(sizes, 1)[:, :, None]
+    rows = np.maximum(np.where(real, rows, rows[:, :, :1]), 0)
+    active = (steps[order][None, :] > np.arange(rows.shape[1])[:, None]).sum(axis=1)
+    return _Schedule(
+        order=order,
+        active=active.tolist(),
+        rows=torch.as_tensor(rows.transpose(1, 0, 2).copy(), device=device),
+        weights=torch.as_tensor(weights.transpose(1, 0, 2), dtype=torch.float32, device=device),
+        real=sizes.T.copy(),
+    )
+
+
+CACHE_BYTES = 2 << 20
+"""Weights of the clients trained together on CPU, bytes: about one core's L2 cache."""
+
+
+def _chunk(n_params: int, device: str | torch.device) -> int:
+    """Clients per chunk of the linear path: all on a GPU, a cache's worth on a CPU.
+
+    >>> _chunk(2_842, "cpu"), _chunk(10_000_000, "cpu"), _chunk(2_842, "cuda") > 10**6
+    (184, 16, True)
+    """
+    if torch.device(device).type != "cpu":
+        return 1 << 30
+    return max(16, CACHE_BYTES // (4 * n_params))
+
+
+@contextmanager
+def _one_intra_op_thread() -> Iterator[None]:
+    """torch ops run on the calling thread only, for the duration."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class BatchedTrainer(ReferenceTrainer):
+    """Trains every pending job in one batched call; results equal ``ReferenceTrainer``'s.
+
+    ``path`` says how: ``"linear"``, ``"generic"`` or ``"reference"`` (see the module doc).
+
+    On CPU the linear path trains chunks of ``chunk`` clients (a cache's worth) on
+    ``workers`` threads (default: ``torch.get_num_threads()`` at flush time), each op on
+    one core: its ops are too small for torch's intra-op threads, whose per-op barriers
+    stall badly as soon as another process wants a core. Results do not depend on either.
+    """
+
+    def __init__(self, model: nn.Module, data: FederatedData, local_epochs: int,
+                 batch_size: int, learning_rate: float, device: str = "cpu") -> None:
+        super().__init__(model, data, local_epochs, batch_size, learning_rate, device)
+        random = needs_reference(model)
+        self.plan = None if random else linear_plan(model, self.space, data.input_shape)
+        self.path = "reference" if random else "linear" if self.plan else "generic"
+        self._first = next((i for i, s in enumerate(self.plan or []) if isinstance(s, _Linear)), 0)
+        self._minus_one = torch.full((1, 1, 1), -1.0, device=device)
+        self.chunk = _chunk(self.space.size, device)
+        self.workers: int | None = None
+
+    def flush(self) -> None:
+        """Train every pending job, all together; each job gets its result (on CPU)."""
+        jobs, self.pending = self.pending, []
+        if not jobs:
+            return
+        if self.path != "reference":
+            sched = _schedule(jobs, self.data, self.local_epochs, self.batch_size, self.device)
+            starts = self._starts([jobs[i] for i in sched.order])
+            if self.path == "linear":
+                trained = self._train_linear(starts, sched)
+            else:
+                trained = self._train_generic(self._flat(starts), sched)
+            if trained is not None:
+                for index, result in zip(sched.order, trained.cpu(), strict=True):
+                    jobs[index]._result = result
+                return
+        for job in jobs:  # models that draw random numbers, or that vmap refused
+            job._result = self.train(job)
+
+    def _starts(self, jobs: list[Job]) -> dict[str, torch.Tensor]:
+        """Start weights of ``jobs`` stacked per parameter, (J, *shape) each, contiguous.
+
+        Jobs usually share a few start tensors (the model their aggregator sent), so each
+        distinct tensor is moved once and then gathered.
+        """
+        slots: dict[int, int] = {}
+        picks = [slots.setdefault(id(job.start), len(slots)) for job in jobs]
+        distinct = {id(job.start): job.start for job in jobs}
+        base = torch.stack(list(distinct.values())).to(self.device, torch.float32)
+        index = torch.as_tensor(picks, device=self.device)
+        return {name: p.index_select(0, index) for name, p in self.space.unflatten(base).items()}
+
+    def _train_linear(self, params: dict[str, torch.Tensor], sched: _Schedule) -> torch.Tensor:
+        """Train chunk by chunk of clients, so a chunk's weights stay in cache all along."""
+        jobs = len(sched.order)
+        cpu = torch.device(self.device).type == "cpu"
+        workers = max(1, self.workers or torch.get_num_threads()) if cpu else 1
+        size = min(self.chunk, -(-jobs // workers))
+        chunks = [(begin, min(begin + size, jobs)) for begin in range(0, jobs, size)]
+        if not cpu:
+            for begin, end in chunks:
+                self._train_chunk(params, sched, begin, end)
+            return self._flat(params)
+        with _one_intra_op_thread():
+            if workers == 1 or len(chunks) == 1:
+                for begin, end in chunks:
+                    self._train_chunk(params, sched, begin, end)
+            else:
+                with ThreadPoolExecutor(min(workers, len(chunks))) as pool:
+                    list(pool.map(lambda c: self._train_chunk(params, sched, *c), chunks))
+        return self._flat(params)
+
+    def _train_chunk(self, params: dict[str, torch.Tensor], sched: _Schedule, begin: int,
+                     end: int) -> None:
+        """Every step of the sorted jobs ``begin:end``; their weights are updated in place."""
+        assert self.plan is not None
+        layers = [(params[s.weight][begin:end], params[s.bias][begin:end] if s.bias else None)
+                  if isinstance(s, _Linear) else s for s in self.plan]
+        counts = np.clip(np.array(sched.active) - begin, 0, end - begin).tolist()
+        for t, (k, width) in enumerate(zip(counts, sched.widths(begin, end), strict=True)):
+            if not k:
+                break
+            self._linear_step(layers, sched.rows[t, begin: begin + k, :width],
+                              sched.weights[t, begin: begin + k, :width])
+
+    def _flat(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(J, P): stacked parameters back in the flat layout, one row per job."""
+        return torch.cat([params[name].flatten(1) for name in self.space.names], 1)
+
+    def _linear_step(self, layers: list, rows: torch.Tensor, weights: torch.Tensor) -> None:
+        """One SGD step for the first ``k = len(rows)`` clients of a chunk, updated in place.
+
+        ``layers`` holds a (weight, bias) pair per Linear of the plan (stacked over the chunk's
+        clients) and the activation itself otherwise.
+        """
+        k, batch = rows.shape
+        flat_rows = rows.reshape(-1)
+        h = self.x.index_select(0, flat_rows).reshape(k, batch, -1)
+        saved, sliced, fresh = [], [], False
+        for layer in layers:
+            if isinstance(layer, _Activation):
+                out = layer.inplace(h) if fresh and layer.inplace else layer.forward(h)
+                saved.append(out if layer.saves_output else h)
+                sliced.append(layer)
+                h, fresh = out, False
+                continue
+            w, b = layer[0][:k], None if layer[1] is None else layer[1][:k]
+            saved.append(h)
+            sliced.append((w, b))
+            h = torch.bmm(h, w.transpose(1, 2)) if b is None else torch.baddbmm(
+                b.unsqueeze(1), h, w.transpose(1, 2))
+            fresh = True
+        # d(mean cross-entropy)/d(logits) = (softmax - onehot) / batch; torch.softmax is
+        # slow along a short last dimension, so it is spelt out
+        g = (h - h.amax(dim=2, keepdim=True)).exp_()
+        g.div_(g.sum(dim=2, keepdim=True))
+        labels = self.y.index_select(0, flat_rows).reshape(k, batch, 1)
+        g.scatter_add_(2, labels, self._minus_one.expand(k, batch, 1))
+        g.mul_(weights.unsqueeze(2))
+        for i in range(len(sliced) - 1, self._first - 1, -1):
+            layer = sliced[i]
+            if isinstance(layer, _Activation):
+                g = layer.backward(g, saved[i])
+                continue
+            w, b = layer
+            below = torch.bmm(g, w) if i > self._first else g
+            w.baddbmm_(g.transpose(1, 2), saved[i], alpha=-self.learning_rate)
+            if b is not None:
+                b.sub_(g.sum(dim=1), alpha=self.learning_rate)
+            g = below
+
+    def _train_generic(self, flat: torch.Tensor, sched: _Schedule) -> torch.Tensor | None:
+        step = vmap(grad(self._weighted_loss))
+        for t, (k, width) in enumerate(zip(sched.active, sched.widths(0, len(flat)), strict=True)):
+            rows = sched.rows[t, :k, :width]
+            x = self.x.index_select(0, rows.reshape(-1)).reshape(*rows.shape, *self.x.shape[1:])
+            try:
+                g = step(flat[:k], x, self.y[rows], sched.weights[t, :k, :width])
+            except RuntimeError as error:  # only the first step can fail; nothing moved yet
+                if t:
+                    raise
+                warnings.warn(f"hierfl: vmap cannot train {type(self.model).__name__} "
+                              f"({error}); training job by job", RuntimeWarning, stacklevel=3)
+                self.path = "reference"
+                return None
+            flat[:k] -= self.learning_rate * g
+        return flat
+
+    def _weighted_loss(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                       weights: torch.Tensor) -> torch.Tensor:
+        logits = functional_call(self.model, self.space.unflatten(flat), (x,))
+        return (F.cross_entropy(logits, y, reduction="none") * weights).sum()
+
+
+def make_trainer(model: nn.Module, data: FederatedData, local_epochs: int, batch_size: int,
+                 learning_rate: float, device: str = "cpu") -> ReferenceTrainer | BatchedTrainer:
+    """A ``BatchedTrainer``, or a ``ReferenceTrainer`` for models that need one."""
+    kind = ReferenceTrainer if needs_reference(model) else BatchedTrainer
+    return kind(model, data, local_epochs, batch_size, learning_rate, device)
+
