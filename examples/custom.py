@@ -16,7 +16,7 @@ from torch import nn
 
 
 class Wide(nn.Module):
-    """One wide hidden layer; hierfl passes ``input_dim`` (or ``input_shape``) and ``num_classes``."""
+    """One wide hidden layer; hierfl passes input_dim (or input_shape) and num_classes."""
 
     def __init__(self, input_dim: int, num_classes: int, hidden: int = 256) -> None:
         super().__init__()
