@@ -21,7 +21,7 @@ def fedavg(vectors: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.T
     if total <= 0:
         raise ValueError(f"fedavg weights must sum to > 0: {total}")
     share = torch.tensor([w / total for w in weights], dtype=torch.float64)
-    stacked = torch.stack([v.to(torch.float64) for v in vectors])
+    stacked = torch.stack(list(vectors)).double()
     return (share @ stacked).to(torch.float32)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -13,11 +14,13 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from hierfl.checkpoint import CHECKPOINT, checkpoint_scenario, load_checkpoint
 from hierfl.chrome_trace import write_chrome_trace
 from hierfl.errors import HierflError
 from hierfl.profiles import BUILTIN_PROFILES
 from hierfl.results import Result, compare_table, read_result
 from hierfl.scenario import Scenario, load_scenario
+from hierfl.sim.runner import resume as resume_run
 from hierfl.sim.runner import simulate
 
 app = typer.Typer(
@@ -48,7 +51,7 @@ def _resolve(scenario: Path, sets: list[str], seed: int | None, rounds: int | No
 
 @app.command()
 def run(
-    scenario: Annotated[Path, typer.Argument(help="Scenario TOML file.")],
+    scenario: Annotated[Path | None, typer.Argument(help="Scenario TOML file.")] = None,
     out: Annotated[Path | None, typer.Option(help="Run folder [default: runs/NAME].")] = None,
     set_: Annotated[
         list[str], typer.Option("--set", help="Override KEY.PATH=VALUE (repeat).")
@@ -58,17 +61,36 @@ def run(
     quiet: Annotated[bool, typer.Option(help="Plain lines, no progress bar.")] = False,
     force: Annotated[bool, typer.Option(help="Write into a non-empty --out folder.")] = False,
     plots: Annotated[bool, typer.Option(help="Draw timeline, accuracy and energy PNGs.")] = True,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the run in this folder from its last checkpoint.")
+    ] = None,
 ) -> None:
-    """Simulate SCENARIO and write its run folder (tables, summary, trace.json, plots)."""
-    resolved = _resolve(scenario, set_, seed, rounds)
-    folder = out or Path("runs") / resolved.name
-    if folder.exists() and any(folder.iterdir()) and not force:
-        raise HierflError(f"--out {folder}: folder is not empty (use --force to write into it)")
-    result = _simulate_with_progress(resolved, quiet)
+    """Simulate SCENARIO and write its run folder (tables, summary, model, trace.json, plots).
+
+    A checkpoint is written to the folder after every cloud round; `--resume DIR` continues
+    a killed run from it and gives the same result as an uninterrupted run.
+    """
+    if resume is not None:
+        if scenario or set_ or seed is not None or rounds is not None or out:
+            raise HierflError("--resume DIR takes no SCENARIO, --out, --set, --seed or --rounds")
+        resolved = checkpoint_scenario(load_checkpoint(resume))
+        folder = resume
+        result = _with_progress(resolved, quiet, lambda report: resume_run(folder, report))
+    else:
+        if scenario is None:
+            raise HierflError("run: give a SCENARIO file, or --resume DIR")
+        resolved = _resolve(scenario, set_, seed, rounds)
+        folder = out or Path("runs") / resolved.name
+        if folder.exists() and any(folder.iterdir()) and not force:
+            raise HierflError(f"--out {folder}: folder is not empty (use --force to write into it)")
+        result = _with_progress(
+            resolved, quiet, lambda report: simulate(resolved, report, checkpoint_dir=folder)
+        )
     result.write(folder)
     write_chrome_trace(result, folder / "trace.json")
     if plots:
         _draw(result, folder)
+    (folder / CHECKPOINT).unlink(missing_ok=True)
     _print_summary(result, folder)
 
 
@@ -138,7 +160,10 @@ def _cell(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 
-def _simulate_with_progress(scenario: Scenario, quiet: bool) -> Result:
+def _with_progress(
+    scenario: Scenario, quiet: bool, play: Callable[[Callable[[dict], None]], Result]
+) -> Result:
+    """Run ``play(report)``, reporting each cloud round as a bar or as plain lines."""
     total = scenario.run.cloud_rounds
     if quiet or not out_console.is_terminal:
 
@@ -146,7 +171,7 @@ def _simulate_with_progress(scenario: Scenario, quiet: bool) -> Result:
             if not quiet:
                 out_console.print(_round_line(row, total), highlight=False)
 
-        return simulate(scenario, on_round=report)
+        return play(report)
     columns = (
         TextColumn("[bold]{task.description}"),
         BarColumn(),
@@ -158,9 +183,10 @@ def _simulate_with_progress(scenario: Scenario, quiet: bool) -> Result:
         task = progress.add_task(scenario.name, total=total, status="")
 
         def advance(row: dict) -> None:
-            progress.update(task, advance=1, status=_round_line(row, total))
+            done = row["cloud_round"] + 1
+            progress.update(task, completed=done, status=_round_line(row, total))
 
-        return simulate(scenario, on_round=advance)
+        return play(advance)
 
 
 def _round_line(row: dict, total: int) -> str:

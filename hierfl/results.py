@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 from hierfl.errors import HierflError
 
@@ -28,11 +29,18 @@ class Result:
     rounds: pd.DataFrame
     devices: pd.DataFrame
     summary: dict[str, Any]
+    model: dict[str, torch.Tensor] | None = None
 
     def write(self, out_dir: str | Path) -> Path:
-        """Write the run folder of DESIGN.md; each file appears whole or not at all."""
+        """Write the run folder of DESIGN.md; each file appears whole or not at all.
+
+        The final global model goes to ``model.pt`` (named tensors, ``torch.load``-able).
+        """
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
+        if self.model is not None:
+            tensors = {name: t.detach().clone() for name, t in self.model.items()}
+            atomic_write(out / "model.pt", lambda p: torch.save(tensors, p))
         atomic_write(out / "events.parquet", lambda p: self.events.to_parquet(p, index=False))
         atomic_write(out / "rounds.csv", lambda p: self.rounds.to_csv(p, index=False))
         atomic_write(out / "devices.csv", lambda p: self.devices.to_csv(p, index=False))
@@ -47,11 +55,13 @@ def read_result(folder: str | Path) -> Result:
     missing = [name for name in RUN_FILES if not (folder / name).is_file()]
     if missing:
         raise HierflError(f"{folder}: not a run folder (missing {', '.join(missing)})")
+    model = folder / "model.pt"
     return Result(
         events=pd.read_parquet(folder / "events.parquet"),
         rounds=pd.read_csv(folder / "rounds.csv"),
         devices=pd.read_csv(folder / "devices.csv"),
         summary=json.loads((folder / "summary.json").read_text()),
+        model=torch.load(model, weights_only=True) if model.is_file() else None,
     )
 
 

@@ -1,15 +1,22 @@
-"""Scenario -> NetworkX graph of cloud, edges and devices; routes as lists of hops."""
+"""Scenario -> cloud, edges and devices; routes as lists of hops.
+
+Cloud and edges live in a NetworkX graph (the backbone, where routes are searched); each
+device has exactly one link, to its edge (or to the cloud without edges), so the fleet's
+access links are numpy columns beside the graph: a million devices cost a few arrays, not
+a million graph nodes. ``Topology.graph`` still gives the whole graph, built on demand.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import networkx as nx
+import numpy as np
 
 from hierfl.scenario import DeviceGroup, Scenario
 
 CLOUD = "cloud"
-Hop = tuple[float, float]  # (bandwidth_kbps, latency_ms)
+Hop = tuple[float, float]  # (bandwidth_kbps, latency_ms); a cohort's may hold arrays
 
 
 def interleave_groups(groups: tuple[DeviceGroup, ...]) -> list[str]:
@@ -19,14 +26,27 @@ def interleave_groups(groups: tuple[DeviceGroup, ...]) -> list[str]:
     >>> interleave_groups(groups)
     ['mcu', 'soc', 'mcu', 'mcu']
     """
-    remaining = [group.count for group in groups]
-    profiles: list[str] = []
-    while any(remaining):
-        for index, group in enumerate(groups):
-            if remaining[index]:
-                remaining[index] -= 1
-                profiles.append(group.profile)
-    return profiles
+    names = np.array([group.profile for group in groups], dtype=object)
+    return names[interleave_index([group.count for group in groups])].tolist()
+
+
+def interleave_index(counts: Sequence[int]) -> np.ndarray:
+    """Group number of each device when devices are dealt one per group in turn.
+
+    Item ``k`` of a group goes out in turn ``k``, after every item of earlier turns and the
+    turn-``k`` items of earlier groups that still have one.
+
+    >>> interleave_index([3, 1]).tolist()
+    [0, 1, 0, 0]
+    """
+    counts = np.asarray(counts, dtype=np.int64)
+    index = np.empty(int(counts.sum()), dtype=np.int64)
+    for group, count in enumerate(counts):
+        turn = np.arange(count)
+        before = sum(np.minimum(other, turn) for other in counts)
+        earlier = sum(other > turn for other in counts[:group])
+        index[before + earlier] = group
+    return index
 
 
 def assign_edges(n_devices: int, n_edges: int, how: str) -> list[int]:
@@ -37,44 +57,119 @@ def assign_edges(n_devices: int, n_edges: int, how: str) -> list[int]:
     """
     if n_edges == 0:
         return [-1] * n_devices
+    device = np.arange(n_devices, dtype=np.int64)
     if how == "block":
-        return [i * n_edges // n_devices for i in range(n_devices)]
-    return [i % n_edges for i in range(n_devices)]
+        return (device * n_edges // n_devices).tolist()
+    return (device % n_edges).tolist()
 
 
-@dataclass
 class Topology:
-    """The graph plus the fleet's order: device names, profiles and edge indices."""
+    """The backbone graph plus the fleet's order: names, profiles, edges and access links.
 
-    graph: nx.Graph
-    devices: list[str]
-    profiles: list[str]
-    device_edge: list[int]
-    edges: list[str]
-    _routes: dict[tuple[str, str], tuple[Hop, ...]] = field(default_factory=dict, repr=False)
+    ``graph`` routes between its nodes; a device it does not hold reaches ``parent(i)``
+    over its access link, ``access_kbps[i]`` / ``access_ms[i]``. Without those columns the
+    devices' links are read from ``graph`` (a graph built by hand).
+    """
+
+    def __init__(
+        self,
+        graph: nx.Graph,
+        devices: list[str],
+        profiles: list[str],
+        device_edge: list[int],
+        edges: list[str],
+        access_kbps: np.ndarray | None = None,
+        access_ms: np.ndarray | None = None,
+    ) -> None:
+        self.backbone = graph
+        self.devices, self.profiles, self.device_edge, self.edges = (
+            devices, profiles, device_edge, edges)
+        self.edge_of = np.asarray(device_edge, dtype=np.int64).reshape(-1)
+        if access_kbps is None or access_ms is None:
+            links = [graph[name][self.parent(i)] for i, name in enumerate(devices)]
+            access_kbps = [link["bandwidth_kbps"] for link in links]
+            access_ms = [link["latency_ms"] for link in links]
+        self.access_kbps = np.asarray(access_kbps, dtype=np.float64).reshape(-1)
+        self.access_ms = np.asarray(access_ms, dtype=np.float64).reshape(-1)
+        order = np.argsort(self.edge_of, kind="stable")
+        bounds = np.searchsorted(self.edge_of[order], np.arange(len(edges) + 1))
+        self._members = np.split(order, bounds[1:-1]) if edges else []
+        self._routes: dict[tuple[str, str], tuple[Hop, ...]] = {}
+        self._numbers: dict[str, int] | None = None
+        self._graph = graph if len(devices) == 0 or devices[0] in graph else None
 
     def parent(self, device: int) -> str:
         """The node a device's access link reaches: its edge, or the cloud without edges."""
         edge = self.device_edge[device]
         return CLOUD if edge < 0 else self.edges[edge]
 
+    def members(self, edge: int) -> np.ndarray:
+        """The devices under ``edge``, in index order."""
+        return self._members[edge]
+
+    def access(self, device: int) -> Hop:
+        """A device's access link, as (bandwidth_kbps, latency_ms)."""
+        return (float(self.access_kbps[device]), float(self.access_ms[device]))
+
+    def device_route(self, devices: np.ndarray, other: str, outward: bool) -> tuple[Hop, ...]:
+        """Hops between ``devices`` (all under one parent) and node ``other``, as columns.
+
+        ``outward``: from the devices to ``other``, else from ``other`` to them. The access
+        hop holds one bandwidth and one latency per device; the others are shared.
+        """
+        parent = self.parent(int(devices[0]))
+        access = (self.access_kbps[devices], self.access_ms[devices])
+        if outward:
+            return (access, *self.hops(parent, other))
+        return (*self.hops(other, parent), access)
+
     def hops(self, source: str, target: str) -> tuple[Hop, ...]:
         """Links on the lowest-latency path, as (bandwidth_kbps, latency_ms).
 
-        A node with a single link (a device) always leaves through it, so its route is
-        that link plus its neighbour's route: one search per neighbour, not per device.
+        A device has a single link, so its route is that link plus its parent's route;
+        routes between backbone nodes are searched once and remembered.
         """
+        if source == target:
+            return ()
+        device = self._number(source)
+        if device is not None:
+            return (self.access(device), *self.hops(self.parent(device), target))
+        device = self._number(target)
+        if device is not None:
+            return (*self.hops(source, self.parent(device)), self.access(device))
         key = (source, target)
         if key not in self._routes:
             self._routes[key] = self._search(source, target)
         return self._routes[key]
 
+    @property
+    def graph(self) -> nx.Graph:
+        """The whole graph, devices and their access links included (built once, on demand)."""
+        if self._graph is None:
+            graph = self.backbone.copy()
+            for i, (name, profile) in enumerate(zip(self.devices, self.profiles, strict=True)):
+                graph.add_node(name, kind="device", profile=profile)
+                bandwidth_kbps, latency_ms = self.access(i)
+                graph.add_edge(
+                    name, self.parent(i), bandwidth_kbps=bandwidth_kbps, latency_ms=latency_ms
+                )
+            self._graph = graph
+        return self._graph
+
+    def _number(self, name: str) -> int | None:
+        """The device called ``name`` when the backbone does not hold it; None otherwise."""
+        if name in self.backbone:
+            return None
+        if self._numbers is None:
+            self._numbers = {device: i for i, device in enumerate(self.devices)}
+        return self._numbers.get(name)
+
     def _search(self, source: str, target: str) -> tuple[Hop, ...]:
-        graph = self.graph
-        if source != target and graph.degree(source) == 1:
+        graph = self.backbone
+        if graph.degree(source) == 1:
             (via,) = graph[source]
             return (_link(graph, source, via), *self.hops(via, target))
-        if source != target and graph.degree(target) == 1:
+        if graph.degree(target) == 1:
             (via,) = graph[target]
             return (*self.hops(source, via), _link(graph, via, target))
         path = nx.shortest_path(graph, source, target, weight="latency_ms")
@@ -87,7 +182,9 @@ def _link(graph: nx.Graph, u: str, v: str) -> Hop:
 
 def build_topology(scenario: Scenario) -> Topology:
     """Cloud, edges under it over the backhaul, devices under edges over their access links."""
-    profiles = interleave_groups(scenario.devices)
+    groups = scenario.devices
+    group_of = interleave_index([group.count for group in groups])
+    profiles = np.array([group.profile for group in groups], dtype=object)[group_of].tolist()
     width = len(str(len(profiles) - 1))
     devices = [f"{profile}-{i:0{width}d}" for i, profile in enumerate(profiles)]
     topo = scenario.topology
@@ -102,11 +199,7 @@ def build_topology(scenario: Scenario) -> Topology:
         graph.add_edge(
             edge, CLOUD, bandwidth_kbps=backhaul.bandwidth_kbps, latency_ms=backhaul.latency_ms
         )
-    for name, profile_name, edge in zip(devices, profiles, device_edge, strict=True):
-        profile = scenario.profile(profile_name)
-        graph.add_node(name, kind="device", profile=profile_name)
-        parent = CLOUD if edge < 0 else edges[edge]
-        graph.add_edge(
-            name, parent, bandwidth_kbps=profile.bandwidth_kbps, latency_ms=profile.latency_ms
-        )
-    return Topology(graph, devices, profiles, device_edge, edges)
+    links = [scenario.profile(group.profile) for group in groups]
+    kbps = np.array([link.bandwidth_kbps for link in links], dtype=np.float64)
+    ms = np.array([link.latency_ms for link in links], dtype=np.float64)
+    return Topology(graph, devices, profiles, device_edge, edges, kbps[group_of], ms[group_of])

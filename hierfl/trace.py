@@ -82,6 +82,19 @@ class Trace:
         return self._rows[: self._n]
 
     @property
+    def columns(self) -> tuple[str, ...]:
+        """Names of the stored columns."""
+        return COLUMNS
+
+    def load(self, columns: dict[str, np.ndarray]) -> None:
+        """Replace the events with ``columns`` (as saved from ``rows``), e.g. from a checkpoint."""
+        n = len(columns["t_start"])
+        self._rows = np.zeros(max(n, 1024), dtype=EVENT_DTYPE)
+        for name in COLUMNS:
+            self._rows[name][:n] = columns[name]
+        self._n = n
+
+    @property
     def nbytes_per_event(self) -> int:
         """Bytes of storage one event takes."""
         return EVENT_DTYPE.itemsize

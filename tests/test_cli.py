@@ -50,6 +50,7 @@ def test_run_writes_the_run_folder(tmp_path):
         "devices.csv",
         "energy.png",
         "events.parquet",
+        "model.pt",
         "rounds.csv",
         "summary.json",
         "timeline.png",

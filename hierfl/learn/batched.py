@@ -204,12 +204,12 @@ def _chunk(n_params: int, device: str | torch.device) -> int:
 
 
 @contextmanager
-def _one_intra_op_thread() -> Iterator[None]:
-    """torch ops run on the calling thread only, for the duration."""
+def _one_intra_op_thread() -> Iterator[int]:
+    """torch ops run on the calling thread only, for the duration; yields the former count."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        yield
+        yield threads
     finally:
         torch.set_num_threads(threads)
 
@@ -220,9 +220,10 @@ class BatchedTrainer(ReferenceTrainer):
     ``path`` says how: ``"linear"``, ``"generic"`` or ``"reference"`` (see the module doc).
 
     On CPU the linear path trains chunks of ``chunk`` clients (a cache's worth) on
-    ``workers`` threads (default: ``torch.get_num_threads()`` at flush time), each op on
-    one core: its ops are too small for torch's intra-op threads, whose per-op barriers
-    stall badly as soon as another process wants a core. Results do not depend on either.
+    ``workers`` threads (default: ``torch.get_num_threads()`` at flush time) while torch's
+    intra-op threads are set to 1 for the flush: its ops are too small to split, and each
+    split op waits for every intra-op thread, a whole scheduler slice when another process
+    holds a core. Results depend on neither ``chunk`` nor ``workers``.
     """
 
     def __init__(self, model: nn.Module, data: FederatedData, local_epochs: int,
@@ -235,25 +236,33 @@ class BatchedTrainer(ReferenceTrainer):
         self._minus_one = torch.full((1, 1, 1), -1.0, device=device)
         self.chunk = _chunk(self.space.size, device)
         self.workers: int | None = None
+        self._workers = 1
 
     def flush(self) -> None:
         """Train every pending job, all together; each job gets its result (on CPU)."""
         jobs, self.pending = self.pending, []
         if not jobs:
             return
-        if self.path != "reference":
-            sched = _schedule(jobs, self.data, self.local_epochs, self.batch_size, self.device)
-            starts = self._starts([jobs[i] for i in sched.order])
-            if self.path == "linear":
-                trained = self._train_linear(starts, sched)
-            else:
-                trained = self._train_generic(self._flat(starts), sched)
-            if trained is not None:
-                for index, result in zip(sched.order, trained.cpu(), strict=True):
-                    jobs[index]._result = result
-                return
-        for job in jobs:  # models that draw random numbers, or that vmap refused
-            job._result = self.train(job)
+        if self.path == "linear" and torch.device(self.device).type == "cpu":
+            with _one_intra_op_thread() as threads:
+                self._workers = max(1, self.workers or threads)
+                self._train_batched(jobs)
+        elif self.path != "reference":
+            self._train_batched(jobs)
+        if jobs[0]._result is None:  # models that draw random numbers, or that vmap refused
+            for job in jobs:
+                job._result = self.train(job)
+
+    def _train_batched(self, jobs: list[Job]) -> None:
+        sched = _schedule(jobs, self.data, self.local_epochs, self.batch_size, self.device)
+        starts = self._starts([jobs[i] for i in sched.order])
+        if self.path == "linear":
+            trained = self._train_linear(starts, sched)
+        else:
+            trained = self._train_generic(self._flat(starts), sched)
+        if trained is not None:
+            for index, result in zip(sched.order, trained.cpu(), strict=True):
+                jobs[index]._result = result
 
     def _starts(self, jobs: list[Job]) -> dict[str, torch.Tensor]:
         """Start weights of ``jobs`` stacked per parameter, (J, *shape) each, contiguous.
@@ -271,21 +280,14 @@ class BatchedTrainer(ReferenceTrainer):
     def _train_linear(self, params: dict[str, torch.Tensor], sched: _Schedule) -> torch.Tensor:
         """Train chunk by chunk of clients, so a chunk's weights stay in cache all along."""
         jobs = len(sched.order)
-        cpu = torch.device(self.device).type == "cpu"
-        workers = max(1, self.workers or torch.get_num_threads()) if cpu else 1
-        size = min(self.chunk, -(-jobs // workers))
-        chunks = [(begin, min(begin + size, jobs)) for begin in range(0, jobs, size)]
-        if not cpu:
+        chunks = [(begin, min(begin + self.chunk, jobs)) for begin in range(0, jobs, self.chunk)]
+        workers = min(len(chunks), self._workers)
+        if workers == 1:
             for begin, end in chunks:
                 self._train_chunk(params, sched, begin, end)
-            return self._flat(params)
-        with _one_intra_op_thread():
-            if workers == 1 or len(chunks) == 1:
-                for begin, end in chunks:
-                    self._train_chunk(params, sched, begin, end)
-            else:
-                with ThreadPoolExecutor(min(workers, len(chunks))) as pool:
-                    list(pool.map(lambda c: self._train_chunk(params, sched, *c), chunks))
+        else:
+            with ThreadPoolExecutor(workers) as pool:
+                list(pool.map(lambda c: self._train_chunk(params, sched, *c), chunks))
         return self._flat(params)
 
     def _train_chunk(self, params: dict[str, torch.Tensor], sched: _Schedule, begin: int,

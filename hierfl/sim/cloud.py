@@ -15,7 +15,7 @@ CLOUD_NODE = 0
 def cloud(sim: Simulation) -> Process:
     """Run every cloud round; each ends with an aggregation (if anything arrived) and a tally."""
     hierarchical = sim.scenario.topology.mode == "hierarchical"
-    for cloud_round in range(sim.scenario.run.cloud_rounds):
+    for cloud_round in range(sim.first_round, sim.scenario.run.cloud_rounds):
         if hierarchical:
             updates = yield from _gather_edges(sim, cloud_round)
         else:

@@ -13,6 +13,7 @@ from hierfl.aggregation import apply_deltas, fedavg
 from hierfl.compression import DENSE, UpdateCodec, resolve_codec
 from hierfl.costs import capacity_j, fits_in_memory, train_bytes
 from hierfl.errors import ModelDoesNotFitError, ScenarioError
+from hierfl.learn.batched import make_trainer
 from hierfl.learn.data import data_shape, draw_sample_counts, make_data
 from hierfl.learn.models import ModelStats, build_model, model_stats
 from hierfl.learn.trainer import Job, ParamSpace, ReferenceTrainer
@@ -95,6 +96,7 @@ class Simulation:
     round_rows: list[dict] = field(default_factory=list)
     global_weights: torch.Tensor | None = None
     on_round: Callable[[dict], None] | None = None
+    first_round: int = 0
 
     # node numbering in the trace: cloud, edges, devices
     def device_node(self, device: int) -> int:
@@ -177,7 +179,7 @@ def prepare(
         if run.device == "cuda" and not torch.cuda.is_available():
             raise ScenarioError("run.device: 'cuda' requested but torch sees no CUDA device")
         data = make_data(scenario.data, samples, data_rng)
-        trainer = ReferenceTrainer(
+        trainer = make_trainer(
             model, data, run.local_epochs, run.batch_size, run.learning_rate, run.device
         )
     trace = Trace(["cloud", *topo.edges, *topo.devices])

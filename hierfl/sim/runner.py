@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from hierfl.checkpoint import checkpoint_scenario, load_checkpoint, restore, save_checkpoint
 from hierfl.compression import UpdateCodec
 from hierfl.learn.trainer import evaluate
 from hierfl.policies import Selection
@@ -22,20 +24,52 @@ def simulate(
     on_round: Callable[[dict], None] | None = None,
     selection: Selection | None = None,
     codec: UpdateCodec | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> Result:
     """Simulate ``scenario`` and return its Result (same scenario and seed, same events).
 
     ``on_round`` is called with each cloud round's figures as soon as the round closes;
-    ``selection`` and ``codec`` replace the scenario's policy and codec with your own.
+    ``selection`` and ``codec`` replace the scenario's policy and codec with your own;
+    with ``checkpoint_dir``, a checkpoint is written there after every cloud round.
     """
     sim = prepare(scenario, selection, codec)
-    sim.on_round = on_round
+    return _play(sim, on_round, checkpoint_dir)
+
+
+def resume(
+    run_dir: str | Path,
+    on_round: Callable[[dict], None] | None = None,
+    selection: Selection | None = None,
+    codec: UpdateCodec | None = None,
+) -> Result:
+    """Continue the run whose checkpoint is in ``run_dir``; equals the uninterrupted run."""
+    state = load_checkpoint(Path(run_dir))
+    sim = prepare(checkpoint_scenario(state), selection, codec)
+    restore(sim, state)
+    return _play(sim, on_round, run_dir)
+
+
+def _play(
+    sim: Simulation, on_round: Callable[[dict], None] | None, checkpoint_dir: str | Path | None
+) -> Result:
+    folder = None if checkpoint_dir is None else Path(checkpoint_dir)
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def after_round(row: dict) -> None:
+        if folder is not None:
+            save_checkpoint(sim, folder, row["cloud_round"] + 1)
+        if on_round is not None:
+            on_round(row)
+
+    sim.on_round = after_round
     sim.env.process(cloud(sim))
     sim.env.run()
     events = sim.trace.to_frame()
     rounds = rounds_table(sim.round_rows, events)
     devices = devices_table(sim)
-    return Result(events, rounds, devices, summarize(sim, rounds, devices, events))
+    model = None if sim.global_weights is None else sim.space.unflatten(sim.global_weights)
+    return Result(events, rounds, devices, summarize(sim, rounds, devices, events), model)
 
 
 def devices_table(sim: Simulation) -> pd.DataFrame:

@@ -1,0 +1,179 @@
+"""Local training throughput: a naive per-client PyTorch loop vs hierfl's BatchedTrainer.
+
+Workload W: synthetic classification (input_dim 32, 10 classes, 50 samples per client), the
+compact MLP 32-64-ReLU-32-ReLU-10; every client starts from the global model and runs 2 local
+epochs of SGD (batch 8, lr 0.01, cross-entropy); sample-weighted FedAvg after each round.
+Both sides use the same per-client data orders (``epoch_orders``), so their final global
+models agree to float rounding, and the benchmark prints how far apart they are.
+
+Run: ``python benchmarks/bench_training.py`` (``--profile`` adds a pyinstrument profile of
+one batched round at the largest size; ``--device cuda`` trains the batched side on a GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from hierfl.aggregation import fedavg
+from hierfl.learn.batched import BatchedTrainer
+from hierfl.learn.data import FederatedData, make_data
+from hierfl.learn.models import build_model, model_stats
+from hierfl.learn.trainer import ParamSpace, epoch_orders
+from hierfl.scenario import DataConfig
+
+SEED, INPUT_DIM, CLASSES, SAMPLES = 0, 32, 10, 50
+EPOCHS, BATCH, LR = 2, 8, 0.01
+SIZES = ((100, 5), (1000, 2))
+"""(clients, rounds) pairs."""
+
+
+def workload(clients: int) -> tuple[FederatedData, nn.Module]:
+    """Workload W's data for ``clients`` clients and its freshly initialised model."""
+    cfg = DataConfig(input_dim=INPUT_DIM, num_classes=CLASSES, samples_per_device=(50, 50))
+    counts = np.full(clients, SAMPLES, dtype=np.int64)
+    data = make_data(cfg, counts, np.random.default_rng(SEED))
+    return data, build_model("compact", (INPUT_DIM,), CLASSES, SEED)
+
+
+def naive_round(model: nn.Module, data: FederatedData, global_flat: torch.Tensor,
+                round_: int) -> torch.Tensor:
+    """One FedAvg round the usual way: deepcopy, DataLoader and torch.optim.SGD per client."""
+    nn.utils.vector_to_parameters(global_flat, model.parameters())
+    space = ParamSpace.of(model)
+    vectors, weights = [], []
+    for client in range(data.n_devices):
+        rows = data.device_slice(client)
+        dataset = TensorDataset(data.x[rows], data.y[rows])
+        local = copy.deepcopy(model)
+        optimizer = torch.optim.SGD(local.parameters(), lr=LR)
+        for order in epoch_orders((SEED, round_, client), len(dataset), EPOCHS):
+            for xb, yb in DataLoader(dataset, batch_size=BATCH, sampler=order.tolist()):
+                optimizer.zero_grad()
+                F.cross_entropy(local(xb), yb).backward()
+                optimizer.step()
+        vectors.append(space.vector(local))
+        weights.append(len(dataset))
+    return fedavg(vectors, weights)
+
+
+def batched_round(trainer: BatchedTrainer, data: FederatedData, global_flat: torch.Tensor,
+                  round_: int) -> torch.Tensor:
+    """One FedAvg round with hierfl: submit every client, collect (one batched flush)."""
+    jobs = [trainer.submit(c, global_flat, (SEED, round_, c)) for c in range(data.n_devices)]
+    weights = np.diff(data.offsets).tolist()
+    return fedavg([job.result() for job in jobs], weights)
+
+
+def timed(rounds: int, one_round, start: torch.Tensor) -> tuple[float, float, torch.Tensor]:
+    """Wall and CPU seconds for ``rounds`` rounds from ``start``, and the final global model."""
+    flat = start
+    wall, cpu = time.perf_counter(), time.process_time()
+    for round_ in range(rounds):
+        flat = one_round(flat, round_)
+    return time.perf_counter() - wall, time.process_time() - cpu, flat
+
+
+def peak_gflops(size: int = 2048, repeats: int = 5) -> float:
+    """Best fp32 ``torch.mm`` rate on this machine, GFLOP/s."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = min(_seconds(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _seconds(fn) -> float:
+    began = time.perf_counter()
+    fn()
+    return time.perf_counter() - began
+
+
+def _row(label: str, updates: int, wall_s: float, cpu_s: float, flops: float,
+         peak: float) -> float:
+    rate = updates / wall_s
+    gflops = rate * flops / 1e9
+    print(f"  {label:24s} {wall_s:8.3f} {cpu_s:8.3f} {rate:10.0f} {updates / cpu_s:12.0f} "
+          f"{gflops:8.2f} {gflops / peak:8.1%}")
+    return rate
+
+
+def bench(clients: int, rounds: int, device: str, peak: float, naive: bool,
+          repeat: int) -> None:
+    """Time both sides on one size (the batched side best of ``repeat``) and print figures."""
+    data, model = workload(clients)
+    start = ParamSpace.of(model).vector(model)
+    flops = 3 * model_stats(model, (INPUT_DIM,)).forward_flops * SAMPLES * EPOCHS
+    trainer = BatchedTrainer(model, data, EPOCHS, BATCH, LR, device)
+    updates = clients * rounds
+    print(f"N={clients} clients x {rounds} rounds = {updates} client updates "
+          f"({flops / 1e6:.2f} MFLOP each)")
+    print(f"  {'':24s} {'wall_s':>8s} {'cpu_s':>8s} {'updates/s':>10s} {'updates/cpu_s':>12s} "
+          f"{'GFLOP/s':>8s} {'of peak':>8s}")
+    wall_s, cpu_s, batched = min(
+        (timed(rounds, lambda f, r: batched_round(trainer, data, f, r), start)
+         for _ in range(repeat)), key=lambda timing: timing[0])
+    rate = _row(f"hierfl batched ({trainer.path})", updates, wall_s, cpu_s, flops, peak)
+    if not naive:
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the naive loop's best setting: its ops are too small to split
+    try:
+        wall_s, cpu_s, reference = timed(
+            rounds, lambda f, r: naive_round(model, data, f, r), start)
+    finally:
+        torch.set_num_threads(threads)
+    naive_rate = _row("naive loop (1 thread)", updates, wall_s, cpu_s, flops, peak)
+    diff = float((batched - reference).abs().max())
+    print(f"  speed-up {rate / naive_rate:.1f}x; "
+          f"max |global batched - global naive| = {diff:.2e}")
+
+
+def profile(clients: int, device: str) -> None:
+    """Print a pyinstrument profile of one batched round."""
+    from pyinstrument import Profiler
+
+    data, model = workload(clients)
+    start = ParamSpace.of(model).vector(model)
+    trainer = BatchedTrainer(model, data, EPOCHS, BATCH, LR, device)
+    batched_round(trainer, data, start, 0)
+    profiler = Profiler(interval=0.0005)
+    with profiler:
+        batched_round(trainer, data, start, 1)
+    print(profiler.output_text(unicode=False, color=False, show_all=False))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu", help="device of the batched side")
+    parser.add_argument("--no-naive", action="store_true", help="skip the naive loop")
+    parser.add_argument("--profile", action="store_true", help="profile one batched round")
+    parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--repeat", type=int, default=3, help="best of this many batched runs")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    peak = peak_gflops()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; "
+          f"fp32 peak {peak:.1f} GFLOP/s (2048^3 torch.mm, best of 5)")
+    warm_data, warm_model = workload(8)  # first-call costs (vmap, MKL, DataLoader) not timed
+    warm_start = ParamSpace.of(warm_model).vector(warm_model)
+    trainer = BatchedTrainer(warm_model, warm_data, EPOCHS, BATCH, LR, args.device)
+    batched_round(trainer, warm_data, warm_start, 0)
+    naive_round(warm_model, warm_data, warm_start, 0)
+    for clients, rounds in SIZES:
+        bench(clients, rounds, args.device, peak, not args.no_naive, args.repeat)
+    if args.profile:
+        profile(SIZES[-1][0], args.device)
+
+
+if __name__ == "__main__":
+    main()
