@@ -22,6 +22,7 @@ from hierfl.results import Result, compare_table, read_result
 from hierfl.scenario import Scenario, load_scenario
 from hierfl.sim.runner import resume as resume_run
 from hierfl.sim.runner import simulate
+from hierfl.sweep import plan_sweep, run_sweep
 
 app = typer.Typer(
     help="hierfl: simulate hierarchical federated learning on edge devices.",
@@ -223,6 +224,55 @@ def _print_summary(result: Result, folder: Path) -> None:
         table.add_row(name, value)
     out_console.print(table)
     out_console.print(f"run folder: {folder}")
+
+
+@app.command()
+def sweep(
+    scenario: Annotated[Path, typer.Argument(help="Scenario TOML file.")],
+    grid: Annotated[
+        list[str], typer.Option(help="KEY=V1,V2,... (repeat; the cartesian product is run).")
+    ] = [],  # noqa: B006
+    seeds: Annotated[int, typer.Option(help="Seeds per grid point, from the scenario's.")] = 1,
+    out: Annotated[
+        Path | None, typer.Option(help="Sweep folder [default: runs/NAME-sweep].")
+    ] = None,
+    backend: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
+    workers: Annotated[int | None, typer.Option(help="Local processes [default: cores].")] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address ('auto' joins a running one).")
+    ] = None,
+    num_cpus: Annotated[int, typer.Option(help="CPUs per run on Ray.")] = 1,
+    max_runs: Annotated[int, typer.Option(help="Refuse larger sweeps unless --yes.")] = 1000,
+    yes: Annotated[bool, typer.Option("--yes", help="Run a sweep over --max-runs.")] = False,
+) -> None:
+    """Run SCENARIO over a grid of overrides and seeds; finished runs in --out are skipped."""
+    plan = plan_sweep(
+        scenario, grid, seeds, out or Path("runs") / f"{scenario.stem}-sweep", max_runs, yes
+    )
+    failed = 0
+    with Progress(
+        TextColumn("[bold]sweep"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        console=out_console,
+        disable=not out_console.is_terminal,
+    ) as progress:
+        task = progress.add_task("sweep", total=len(plan.points), status="")
+
+        def done(row: dict) -> None:
+            nonlocal failed
+            failed += row["status"] != "ok"
+            progress.update(task, advance=1, status=f"{failed} failed")
+            if not out_console.is_terminal:
+                out_console.print(f"{row['status']:6} {row['run']}", highlight=False)
+
+        table = run_sweep(plan, backend, workers, address, num_cpus, done)
+    from hierfl.plots import plot_sweep
+
+    plot_sweep(table, plan.out)
+    out_console.print(f"{len(table)} runs, {failed} failed: {plan.out / 'sweep.csv'}")
 
 
 @app.command()

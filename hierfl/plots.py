@@ -42,8 +42,10 @@ MARKERS = {  # kind: (label, matplotlib marker style)
     "edge_aggregate": ("edge aggregation", {"marker": "D", "color": "black", "ms": 4}),
     "cloud_aggregate": ("cloud aggregation", {"marker": "*", "color": "black", "ms": 10}),
     "skip": ("skip (model does not fit)", {"marker": "x", "color": "#666666", "ms": 5}),
-    "dropout": ("dropout (battery empty)", {"marker": "X", "color": "#D55E00", "ms": 8,
-                                            "mec": "black", "mew": 0.5}),
+    "dropout": (
+        "dropout (battery empty)",
+        {"marker": "X", "color": "#D55E00", "ms": 8, "mec": "black", "mew": 0.5},
+    ),
     "late": ("late update", {"marker": "v", "color": "white", "ms": 6, "mec": "black"}),
 }
 ENERGY_PARTS = {  # devices column: (label, colour)
@@ -67,14 +69,19 @@ def plot_timeline(result: Result, path: str | Path) -> Path:
     fleet. Bars have a hairline edge so that phases shorter than a pixel stay visible.
     """
     groups, sampled = timeline_lanes(result)
-    lanes = [lane for name, devices in groups for lane in [(name, True)]
-             + [(d, False) for d in devices]]
+    lanes = [
+        lane for name, devices in groups for lane in [(name, True)] + [(d, False) for d in devices]
+    ]
     row = {name: i for i, (name, _) in enumerate(lanes)}
     events = result.events
-    frame = pd.DataFrame({"kind": events["kind"].astype(str).to_numpy(),
-                          "node": events["node"].astype(str).to_numpy(),
-                          "t_start": events["t_start"].to_numpy(float),
-                          "t_end": events["t_end"].to_numpy(float)})
+    frame = pd.DataFrame(
+        {
+            "kind": events["kind"].astype(str).to_numpy(),
+            "node": events["node"].astype(str).to_numpy(),
+            "t_start": events["t_start"].to_numpy(float),
+            "t_end": events["t_end"].to_numpy(float),
+        }
+    )
     shown = frame[frame["node"].isin(row)]
 
     fig = _figure(10.5, 1.8 + 0.16 * len(lanes))
@@ -85,15 +92,29 @@ def plot_timeline(result: Result, path: str | Path) -> Path:
             ax.axhspan(start - 0.5, start + len(devices) + 0.5, color="#F2F2F2", zorder=0)
         start += len(devices) + 1
     boundaries = frame.loc[frame["kind"] == "cloud_aggregate", "t_end"]
-    ax.vlines(boundaries, 0, 1, transform=ax.get_xaxis_transform(), colors="#999999", lw=0.6,
-              linestyles=":", zorder=1)
+    ax.vlines(
+        boundaries,
+        0,
+        1,
+        transform=ax.get_xaxis_transform(),
+        colors="#999999",
+        lw=0.6,
+        linestyles=":",
+        zorder=1,
+    )
 
     bars = shown[shown["kind"].isin(PHASE_COLOURS)]
     for (kind, node), part in bars.groupby(["kind", "node"], sort=False):
         colour = PHASE_COLOURS[kind]
         spans = np.column_stack([part["t_start"], part["t_end"] - part["t_start"]])
-        ax.broken_barh(spans, (row[node] - 0.35, 0.7), facecolors=colour, edgecolors=colour,
-                       linewidth=0.4, zorder=2)
+        ax.broken_barh(
+            spans,
+            (row[node] - 0.35, 0.7),
+            facecolors=colour,
+            edgecolors=colour,
+            linewidth=0.4,
+            zorder=2,
+        )
     drawn = set(bars["kind"])
     handles = [_patch(c, PHASE_LABELS[k]) for k, c in PHASE_COLOURS.items() if k in drawn]
     for kind, (label, style) in MARKERS.items():
@@ -106,8 +127,10 @@ def plot_timeline(result: Result, path: str | Path) -> Path:
         handles.append(_marker(style, label + count))
 
     relay = " (relay)" if _cloud_only(result) else ""
-    ax.set_yticks(range(len(lanes)), [name + (relay if aggregator and name != "cloud" else "")
-                                      for name, aggregator in lanes])
+    ax.set_yticks(
+        range(len(lanes)),
+        [name + (relay if aggregator and name != "cloud" else "") for name, aggregator in lanes],
+    )
     for tick, (_, aggregator) in zip(ax.get_yticklabels(), lanes, strict=True):
         tick.set_fontweight("bold" if aggregator else "normal")
         tick.set_fontsize(8 if len(lanes) <= 40 else 6)
@@ -135,24 +158,56 @@ def plot_accuracy(result: Result, path: str | Path) -> Path:
     finite = rounds[np.isfinite(rounds["accuracy"].astype(float))]
     fig = _figure(10.5, 4.2)
     time_ax, round_ax = fig.subplots(1, 2, sharey=True)
-    panels = [(time_ax, finite["sim_time_s"], "simulated time (s)",
-               result.summary.get("time_to_target_s"), rounds["sim_time_s"].max()),
-              (round_ax, finite["cloud_round"] + 1, "cloud rounds completed",
-               result.summary.get("rounds_to_target"), len(rounds))]
+    panels = [
+        (
+            time_ax,
+            finite["sim_time_s"],
+            "simulated time (s)",
+            result.summary.get("time_to_target_s"),
+            rounds["sim_time_s"].max(),
+        ),
+        (
+            round_ax,
+            finite["cloud_round"] + 1,
+            "cloud rounds completed",
+            result.summary.get("rounds_to_target"),
+            len(rounds),
+        ),
+    ]
     for ax, x, label, reached, x_max in panels:
         ax.set_xlabel(label)
         ax.set_xlim(0, max(float(x_max), 1e-9) * 1.04)
         ax.set_ylim(0, 100)
         ax.grid(color="#DDDDDD", lw=0.5)
         if finite.empty:
-            ax.text(0.5, 0.5, "no accuracy: timing-only run", transform=ax.transAxes,
-                    ha="center", va="center", fontsize=11, color="#444444")
+            ax.text(
+                0.5,
+                0.5,
+                "no accuracy: timing-only run",
+                transform=ax.transAxes,
+                ha="center",
+                va="center",
+                fontsize=11,
+                color="#444444",
+            )
             continue
-        ax.plot(x, 100 * finite["accuracy"], marker="o", ms=3.5, lw=1.5, color="#0072B2",
-                label="test accuracy of the global model")
+        ax.plot(
+            x,
+            100 * finite["accuracy"],
+            marker="o",
+            ms=3.5,
+            lw=1.5,
+            color="#0072B2",
+            label="test accuracy of the global model",
+        )
         if target is not None:
-            ax.axhline(100 * target, color="#D55E00", ls="--", lw=1,
-                       label=f"target accuracy ({100 * target:.0f}%)")
+            ax.axhline(
+                100 * target,
+                color="#D55E00",
+                ls="--",
+                lw=1,
+                label=f"target accuracy ({100 * target:.0f}%)",
+            )
         if reached is not None:
             ax.axvline(reached, color="#D55E00", ls=":", lw=1, label=_reached_label(result))
     round_ax.xaxis.get_major_locator().set_params(integer=True)
@@ -161,8 +216,9 @@ def plot_accuracy(result: Result, path: str | Path) -> Path:
     fig.suptitle(f"{name}: accuracy of the global model after each cloud round", fontsize=11)
     if not finite.empty:
         handles, labels = time_ax.get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8,
-                   frameon=False)
+        fig.legend(
+            handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8, frameon=False
+        )
     return _save(fig, path)
 
 
@@ -191,9 +247,11 @@ def plot_run(result: Result, out_dir: str | Path) -> list[Path]:
     """Write timeline.png, accuracy.png and energy.png into ``out_dir``; return their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return [plot_timeline(result, out / "timeline.png"),
-            plot_accuracy(result, out / "accuracy.png"),
-            plot_energy(result, out / "energy.png")]
+    return [
+        plot_timeline(result, out / "timeline.png"),
+        plot_accuracy(result, out / "accuracy.png"),
+        plot_energy(result, out / "energy.png"),
+    ]
 
 
 def plot_compare(results: list[Result], labels: list[str], path: str | Path) -> Path:
@@ -204,8 +262,9 @@ def plot_compare(results: list[Result], labels: list[str], path: str | Path) -> 
         rounds = result.rounds
         finite = rounds[np.isfinite(rounds["accuracy"].astype(float))]
         energy_j = rounds["energy_j"].cumsum()[finite.index]
-        time_ax.plot(finite["sim_time_s"], 100 * finite["accuracy"], marker="o", ms=3,
-                     lw=1.4, label=label)
+        time_ax.plot(
+            finite["sim_time_s"], 100 * finite["accuracy"], marker="o", ms=3, lw=1.4, label=label
+        )
         energy_ax.plot(energy_j, 100 * finite["accuracy"], marker="o", ms=3, lw=1.4)
     time_ax.set_xlabel("simulated time (s)")
     energy_ax.set_xlabel("device energy spent (J)")
@@ -216,8 +275,65 @@ def plot_compare(results: list[Result], labels: list[str], path: str | Path) -> 
         ax.grid(color="#DDDDDD", lw=0.5)
     fig.suptitle("accuracy against simulated time and against device energy", fontsize=11)
     handles, names = time_ax.get_legend_handles_labels()
-    fig.legend(handles, names, loc="outside lower center", ncol=min(len(names), 4), fontsize=8,
-               frameon=False)
+    fig.legend(
+        handles,
+        names,
+        loc="outside lower center",
+        ncol=min(len(names), 4),
+        fontsize=8,
+        frameon=False,
+    )
+    return _save(fig, path)
+
+
+def plot_sweep(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
+    """Write sweep_accuracy.png (accuracy vs time per variant, seed band) and sweep_tradeoff.png."""
+    out = Path(out_dir)
+    ok = table[table["status"] == "ok"]
+    fig = _figure(8, 4.6)
+    ax = fig.subplots()
+    for variant, runs in ok.groupby("variant", sort=False):
+        rounds = [pd.read_csv(out / name / "rounds.csv") for name in runs["run"]]
+        stacked = pd.concat(rounds).groupby("cloud_round")
+        time_s = stacked["sim_time_s"].mean()
+        accuracy = stacked["accuracy"]
+        label = f"{variant} ({len(rounds)} seeds)"
+        (line,) = ax.plot(time_s, 100 * accuracy.mean(), lw=1.5, label=label)
+        ax.fill_between(
+            time_s, 100 * accuracy.min(), 100 * accuracy.max(), color=line.get_color(), alpha=0.2
+        )
+    ax.set(xlabel="simulated time (s), mean over seeds", ylabel="test accuracy (%)", ylim=(0, 100))
+    ax.set_xlim(left=0)
+    ax.grid(color="#DDDDDD", lw=0.5)
+    ax.set_title("accuracy per variant: mean line, band from the seeds' min to max", fontsize=10)
+    if not ok.empty:
+        fig.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+    paths = [_save(fig, out / "sweep_accuracy.png")]
+    paths.append(_tradeoff(ok, out / "sweep_tradeoff.png"))
+    return paths
+
+
+def _tradeoff(ok: pd.DataFrame, path: Path) -> Path:
+    fig = _figure(7.5, 4.8)
+    ax = fig.subplots()
+    means = ok.groupby("variant", sort=False)[["sim_time_s", "energy_j", "final_accuracy"]]
+    stats = means.mean().join(means.std().fillna(0), rsuffix="_std")
+    for variant, row in stats.iterrows():
+        ax.errorbar(
+            row["sim_time_s"],
+            row["energy_j"],
+            xerr=row["sim_time_s_std"],
+            yerr=row["energy_j_std"],
+            fmt="o",
+            ms=6,
+            capsize=3,
+            label=f"{variant}: {100 * row['final_accuracy']:.1f}% final accuracy",
+        )
+    ax.set(xlabel="simulated time of the run (s)", ylabel="device energy of the run (J)")
+    ax.grid(color="#DDDDDD", lw=0.5)
+    ax.set_title("time / energy / accuracy trade-off (mean and std over seeds)", fontsize=10)
+    if not stats.empty:
+        fig.legend(loc="outside lower center", ncol=1, fontsize=8, frameon=False)
     return _save(fig, path)
 
 
@@ -243,11 +359,13 @@ def timeline_lanes(result: Result) -> tuple[list[tuple[str, list[str]]], bool]:
     devices taken in profile order, so every profile of an edge shows; above
     ``MAX_EDGE_GROUPS`` edges, an evenly spaced sample of edges is shown.
     """
-    devices = result.devices.assign(device=lambda d: d["device"].astype(str),
-                                    edge=lambda d: d["edge"].astype(str))
+    devices = result.devices.assign(
+        device=lambda d: d["device"].astype(str), edge=lambda d: d["edge"].astype(str)
+    )
     events = result.events
-    edge_events = events["kind"].astype(str).isin(["cloud_download", "edge_aggregate",
-                                                   "edge_upload"])
+    edge_events = (
+        events["kind"].astype(str).isin(["cloud_download", "edge_aggregate", "edge_upload"])
+    )
     edges = set(devices["edge"]) | set(events.loc[edge_events, "node"].astype(str))
     edges.discard("cloud")
     names = ["cloud", *sorted(edges, key=natural_key)]
@@ -276,15 +394,19 @@ def _timeline_title(result: Result, groups: list[tuple[str, list[str]]], sampled
     relay = " relay" if _cloud_only(result) else ""
     n_rounds = len(result.rounds)
     name = result.summary.get("name", "run")
-    title = (f"{name}: timeline of {len(devices)} devices, {edges}{relay} edge"
-             f"{'s' * bool(edges != 1)}, {n_rounds} cloud round{'s' * bool(n_rounds != 1)}")
+    title = (
+        f"{name}: timeline of {len(devices)} devices, {edges}{relay} edge"
+        f"{'s' * bool(edges != 1)}, {n_rounds} cloud round{'s' * bool(n_rounds != 1)}"
+    )
     if sampled:
         shown = [lanes for group, lanes in groups if group != "cloud"]
         per_edge = max((len(lanes) for lanes in shown), default=0)
         of_edges = f" on {len(shown)} of the {edges} edges" if len(shown) < edges else ""
-        title += (f"\nsampled: {sum(len(lanes) for _, lanes in groups)} of {len(devices)} "
-                  f"device lanes, up to {per_edge} per edge{of_edges}, "
-                  "evenly spaced in profile order")
+        title += (
+            f"\nsampled: {sum(len(lanes) for _, lanes in groups)} of {len(devices)} "
+            f"device lanes, up to {per_edge} per edge{of_edges}, "
+            "evenly spaced in profile order"
+        )
     return title
 
 
@@ -295,9 +417,11 @@ def _cloud_only(result: Result) -> bool:
 
 def _reached_label(result: Result) -> str:
     summary = result.summary
-    return (f"target first reached: {summary['time_to_target_s']:.3g} s, "
-            f"{summary['rounds_to_target']} cloud rounds, "
-            f"{summary.get('energy_to_target_j') or 0:.3g} J of device energy")
+    return (
+        f"target first reached: {summary['time_to_target_s']:.3g} s, "
+        f"{summary['rounds_to_target']} cloud rounds, "
+        f"{summary.get('energy_to_target_j') or 0:.3g} J of device energy"
+    )
 
 
 def _energy_bars(ax: Any, devices: pd.DataFrame) -> list[Any]:
@@ -315,16 +439,25 @@ def _energy_bars(ax: Any, devices: pd.DataFrame) -> list[Any]:
         bottom += values
         handles.append(_patch(colour, f"energy: {label}"))
     for xi, total in zip(x, bottom, strict=True):
-        ax.annotate(f"{total:.3g} J", (xi, total), xytext=(0, 3), textcoords="offset points",
-                    ha="center", va="bottom", fontsize=8)
-    ax.set_xticks(x, [f"{p}\n({counts[p]} device{'s' * bool(counts[p] != 1)})"
-                      for p in per_profile.index])
+        ax.annotate(
+            f"{total:.3g} J",
+            (xi, total),
+            xytext=(0, 3),
+            textcoords="offset points",
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    ax.set_xticks(
+        x, [f"{p}\n({counts[p]} device{'s' * bool(counts[p] != 1)})" for p in per_profile.index]
+    )
     ax.set_ylim(0, max(float(bottom.max()) if len(bottom) else 0.0, 1e-12) * 1.15)
     ax.set_ylabel("mean energy per device over the run (J)")
     ax.set_xlabel("device profile")
     split = parts != ["energy_j"]
-    ax.set_title("energy by phase" if split else "energy (table has no split by phase)",
-                 fontsize=10)
+    ax.set_title(
+        "energy by phase" if split else "energy (table has no split by phase)", fontsize=10
+    )
     ax.grid(axis="y", color="#DDDDDD", lw=0.5)
     ax.set_axisbelow(True)
     return handles
@@ -340,14 +473,23 @@ def _battery_line(ax: Any, result: Result) -> list[Any]:
     ax.grid(color="#DDDDDD", lw=0.5)
     ax.set_xlim(0, max(float(rounds["sim_time_s"].max()), 1e-9) * 1.04)
     if not keep.any():
-        ax.text(0.5, 0.5, "no battery-powered devices", transform=ax.transAxes, ha="center",
-                va="center", fontsize=11, color="#444444")
+        ax.text(
+            0.5,
+            0.5,
+            "no battery-powered devices",
+            transform=ax.transAxes,
+            ha="center",
+            va="center",
+            fontsize=11,
+            color="#444444",
+        )
         return []
     t = np.concatenate([[0.0], rounds.loc[keep, "sim_time_s"].to_numpy(float)])
     pct = np.concatenate([[100.0], 100 * rounds.loc[keep, "mean_battery"].to_numpy(float)])
     ax.plot(t, pct, marker="o", ms=3.5, lw=1.5, color="#0072B2")
-    handles = [_line("-", "#0072B2", "mean battery at start and after each cloud round",
-                     marker="o")]
+    handles = [
+        _line("-", "#0072B2", "mean battery at start and after each cloud round", marker="o")
+    ]
     low, high = float(pct.min()), 100.0
     pad = max((high - low) * 0.08, 1e-4)
     ax.set_ylim(max(low - pad, 0.0), high + pad)
@@ -355,8 +497,14 @@ def _battery_line(ax: Any, result: Result) -> list[Any]:
     drops = result.events.loc[result.events["kind"].astype(str) == "dropout", "t_start"]
     if len(drops):
         style = MARKERS["dropout"][1]
-        ax.plot(drops, np.full(len(drops), ax.get_ylim()[0]), ls="none", clip_on=False,
-                zorder=3, **style)
+        ax.plot(
+            drops,
+            np.full(len(drops), ax.get_ylim()[0]),
+            ls="none",
+            clip_on=False,
+            zorder=3,
+            **style,
+        )
         handles.append(_marker(style, f"dropout (battery empty) \u00d7{len(drops)}"))
     return handles
 
@@ -394,4 +542,3 @@ def _line(ls: str, colour: str, label: str, **style: Any) -> Any:
     from matplotlib.lines import Line2D
 
     return Line2D([], [], ls=ls, color=colour, label=label, **style)
-
