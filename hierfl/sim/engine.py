@@ -17,6 +17,7 @@ from hierfl.learn.batched import make_trainer
 from hierfl.learn.data import data_shape, draw_sample_counts, make_data
 from hierfl.learn.models import ModelStats, build_model, model_stats
 from hierfl.learn.trainer import Job, ParamSpace, ReferenceTrainer
+from hierfl.limits import check_memory, input_elements
 from hierfl.policies import Selection, resolve_selection
 from hierfl.scenario import Scenario
 from hierfl.sim.battery import FleetBattery
@@ -161,6 +162,7 @@ def prepare(
     model_seed = int(np.random.SeedSequence([seed, STREAM_MODEL]).generate_state(1)[0])
     model = build_model(scenario.model.name, input_shape, num_classes, model_seed)
     stats = model_stats(model, input_shape)
+    check_memory(scenario, input_elements(input_shape), stats.n_params)
     topo = build_topology(scenario)
     data_rng = np.random.default_rng([seed, STREAM_DATA])
     samples = draw_sample_counts(scenario.data, len(topo.devices), data_rng)
