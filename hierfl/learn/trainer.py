@@ -157,14 +157,30 @@ def evaluate(
     batch: int = 8192,
 ) -> tuple[float, float]:
     """(accuracy, mean cross-entropy) of the weights ``flat`` on ``x``, ``y``."""
+    hits, losses = per_sample(model, space, flat, x, y, batch)
+    return float(hits.float().mean()) if len(y) else 0.0, float(losses.mean()) if len(y) else 0.0
+
+
+@torch.no_grad()
+def per_sample(
+    model: nn.Module,
+    space: ParamSpace,
+    flat: torch.Tensor,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    batch: int = 8192,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Whether each sample is classified right, and its cross-entropy, under weights ``flat``."""
     was_training = model.training
     model.eval()
     params = space.unflatten(flat.to(x.device))
-    correct, loss = 0, 0.0
+    hits, losses = [], []
     for begin in range(0, len(y), batch):
         logits = functional_call(model, params, (x[begin : begin + batch],))
         target = y[begin : begin + batch]
-        correct += int((logits.argmax(dim=1) == target).sum())
-        loss += float(F.cross_entropy(logits, target, reduction="sum"))
+        hits.append(logits.argmax(dim=1) == target)
+        losses.append(F.cross_entropy(logits, target, reduction="none"))
     model.train(was_training)
-    return correct / max(len(y), 1), loss / max(len(y), 1)
+    if not hits:
+        return torch.zeros(0, dtype=torch.bool), torch.zeros(0)
+    return torch.cat(hits).cpu(), torch.cat(losses).cpu()

@@ -10,7 +10,7 @@ import pandas as pd
 
 from hierfl.checkpoint import checkpoint_scenario, load_checkpoint, restore, save_checkpoint
 from hierfl.compression import UpdateCodec
-from hierfl.learn.trainer import evaluate
+from hierfl.learn.trainer import per_sample
 from hierfl.policies import Selection
 from hierfl.results import Result, rounds_table, to_target, versions
 from hierfl.scenario import Scenario
@@ -100,18 +100,9 @@ def local_accuracy(sim: Simulation) -> np.ndarray:
     if sim.trainer is None:
         return np.full(len(sim.topo.devices), np.nan)
     data = sim.trainer.data
-    return np.array(
-        [
-            evaluate(
-                sim.model,
-                sim.space,
-                sim.global_weights,
-                sim.trainer.x[data.device_slice(i)],
-                sim.trainer.y[data.device_slice(i)],
-            )[0]
-            for i in range(data.n_devices)
-        ]
-    )
+    hits, _ = per_sample(sim.model, sim.space, sim.global_weights, sim.trainer.x, sim.trainer.y)
+    correct = np.add.reduceat(hits.numpy().astype(np.int64), data.offsets[:-1])
+    return correct / np.diff(data.offsets)
 
 
 def summarize(
