@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,9 @@ from hierfl.scenario import Scenario
 # The test models are tiny: thread start-up and contention cost far more than they save,
 # and on a loaded 2-core machine they made one SGD step 100x slower.
 torch.set_num_threads(1)
+
+# Remembered FLOP counts go to a fresh folder per test session, never the user's cache.
+os.environ["HIERFL_CACHE_DIR"] = tempfile.mkdtemp(prefix="hierfl-cache-")
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
 

@@ -14,10 +14,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils.flop_counter import flop_registry
 
 from hierfl.errors import ScenarioError
+from hierfl.learn.flops import forward_flops
 from hierfl.scenario import MODEL_NAMES
 
 __all__ = ["MODEL_NAMES", "ModelStats", "SequentialNet", "build_model", "model_stats"]
@@ -162,10 +161,11 @@ class ModelStats:
     """Elements of every leaf module's output for one sample, plus the input's elements."""
 
 
-def model_stats(model: nn.Module, input_shape: Shape) -> ModelStats:
+def model_stats(model: nn.Module, input_shape: Shape, cache_key: str | None = None) -> ModelStats:
     """Count parameters, forward FLOPs and activations on one all-zero sample.
 
-    The model runs once in eval mode without gradients; its training mode is restored.
+    The model runs in eval mode without gradients; its training mode is restored. With a
+    ``cache_key`` (built-in models), the FLOP count may come from the disk cache (flops.py).
 
     >>> model_stats(build_model("tiny", (32,), 10, seed=0), (32,))
     ModelStats(n_params=698, forward_flops=1344, activations_per_sample=106)
@@ -180,33 +180,13 @@ def model_stats(model: nn.Module, input_shape: Shape) -> ModelStats:
     leaves = [m for m in model.modules() if next(m.children(), None) is None]
     handles = [leaf.register_forward_hook(count) for leaf in leaves]
     was_training = model.training
-    counter = _FlopCounter()
     try:
         model.eval()
-        with torch.no_grad(), counter:
+        with torch.no_grad():
             model(sample)
     finally:
         model.train(was_training)
         for handle in handles:
             handle.remove()
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return ModelStats(n_params, counter.flops, sum(activations))
-
-
-class _FlopCounter(TorchDispatchMode):
-    """FlopCounterMode's per-operator formulas (``flop_registry``), without its module tracker.
-
-    The tracker imports TorchDynamo on first use, which costs more than a whole small run;
-    the totals are the same (``tests/test_models.py`` compares them with FlopCounterMode).
-    """
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.flops = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-        out = func(*args, **(kwargs or {}))
-        formula = flop_registry.get(func._overloadpacket)
-        if formula is not None:
-            self.flops += formula(*args, **(kwargs or {}), out_val=out)
-        return out
+    return ModelStats(n_params, forward_flops(model, sample, cache_key), sum(activations))

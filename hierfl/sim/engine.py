@@ -19,7 +19,7 @@ from hierfl.learn.models import ModelStats, build_model, model_stats
 from hierfl.learn.trainer import Job, ParamSpace, ReferenceTrainer
 from hierfl.limits import check_memory, input_elements
 from hierfl.policies import Selection, resolve_selection
-from hierfl.scenario import Scenario
+from hierfl.scenario import MODEL_NAMES, Scenario
 from hierfl.sim.battery import FleetBattery
 from hierfl.topology import Topology, build_topology
 from hierfl.trace import Trace
@@ -161,7 +161,8 @@ def prepare(
     input_shape, num_classes = data_shape(scenario.data)
     model_seed = int(np.random.SeedSequence([seed, STREAM_MODEL]).generate_state(1)[0])
     model = build_model(scenario.model.name, input_shape, num_classes, model_seed)
-    stats = model_stats(model, input_shape)
+    builtin = scenario.model.name if scenario.model.name in MODEL_NAMES else None
+    stats = model_stats(model, input_shape, builtin and f"{builtin}|{num_classes}")
     check_memory(scenario, input_elements(input_shape), stats.n_params)
     topo = build_topology(scenario)
     data_rng = np.random.default_rng([seed, STREAM_DATA])
