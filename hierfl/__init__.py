@@ -5,6 +5,7 @@ from importlib.metadata import PackageNotFoundError, version
 from hierfl.errors import HierflError, ScenarioError
 from hierfl.results import Result
 from hierfl.scenario import Scenario, load_scenario, parse_scenario
+from hierfl.sim.runner import resume
 from hierfl.sim.runner import simulate as run
 
 try:
@@ -19,5 +20,6 @@ __all__ = [
     "ScenarioError",
     "load_scenario",
     "parse_scenario",
+    "resume",
     "run",
 ]

@@ -293,7 +293,10 @@ def plot_sweep(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     fig = _figure(8, 4.6)
     ax = fig.subplots()
     for variant, runs in ok.groupby("variant", sort=False):
-        rounds = [pd.read_csv(out / name / "rounds.csv") for name in runs["run"]]
+        found = [out / name / "rounds.csv" for name in runs["run"]]
+        rounds = [pd.read_csv(path) for path in found if path.is_file()]
+        if not rounds:  # runs kept on other nodes' disks
+            continue
         stacked = pd.concat(rounds).groupby("cloud_round")
         time_s = stacked["sim_time_s"].mean()
         accuracy = stacked["accuracy"]

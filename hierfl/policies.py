@@ -39,15 +39,20 @@ def select_random(
 ) -> list[int]:
     """A uniformly random ``fraction`` of the candidates, in index order."""
     chosen = rng.choice(len(candidates), size=quota(fraction, len(candidates)), replace=False)
-    return sorted(candidates[int(k)] for k in chosen)
+    return np.sort(np.asarray(candidates, dtype=np.int64)[chosen]).tolist()
 
 
 def select_battery(
     candidates: Sequence[int], battery: np.ndarray, fraction: float, rng: np.random.Generator
 ) -> list[int]:
-    """The ``fraction`` of candidates with the most battery left (seed policy); ties by index."""
-    ranked = sorted(candidates, key=lambda i: (-battery[i], i))
-    return sorted(ranked[: quota(fraction, len(candidates))])
+    """The ``fraction`` of candidates with the most battery left (seed policy); ties by index.
+
+    >>> select_battery([0, 1, 2, 3], np.array([0.5, 0.9, 0.5, 0.2]), 0.5, None)
+    [0, 1]
+    """
+    devices = np.asarray(candidates, dtype=np.int64)
+    ranked = devices[np.lexsort((devices, -battery[devices]))]  # last key sorts first
+    return np.sort(ranked[: quota(fraction, len(devices))]).tolist()
 
 
 POLICIES: dict[str, Selection] = {

@@ -63,6 +63,19 @@ def assign_edges(n_devices: int, n_edges: int, how: str) -> list[int]:
     return (device % n_edges).tolist()
 
 
+def device_names(profiles: list[str]) -> list[str]:
+    """``profile-number``, the number zero-padded so that names sort in fleet order.
+
+    >>> device_names(["mcu"] * 9 + ["soc"])[-2:]
+    ['mcu-8', 'soc-9']
+    >>> device_names(["mcu"] * 10 + ["soc"])[-2:]
+    ['mcu-09', 'soc-10']
+    """
+    width = len(str(len(profiles) - 1))
+    prefix = {profile: f"{profile}-" for profile in set(profiles)}
+    return [prefix[profile] + str(i).zfill(width) for i, profile in enumerate(profiles)]
+
+
 class Topology:
     """The backbone graph plus the fleet's order: names, profiles, edges and access links.
 
@@ -185,8 +198,7 @@ def build_topology(scenario: Scenario) -> Topology:
     groups = scenario.devices
     group_of = interleave_index([group.count for group in groups])
     profiles = np.array([group.profile for group in groups], dtype=object)[group_of].tolist()
-    width = len(str(len(profiles) - 1))
-    devices = [f"{profile}-{i:0{width}d}" for i, profile in enumerate(profiles)]
+    devices = device_names(profiles)
     topo = scenario.topology
     edges = [f"edge-{e}" for e in range(topo.edges)]
     device_edge = assign_edges(len(devices), topo.edges, topo.assign)

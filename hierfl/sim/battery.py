@@ -1,4 +1,8 @@
-"""Battery state of the whole fleet in numpy columns: drain by phase, exact empty instants."""
+"""Battery state of the whole fleet in numpy columns: drain by phase, exact empty instants.
+
+Every method takes arrays of devices (one device is a one-element array), so a cohort of
+devices and a single device process go through the same arithmetic.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +17,8 @@ CATEGORY = {name: k for k, name in enumerate(CATEGORIES)}
 class FleetBattery:
     """Remaining joules per device; idle drain is settled lazily but to the exact instant.
 
-    ``capacity_j`` is ``inf`` for mains-powered devices, which never run out.
+    ``capacity_j`` is ``inf`` for mains-powered devices, which never run out. Devices
+    passed together must be distinct.
     """
 
     def __init__(self, capacity_j: np.ndarray, idle_w: np.ndarray) -> None:
@@ -25,26 +30,38 @@ class FleetBattery:
         self.died_s = np.full(len(self.capacity_j), np.nan)
         self.used_j = np.zeros((len(self.capacity_j), len(CATEGORIES)))
 
-    def fractions(self) -> np.ndarray:
-        """Remaining share of each battery, 1.0 for mains-powered devices."""
-        mains = np.isinf(self.capacity_j)
+    def fractions(self, devices: np.ndarray | slice = slice(None)) -> np.ndarray:
+        """Remaining share of each battery (of ``devices``), 1.0 for mains-powered devices."""
+        capacity_j = self.capacity_j[devices]
         with np.errstate(invalid="ignore"):
-            return np.where(mains, 1.0, self.remaining_j / self.capacity_j)
+            return np.where(np.isinf(capacity_j), 1.0, self.remaining_j[devices] / capacity_j)
 
-    def settle_idle(self, devices: np.ndarray, now_s: float) -> np.ndarray:
+    def settle_idle(self, devices: np.ndarray, now_s: np.ndarray | float) -> np.ndarray:
         """Drain idle power of living ``devices`` up to ``now_s``; return those that died."""
-        devices = devices[self.alive[devices]]
-        gap_s = now_s - self.settled_s[devices]
-        need_j = energy_j(self.idle_w[devices], gap_s)
+        return devices[self.idle_deaths(devices, now_s)]
+
+    def idle_deaths(self, devices: np.ndarray, now_s: np.ndarray | float) -> np.ndarray:
+        """Settle idle drain of living ``devices`` up to ``now_s`` (one time, or one each).
+
+        Returns a mask over ``devices``: True where the battery emptied while idle, at the
+        exact instant ``settled_s + remaining_j / idle_w``.
+        """
+        now_s = np.broadcast_to(np.asarray(now_s, dtype=np.float64), np.shape(devices))
+        living = self.alive[devices]
+        devices, now_s = devices[living], now_s[living]
+        need_j = energy_j(self.idle_w[devices], now_s - self.settled_s[devices])
         dies = need_j > self.remaining_j[devices]
-        dead, living = devices[dies], devices[~dies]
-        self.used_j[living, CATEGORY["idle"]] += need_j[~dies]
-        self.remaining_j[living] -= need_j[~dies]
-        self.settled_s[living] = now_s
-        for device in dead:
-            last_s = seconds_until_empty(self.remaining_j[device], self.idle_w[device])
-            self._empty(device, self.settled_s[device] + last_s, "idle")
-        return dead
+        lives = ~dies
+        kept = devices[lives]
+        self.used_j[kept, CATEGORY["idle"]] += need_j[lives]
+        self.remaining_j[kept] -= need_j[lives]
+        self.settled_s[kept] = now_s[lives]
+        dead = devices[dies]
+        last_s = _until_empty(self.remaining_j[dead], self.idle_w[dead])
+        self._empty(dead, self.settled_s[dead] + last_s, "idle")
+        died = np.zeros(np.shape(living), dtype=bool)
+        died[np.flatnonzero(living)[dies]] = True
+        return died
 
     def draw(
         self, device: int, start_s: float, seconds: float, power_w: float, category: str
@@ -53,19 +70,78 @@ class FleetBattery:
 
         Shorter than ``seconds`` when the battery empties mid-phase: the device is then dead.
         """
-        need_j = energy_j(power_w, seconds)
-        if need_j > self.remaining_j[device]:
-            lasted_s = seconds_until_empty(self.remaining_j[device], power_w)
-            self._empty(device, start_s + lasted_s, category)
-            return lasted_s
-        self.remaining_j[device] -= need_j
-        self.used_j[device, CATEGORY[category]] += need_j
-        self.settled_s[device] = start_s + seconds
-        return seconds
+        return float(self.draw_many(np.array([device]), start_s, seconds, power_w, category)[0])
 
-    def _empty(self, device: int, at_s: float, category: str) -> None:
-        self.used_j[device, CATEGORY[category]] += self.remaining_j[device]
-        self.remaining_j[device] = 0.0
-        self.settled_s[device] = at_s
-        self.died_s[device] = at_s
-        self.alive[device] = False
+    def draw_many(
+        self,
+        devices: np.ndarray,
+        start_s: np.ndarray | float,
+        seconds: np.ndarray | float,
+        power_w: np.ndarray | float,
+        category: str,
+    ) -> np.ndarray:
+        """``draw`` for several devices at once (scalars apply to all); seconds each lasted."""
+        start_s, seconds, power_w = (
+            np.broadcast_to(np.asarray(x, dtype=np.float64), np.shape(devices))
+            for x in (start_s, seconds, power_w)
+        )
+        need_j = energy_j(power_w, seconds)
+        short = need_j > self.remaining_j[devices]
+        lasts = ~short
+        kept = devices[lasts]
+        self.remaining_j[kept] -= need_j[lasts]
+        self.used_j[kept, CATEGORY[category]] += need_j[lasts]
+        self.settled_s[kept] = start_s[lasts] + seconds[lasts]
+        lasted_s = seconds.copy()
+        dead = devices[short]
+        lasted_s[short] = _until_empty(self.remaining_j[dead], power_w[short])
+        self._empty(dead, start_s[short] + lasted_s[short], category)
+        return lasted_s
+
+    def _empty(self, devices: np.ndarray, at_s: np.ndarray, category: str) -> None:
+        self.used_j[devices, CATEGORY[category]] += self.remaining_j[devices]
+        self.remaining_j[devices] = 0.0
+        self.settled_s[devices] = at_s
+        self.died_s[devices] = at_s
+        self.alive[devices] = False
+
+
+def _until_empty(remaining_j: np.ndarray, power_w: np.ndarray) -> np.ndarray:
+    """``seconds_until_empty`` for each of the (few) devices that run out."""
+    return np.array(
+        [seconds_until_empty(r, p) for r, p in zip(remaining_j, power_w, strict=True)],
+        dtype=np.float64,
+    )
+
+
+class Fractions(np.lib.mixins.NDArrayOperatorsMixin):
+    """Every device's battery share, ``fractions[i]``, computed only for what is read.
+
+    What selection policies receive: a policy indexes its candidates, so an edge round
+    costs its own devices, not the fleet. ``np.asarray`` (and arithmetic) give the whole
+    array.
+    """
+
+    def __init__(self, battery: FleetBattery) -> None:
+        self._battery = battery
+
+    def __len__(self) -> int:
+        return len(self._battery.capacity_j)
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (len(self),)
+
+    def __getitem__(self, index):
+        return self._battery.fractions(index)[()]
+
+    def __iter__(self):
+        return iter(self._battery.fractions())
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        whole = self._battery.fractions()
+        return whole if dtype is None else whole.astype(dtype)
+
+    def __array_ufunc__(self, ufunc, method, *inputs, **kwargs):
+        arrays = [np.asarray(x) if isinstance(x, Fractions) else x for x in inputs]
+        return getattr(ufunc, method)(*arrays, **kwargs)

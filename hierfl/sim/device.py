@@ -1,4 +1,8 @@
-"""Device process: download, train, upload; every wait comes from a cost formula."""
+"""Device process: download, train, upload; every wait comes from a cost formula.
+
+Learning runs give each selected device this process; timing-only runs simulate an edge
+round's devices together (``cohort.play``). Both go through ``cohort.run_phase``.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +11,16 @@ from collections.abc import Generator
 import numpy as np
 import torch
 
-from hierfl.costs import compute_s, train_flops
-from hierfl.sim import network
+from hierfl.sim import cohort
 from hierfl.sim.engine import Simulation, Update
-from hierfl.sim.network import Transfer
 
 Process = Generator  # a SimPy process body
 
 
 def settle(sim: Simulation, devices: np.ndarray, cloud_round: int, edge_round: int) -> None:
     """Drain idle power of ``devices`` to now; record a dropout for each that ran empty idle."""
-    for device in sim.battery.settle_idle(devices, sim.env.now):
-        _dropout(sim, int(device), cloud_round, edge_round)
+    dead = sim.battery.settle_idle(devices, sim.env.now)
+    cohort.record_dropouts(sim, dead, (cloud_round, edge_round))
 
 
 def eligible(sim: Simulation, devices: np.ndarray, cloud_round: int, edge_round: int) -> list[int]:
@@ -28,12 +30,13 @@ def eligible(sim: Simulation, devices: np.ndarray, cloud_round: int, edge_round:
     """
     settle(sim, devices, cloud_round, edge_round)
     alive = devices[sim.battery.alive[devices]]
-    for device in alive[~sim.fleet.fits[alive]]:
-        node = sim.device_node(int(device))
-        edge = sim.edge_node(sim.topo.device_edge[int(device)])
-        sim.trace.record("skip", node, edge, sim.env.now, sim.env.now, cloud_round, edge_round)
-    enough = sim.battery.fractions()[alive] >= sim.scenario.selection.min_battery
-    return [int(d) for d in alive[sim.fleet.fits[alive] & enough]]
+    fits = sim.fleet.fits[alive]
+    node, edge = cohort.trace_nodes(sim, alive[~fits])
+    now = sim.env.now
+    sim.trace.extend("skip", node, edge, now, now, cloud_round, edge_round)
+    able = alive[fits]
+    enough = sim.battery.fractions(able) >= sim.scenario.selection.min_battery
+    return able[enough].tolist()
 
 
 def device_round(
@@ -46,80 +49,24 @@ def device_round(
 ) -> Process:
     """One device's edge round; returns its Update, or None if it dropped out."""
     job = sim.submit(device, start, cloud_round, edge_round)
-    here, parent = sim.topo.devices[device], sim.topo.parent(device)
-    target = parent if sim.scenario.topology.mode == "hierarchical" else "cloud"
     rounds = (cloud_round, edge_round)
-    fleet = sim.fleet
-
-    down = network.download(down_bytes, sim.topo.hops(target, here))
-    if not (
-        yield from _phase(
-            sim, device, "download", down, fleet.power_rx_w[device], "rx", down_bytes, rounds
-        )
-    ):
+    if not (yield from _phase(sim, device, "download", down_bytes, rounds)):
         return _lost(sim, job)
-    flops = train_flops(
-        sim.stats.forward_flops, int(fleet.samples[device]), sim.scenario.run.local_epochs
-    )
-    seconds = compute_s(flops, fleet.compute_mflops[device])
-    busy = Transfer(seconds, seconds, 0.0)
-    if not (
-        yield from _phase(
-            sim, device, "compute", busy, fleet.power_compute_w[device], "compute", 0, rounds
-        )
-    ):
+    if not (yield from _phase(sim, device, "compute", 0, rounds)):
         return _lost(sim, job)
     payload, up_bytes = sim.encode(job.result() if job else None, start)
-    up = network.upload(up_bytes, sim.topo.hops(here, target))
-    if not (
-        yield from _phase(
-            sim, device, "upload", up, fleet.power_tx_w[device], "tx", up_bytes, rounds
-        )
-    ):
+    if not (yield from _phase(sim, device, "upload", up_bytes, rounds)):
         return None
-    return Update(device, payload, int(fleet.samples[device]))
+    return Update(device, payload, int(sim.fleet.samples[device]))
 
 
-def _phase(
-    sim: Simulation,
-    device: int,
-    kind: str,
-    span: Transfer,
-    power_w: float,
-    category: str,
-    nbytes: int,
-    rounds: tuple[int, int],
-) -> Process:
-    """Record and wait out one interval; False if the battery empties before it ends."""
-    env, battery = sim.env, sim.battery
-    start_s = env.now
-    radio_start_s = start_s + span.radio_lead_s
-    node, edge = sim.device_node(device), sim.edge_node(sim.topo.device_edge[device])
-    if battery.settle_idle(np.array([device]), radio_start_s).size:
-        return (yield from _die_at(sim, device, battery.died_s[device], rounds))
-    lasted_s = battery.draw(device, radio_start_s, span.radio_s, power_w, category)
-    energy = power_w * lasted_s
-    if lasted_s < span.radio_s:
-        end_s = radio_start_s + lasted_s
-        sim.trace.record(kind, node, edge, start_s, end_s, *rounds, 0, energy)  # nothing delivered
-        return (yield from _die_at(sim, device, end_s, rounds))
-    sim.trace.record(kind, node, edge, start_s, start_s + span.total_s, *rounds, nbytes, energy)
-    yield env.timeout(span.total_s)
-    return True
-
-
-def _die_at(sim: Simulation, device: int, at_s: float, rounds: tuple[int, int]) -> Process:
-    """Wait until the instant the battery emptied, record the dropout, report failure."""
-    if at_s > sim.env.now:
-        yield sim.env.timeout(at_s - sim.env.now)
-    _dropout(sim, device, *rounds)
-    return False
-
-
-def _dropout(sim: Simulation, device: int, cloud_round: int, edge_round: int) -> None:
-    at_s = float(sim.battery.died_s[device])
-    node, edge = sim.device_node(device), sim.edge_node(sim.topo.device_edge[device])
-    sim.trace.record("dropout", node, edge, at_s, at_s, cloud_round, edge_round)
+def _phase(sim: Simulation, device: int, kind: str, nbytes: int, rounds: tuple[int, int]):
+    """Record and wait out one phase; False if the battery empties before it ends."""
+    end = cohort.run_phase(sim, np.array([device]), np.array([sim.env.now]), kind, nbytes, rounds)
+    done, wait_s = bool(end.done[0]), float(end.wait_s[0])
+    if done or wait_s > 0:
+        yield sim.env.timeout(wait_s)
+    return done
 
 
 def _lost(sim: Simulation, job) -> None:

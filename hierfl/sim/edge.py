@@ -6,8 +6,10 @@ import numpy as np
 import torch
 
 from hierfl.costs import aggregate_flops, compute_s, transfer_s
+from hierfl.sim import cohort
+from hierfl.sim.battery import Fractions
 from hierfl.sim.device import Process, device_round, eligible
-from hierfl.sim.engine import Simulation, Update
+from hierfl.sim.engine import STREAM_SELECTION, Simulation, Update
 
 
 def train_devices(
@@ -16,19 +18,38 @@ def train_devices(
     model: torch.Tensor | None,
     cloud_round: int,
     edge_round: int,
+    edge: int = -1,
 ) -> Process:
-    """Select among ``devices``, send them ``model``, wait for all; return what arrived."""
+    """Select among ``devices``, send them ``model``, wait for all; return what arrived.
+
+    ``edge`` is the edge running this round (-1: the cloud, in cloud_only).
+    """
     candidates = eligible(sim, devices, cloud_round, edge_round)
-    selection = sim.scenario.selection
-    fractions = sim.battery.fractions()
-    chosen = sim.policy(candidates, fractions, selection.fraction, sim.rng)
+    rng = selection_rng(sim, cloud_round, edge_round, edge)
+    chosen = sim.policy(candidates, Fractions(sim.battery), sim.scenario.selection.fraction, rng)
     down_bytes = sim.downlink_bytes(model)
+    if cohort.in_cohorts(sim):
+        chosen = np.asarray(chosen, dtype=np.int64)
+        return (yield from cohort.play(sim, chosen, down_bytes, (cloud_round, edge_round)))
     runs = [
         sim.env.process(device_round(sim, device, model, down_bytes, cloud_round, edge_round))
         for device in chosen
     ]
     yield sim.env.all_of(runs)
     return [run.value for run in runs if run.value is not None]
+
+
+def selection_rng(
+    sim: Simulation, cloud_round: int, edge_round: int, edge: int
+) -> np.random.Generator:
+    """The generator one selection draws from, seeded by the scenario seed and the round.
+
+    One stream per (cloud round, edge round, edge): no edge's draw depends on whether
+    another edge, finishing at the same simulated instant, selected before it.
+    """
+    return np.random.default_rng(
+        [sim.scenario.seed, STREAM_SELECTION, cloud_round, edge_round, edge + 1]
+    )
 
 
 def aggregate_at(
@@ -52,9 +73,8 @@ def aggregate_at(
         kind, node, edge, now, now + seconds, *rounds, 0, profile.power_compute_w * seconds
     )
     yield sim.env.timeout(seconds)
-    for update in updates:
-        if kind == "edge_aggregate" or sim.scenario.topology.mode == "cloud_only":
-            sim.trained[update.sender] += 1
+    if kind == "edge_aggregate" or sim.scenario.topology.mode == "cloud_only":
+        np.add.at(sim.trained, cohort.senders_of(updates), 1)
     return sim.aggregate(base, updates)
 
 
@@ -80,15 +100,15 @@ def edge_cloud_round(
     )
     yield env.timeout(seconds)
 
-    devices = np.flatnonzero(np.asarray(topo.device_edge) == edge)
+    devices = topo.members(edge)
     model, samples = global_model, 0
     for edge_round in range(sim.scenario.run.edge_rounds):
-        updates = yield from train_devices(sim, devices, model, cloud_round, edge_round)
+        updates = yield from train_devices(sim, devices, model, cloud_round, edge_round, edge)
         if updates:
             model = yield from aggregate_at(
                 sim, node, node, "edge_aggregate", model, updates, (cloud_round, edge_round)
             )
-            samples = sum(u.samples for u in updates)
+            samples = cohort.samples_of(updates)
     if samples == 0:
         return None
     payload, up_bytes = sim.encode(model, global_model)
