@@ -93,10 +93,17 @@ def atomic_write(path: Path, write: Callable[[str], object]) -> None:
     os.close(handle)
     try:
         write(temp)
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(temp, path)
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
+
+
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
 
 
 def rounds_table(rows: list[dict[str, Any]], events: pd.DataFrame) -> pd.DataFrame:

@@ -204,3 +204,12 @@ def test_help_on_every_command():
     for args in ([], ["run"], ["validate"], ["profiles"], ["plot"], ["compare"]):
         done = hierfl(*args, "--help")
         assert done.returncode == 0 and "Usage" in done.stdout
+
+
+def test_run_folder_files_have_the_usual_mode(tmp_path):
+    """Files written atomically are readable by others (umask 022), not left at 0600."""
+    out = tmp_path / "run"
+    done = hierfl("run", write(tmp_path, GOOD), "--out", str(out), "--quiet", "--no-plots")
+    assert done.returncode == 0, done.stderr
+    for path in out.iterdir():
+        assert path.stat().st_mode & 0o044, path.name
