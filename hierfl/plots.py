@@ -84,7 +84,7 @@ def plot_timeline(result: Result, path: str | Path) -> Path:
     )
     shown = frame[frame["node"].isin(row)]
 
-    fig = _figure(10.5, 1.8 + 0.16 * len(lanes))
+    fig = new_figure(10.5, 1.8 + 0.16 * len(lanes))
     ax = fig.add_subplot()
     start = 0
     for index, (_, devices) in enumerate(groups):
@@ -156,7 +156,7 @@ def plot_accuracy(result: Result, path: str | Path) -> Path:
     rounds = result.rounds
     target = result.summary.get("target_accuracy")
     finite = rounds[np.isfinite(rounds["accuracy"].astype(float))]
-    fig = _figure(10.5, 4.2)
+    fig = new_figure(10.5, 4.2)
     time_ax, round_ax = fig.subplots(1, 2, sharey=True)
     panels = [
         (
@@ -231,7 +231,7 @@ def plot_energy(result: Result, path: str | Path) -> Path:
     round (``rounds.mean_battery``), with the instants devices ran empty.
     """
     devices = result.devices
-    fig = _figure(11, 4.4)
+    fig = new_figure(11, 4.4)
     bar_ax, battery_ax = fig.subplots(1, 2, width_ratios=(1, 1.4))
     handles = _energy_bars(bar_ax, devices)
     handles += _battery_line(battery_ax, result)
@@ -256,7 +256,7 @@ def plot_run(result: Result, out_dir: str | Path) -> list[Path]:
 
 def plot_compare(results: list[Result], labels: list[str], path: str | Path) -> Path:
     """Accuracy (%) of several runs vs simulated time (s) and vs device energy (J); write a PNG."""
-    fig = _figure(11, 4.4)
+    fig = new_figure(11, 4.4)
     time_ax, energy_ax = fig.subplots(1, 2, sharey=True)
     for result, label in zip(results, labels, strict=True):
         rounds = result.rounds
@@ -290,7 +290,7 @@ def plot_sweep(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     """Write sweep_accuracy.png (accuracy vs time per variant, seed band) and sweep_tradeoff.png."""
     out = Path(out_dir)
     ok = table[table["status"] == "ok"]
-    fig = _figure(8, 4.6)
+    fig = new_figure(8, 4.6)
     ax = fig.subplots()
     for variant, runs in ok.groupby("variant", sort=False):
         found = [out / name / "rounds.csv" for name in runs["run"]]
@@ -317,7 +317,7 @@ def plot_sweep(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
 
 
 def _tradeoff(ok: pd.DataFrame, path: Path) -> Path:
-    fig = _figure(7.5, 4.8)
+    fig = new_figure(7.5, 4.8)
     ax = fig.subplots()
     means = ok.groupby("variant", sort=False)[["sim_time_s", "energy_j", "final_accuracy"]]
     stats = means.mean().join(means.std().fillna(0), rsuffix="_std")
@@ -512,7 +512,8 @@ def _battery_line(ax: Any, result: Result) -> list[Any]:
     return handles
 
 
-def _figure(width_in: float, height_in: float) -> Figure:
+def new_figure(width_in: float, height_in: float, dpi: int = DPI) -> Figure:
+    """A headless Agg figure with constrained layout (no pyplot state)."""
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
@@ -520,7 +521,7 @@ def _figure(width_in: float, height_in: float) -> Figure:
         raise HierflError(
             "plots need matplotlib: pip install 'hierfl[plots]' (or pip install matplotlib)"
         ) from error
-    fig = Figure(figsize=(width_in, min(height_in, 60.0)), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(width_in, min(height_in, 60.0)), dpi=dpi, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 

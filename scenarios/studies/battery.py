@@ -13,7 +13,6 @@ share of energy spent idle, and the accuracy reached. It writes ``battery.png`` 
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +20,7 @@ import pandas as pd
 
 import hierfl
 from hierfl.results import Result, atomic_write
+from hierfl.study import save_study_figure, study_cli, study_figure
 
 NAME = "battery"
 SCENARIO = Path(__file__).resolve().parents[1] / f"{NAME}.toml"
@@ -30,7 +30,6 @@ POLICIES = [  # (policy, label)
     ("battery", "battery: the fullest half (seed)"),
 ]
 COLOURS = ["#000000", "#E69F00", "#0072B2"]  # Okabe-Ito
-DPI = 120
 
 
 def main(
@@ -117,7 +116,7 @@ def _time_of(drops: pd.DataFrame, k: int) -> float | None:
 
 def _plot(results: list[Result], target: float | None, path: Path) -> None:
     """Boards alive, updates aggregated and accuracy, each against cloud rounds."""
-    fig = _figure(14, 4.6)
+    fig = study_figure(14, 4.6)
     alive_ax, trained_ax, accuracy_ax = fig.subplots(1, 3, sharex=True)
     last = 1
     for colour, result, (_, label) in zip(COLOURS, results, POLICIES, strict=True):
@@ -162,47 +161,12 @@ def _plot(results: list[Result], target: float | None, path: Path) -> None:
         "(2 mAh, 0.05 W idle, no reserve, non-IID data)",
         fontsize=11,
     )
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=DPI))
-
-
-def _figure(width_in: float, height_in: float):
-    """A headless Agg figure (no pyplot state), as hierfl.plots draws them."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
+    save_study_figure(fig, path)
 
 
 def cli(argv: list[str] | None = None) -> None:
-    """Parse OUT_DIR and --rounds, run the study, print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "out_dir",
-        nargs="?",
-        default=f"runs/studies/{NAME}",
-        help="output folder (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=None,
-        help="cloud rounds per policy (default: the scenario's 400)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=None, help="override the scenario seed (default: 42)"
-    )
-    args = parser.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(1)  # the models are tiny: extra threads only contend
-    table = main(args.out_dir, args.rounds, args.seed)
-    with pd.option_context(
-        "display.width", 250, "display.max_columns", None, "display.float_format", "{:.4g}".format
-    ):
-        print(table.to_string(index=False))
-    print(f"wrote {Path(args.out_dir) / (NAME + '.png')} and {NAME}.csv")
+    """Parse OUT_DIR, --rounds and --seed, run the study, print its table."""
+    study_cli(NAME, __doc__, main, "cloud rounds per policy (default: the scenario's 400)", argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ prints the table.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,7 @@ import pandas as pd
 
 import hierfl
 from hierfl.results import atomic_write, compare_table
+from hierfl.study import save_study_figure, study_cli, study_figure
 
 NAME = "compression"
 SCENARIO = Path(__file__).resolve().parents[1] / f"{NAME}.toml"
@@ -33,7 +33,6 @@ VARIANTS = [  # (label, quantize, prune_ratio, payload, the seed's claim: reduct
     ("int8 + prune 0.3, weights (seed)", "int8", 0.3, "weights", "5-6x", "2-4%"),
 ]
 COLOURS = ["#000000", "#0072B2", "#E69F00", "#009E73", "#D55E00"]  # Okabe-Ito
-DPI = 120
 
 
 def main(
@@ -103,7 +102,7 @@ def _table(results: list) -> pd.DataFrame:
 
 def _plot(results: list, table: pd.DataFrame, target: float | None, path: Path) -> None:
     """Payload per update (bars), accuracy vs simulated time and vs cloud round."""
-    fig = _figure(14, 4.8)
+    fig = study_figure(14, 4.8)
     bar_ax, time_ax, round_ax = fig.subplots(1, 3, width_ratios=(1.1, 1, 1))
     x = np.arange(len(table))
     kib = table["uplink_payload_bytes"].to_numpy(float) / 1024
@@ -173,47 +172,12 @@ def _plot(results: list, table: pd.DataFrame, target: float | None, path: Path) 
         "2 edges, all devices every round)",
         fontsize=11,
     )
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=DPI))
-
-
-def _figure(width_in: float, height_in: float):
-    """A headless Agg figure (no pyplot state), as hierfl.plots draws them."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
+    save_study_figure(fig, path)
 
 
 def cli(argv: list[str] | None = None) -> None:
-    """Parse OUT_DIR and --rounds, run the study, print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "out_dir",
-        nargs="?",
-        default=f"runs/studies/{NAME}",
-        help="output folder (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=None,
-        help="cloud rounds per variant (default: the scenario's 30)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=None, help="override the scenario seed (default: 42)"
-    )
-    args = parser.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(1)  # the models are tiny: extra threads only contend
-    table = main(args.out_dir, args.rounds, args.seed)
-    with pd.option_context(
-        "display.width", 250, "display.max_columns", None, "display.float_format", "{:.4g}".format
-    ):
-        print(table.to_string(index=False))
-    print(f"wrote {Path(args.out_dir) / (NAME + '.png')} and {NAME}.csv")
+    """Parse OUT_DIR, --rounds and --seed, run the study, print its table."""
+    study_cli(NAME, __doc__, main, "cloud rounds per variant (default: the scenario's 30)", argv)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ both tables.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +22,7 @@ import pandas as pd
 import hierfl
 from hierfl.costs import train_bytes
 from hierfl.results import Result, atomic_write
+from hierfl.study import save_study_figure, study_cli, study_figure
 
 NAME = "digits"
 SCENARIO = Path(__file__).resolve().parents[1] / f"{NAME}.toml"
@@ -33,7 +33,6 @@ VARIANTS = [  # (label, model.name, run.batch_size)
 ]
 COLOURS = ["#0072B2", "#D55E00", "#999999"]  # Okabe-Ito
 PROFILE_COLOURS = {"mcu": "#CC79A7", "soc": "#E69F00", "mobile": "#009E73"}
-DPI = 120
 
 
 def main(
@@ -135,7 +134,7 @@ def _plot(
     results: list[Result], table: pd.DataFrame, profiles: pd.DataFrame, base, path: Path
 ) -> None:
     """Accuracy vs simulated time and vs cloud round; training memory against device memory."""
-    fig = _figure(14, 4.8)
+    fig = study_figure(14, 4.8)
     time_ax, round_ax, memory_ax = fig.subplots(1, 3, width_ratios=(1, 1, 0.9))
     target = base.run.target_accuracy
     for colour, result, label in zip(COLOURS, results, table["variant"], strict=True):
@@ -209,50 +208,19 @@ def _plot(
         f"8x8 digits (scikit-learn) on a mixed fleet ({counts}, {base.topology.edges} edges)",
         fontsize=11,
     )
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=DPI))
-
-
-def _figure(width_in: float, height_in: float):
-    """A headless Agg figure (no pyplot state), as hierfl.plots draws them."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
+    save_study_figure(fig, path)
 
 
 def cli(argv: list[str] | None = None) -> None:
-    """Parse OUT_DIR and --rounds, run the study, print both tables."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "out_dir",
-        nargs="?",
-        default=f"runs/studies/{NAME}",
-        help="output folder (default: %(default)s)",
+    """Parse OUT_DIR, --rounds and --seed, run the study, print its table."""
+    study_cli(
+        NAME,
+        __doc__,
+        main,
+        "cloud rounds per variant (default: the scenario's 100)",
+        argv,
+        extra_tables=[f"{NAME}_profiles.csv"],
     )
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=None,
-        help="cloud rounds per variant (default: the scenario's 100)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=None, help="override the scenario seed (default: 42)"
-    )
-    args = parser.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(1)  # the models are tiny: extra threads only contend
-    table = main(args.out_dir, args.rounds, args.seed)
-    profiles = pd.read_csv(Path(args.out_dir) / f"{NAME}_profiles.csv")
-    with pd.option_context(
-        "display.width", 250, "display.max_columns", None, "display.float_format", "{:.4g}".format
-    ):
-        print(table.to_string(index=False))
-        print()
-        print(profiles.to_string(index=False))
-    print(f"wrote {Path(args.out_dir) / (NAME + '.png')}, {NAME}.csv and {NAME}_profiles.csv")
 
 
 if __name__ == "__main__":

@@ -15,7 +15,6 @@ folder and prints the table.
 
 from __future__ import annotations
 
-import argparse
 import math
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import pandas as pd
 
 import hierfl
 from hierfl.results import Result, atomic_write, compare_table
+from hierfl.study import save_study_figure, study_cli, study_figure
 
 NAME = "hierfl_vs_cloud"
 SCENARIO = Path(__file__).resolve().parents[1] / f"{NAME}.toml"
@@ -47,7 +47,6 @@ STYLES = [  # cloud-only and 1 edge round coincide in accuracy: a thick line und
     {"lw": 1.3, "marker": "^", "ms": 3, "zorder": 3},
     {"lw": 1.3, "marker": "D", "ms": 3, "zorder": 3},
 ]
-DPI = 120
 
 
 def main(
@@ -130,7 +129,7 @@ def _table(results: list[Result], backhaul: str) -> pd.DataFrame:
 
 def _plot(curves: dict, table: pd.DataFrame, target: float | None, path: Path) -> None:
     """Accuracy vs simulated time, one panel per backhaul, and time to target as bars."""
-    fig = _figure(12, 8)
+    fig = study_figure(12, 8)
     axes = fig.subplots(2, 2).ravel()
     for ax, (backhaul, _, _) in zip(axes, BACKHAULS, strict=False):
         for colour, style, (label, *_) in zip(COLOURS, STYLES, VARIANTS, strict=True):
@@ -161,7 +160,7 @@ def _plot(curves: dict, table: pd.DataFrame, target: float | None, path: Path) -
         f"time to {goal} test accuracy",
         fontsize=11,
     )
-    atomic_write(path, lambda p: fig.savefig(p, format="png", dpi=DPI))
+    save_study_figure(fig, path)
 
 
 def _bars(ax, table: pd.DataFrame) -> None:
@@ -197,44 +196,9 @@ def _bars(ax, table: pd.DataFrame) -> None:
     ax.set_axisbelow(True)
 
 
-def _figure(width_in: float, height_in: float):
-    """A headless Agg figure (no pyplot state), as hierfl.plots draws them."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
-    FigureCanvasAgg(fig)
-    return fig
-
-
 def cli(argv: list[str] | None = None) -> None:
-    """Parse OUT_DIR and --rounds, run the study, print the table."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "out_dir",
-        nargs="?",
-        default=f"runs/studies/{NAME}",
-        help="output folder (default: %(default)s)",
-    )
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=None,
-        help="edge rounds of device training per variant (default: 40)",
-    )
-    parser.add_argument(
-        "--seed", type=int, default=None, help="override the scenario seed (default: 42)"
-    )
-    args = parser.parse_args(argv)
-    import torch
-
-    torch.set_num_threads(1)  # the models are tiny: extra threads only contend
-    table = main(args.out_dir, args.rounds, args.seed)
-    with pd.option_context(
-        "display.width", 200, "display.max_columns", None, "display.float_format", "{:.4g}".format
-    ):
-        print(table.to_string(index=False))
-    print(f"wrote {Path(args.out_dir) / (NAME + '.png')} and {NAME}.csv")
+    """Parse OUT_DIR, --rounds and --seed, run the study, print its table."""
+    study_cli(NAME, __doc__, main, "edge rounds of device training per variant (default: 40)", argv)
 
 
 if __name__ == "__main__":
