@@ -1,9 +1,9 @@
 """Cloud-round checkpoints: everything a run needs to continue exactly where it stopped.
 
 At a cloud-round boundary the state is small and complete: the clock, the global model
-(edges restart from it every cloud round), batteries, tallies, the trace so far and the
-selection generator. Training jobs are seeded by (seed, device, round), and data and the
-initial model are rebuilt from the seed, so they need no saving. Files are written
+(edges restart from it every cloud round), batteries, tallies and the trace so far.
+Training jobs and selection draws are seeded by (seed, round, device or edge), and data
+and the initial model are rebuilt from the seed, so they need no saving. Files are written
 atomically and read with ``torch.load(weights_only=True)``: a checkpoint is data, never code.
 """
 
@@ -39,7 +39,6 @@ def save_checkpoint(sim: Simulation, folder: Path, next_round: int) -> Path:
             name: torch.from_numpy(sim.trace.rows[name].copy()) for name in sim.trace.columns
         },
         "round_rows": [_plain(row) for row in sim.round_rows],
-        "rng": sim.rng.bit_generator.state,
     }
     path = folder / CHECKPOINT
     atomic_write(path, lambda temp: torch.save(state, temp))
@@ -69,7 +68,6 @@ def restore(sim: Simulation, state: dict[str, Any]) -> None:
     sim.trained[...] = state["trained"].numpy()
     sim.trace.load({name: column.numpy() for name, column in state["trace"].items()})
     sim.round_rows[:] = state["round_rows"]
-    sim.rng.bit_generator.state = state["rng"]
     sim.global_weights = state["global_weights"]
     sim.first_round = int(state["next_round"])
     sim.env = type(sim.env)(initial_time=state["now_s"])

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -101,15 +101,16 @@ class Trace:
         n = np.broadcast(node, edge, t_start, t_end, nbytes, energy_j).size
         values = (t_start, t_end, KIND[kind], node, edge, cloud_round, edge_round, nbytes,
                   energy_j)
-        columns = [np.broadcast_to(v, (n,)) for v in values]
+        if self._fill + n > len(self._block):
+            values = [np.broadcast_to(v, (n,)) for v in values]
         done = 0
         while done < n:
             if self._fill == len(self._block):
                 self._next_block(n - done)
             take = min(n - done, len(self._block) - self._fill)
             part = self._block[self._fill : self._fill + take]
-            for name, column in zip(COLUMNS, columns, strict=True):
-                part[name] = column[done : done + take]
+            for name, column in zip(COLUMNS, values, strict=True):
+                part[name] = column if take == n else column[done : done + take]
             self._fill += take
             done += take
         self._n += n
@@ -158,46 +159,52 @@ class Trace:
         Sorted by start time, then node, kind (in ``KINDS`` order), end time, cloud round
         and edge round; full ties (none in a simulation) keep their recording order.
         """
-        rows = self.rows
-        order = event_order(rows)
+        blocks = [*self._full, self._block[: self._fill]]
+        columns = {name: np.concatenate([block[name] for block in blocks]) for name in COLUMNS}
+        order = event_order(columns)
+        sorted_ = {name: column[order] for name, column in columns.items()}
         names = pd.Index(self.nodes)
-
-        def column(name: str) -> np.ndarray:
-            return rows[name][order]
-
         return pd.DataFrame(
             {
-                "t_start": column("t_start"),
-                "t_end": column("t_end"),
-                "kind": pd.Categorical.from_codes(column("kind").astype(np.int8), KINDS),
-                "node": pd.Categorical.from_codes(column("node"), names),
-                "edge": pd.Categorical.from_codes(column("edge"), names),
-                "cloud_round": column("cloud_round"),
-                "edge_round": column("edge_round"),
-                "bytes": column("bytes"),
-                "energy_j": column("energy_j"),
-            }
+                "t_start": sorted_["t_start"],
+                "t_end": sorted_["t_end"],
+                "kind": pd.Categorical.from_codes(sorted_["kind"].astype(np.int8), KINDS),
+                "node": pd.Categorical.from_codes(sorted_["node"], names),
+                "edge": pd.Categorical.from_codes(sorted_["edge"], names),
+                "cloud_round": sorted_["cloud_round"],
+                "edge_round": sorted_["edge_round"],
+                "bytes": sorted_["bytes"],
+                "energy_j": sorted_["energy_j"],
+            },
+            copy=False,
         )
 
 
-def event_order(rows: np.ndarray) -> np.ndarray:
-    """Stable order of ``rows`` by (t_start, node, kind, t_end, cloud_round, edge_round).
+def event_order(rows: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Stable order of events (columns by name) by (t_start, node, kind, t_end, cloud_round,
+    edge_round).
 
-    One sort of a single integer key (rank of t_start, node, kind), then a sort of the few
-    rows that key leaves tied: much faster than sorting by six keys in turn.
+    A sort by t_start, then of one integer key (rank of t_start, node, kind) over runs
+    already in order, then of the few rows that key leaves tied: much faster than sorting
+    by six keys in turn.
     """
-    starts = np.unique(rows["t_start"], return_inverse=True)[1].astype(np.int64)
-    nodes = rows["node"].astype(np.int64) + 1  # -1 (none) sorts first
+    if len(rows["t_start"]) == 0:
+        return np.arange(0)
+    by_start = np.argsort(rows["t_start"], kind="stable")
+    starts = rows["t_start"][by_start]
+    rank = np.cumsum(np.r_[0, starts[1:] != starts[:-1]])  # of t_start, in that order
+    nodes = rows["node"][by_start].astype(np.int64) + 1  # -1 (none) sorts first
     span = int(nodes.max(initial=0)) + 1
-    if (int(starts.max(initial=0)) + 1) * span * len(KINDS) >= 2**63:
+    if (int(rank[-1]) + 1) * span * len(KINDS) >= 2**63:
         keys = ("edge_round", "cloud_round", "t_end", "kind", "node", "t_start")  # last first
         return np.lexsort([rows[key] for key in keys])
-    key = (starts * span + nodes) * len(KINDS) + rows["kind"]
-    order = np.argsort(key, kind="stable")
-    tied = np.flatnonzero(key[order][1:] == key[order][:-1])
+    key = (rank * span + nodes) * len(KINDS) + rows["kind"][by_start]
+    within = np.argsort(key, kind="stable")  # runs already sorted: cheap
+    order, key = by_start[within], key[within]
+    tied = np.flatnonzero(key[1:] == key[:-1])
     if tied.size:
         slots = np.union1d(tied, tied + 1)  # positions in sorted order, ascending
-        group = np.cumsum(np.r_[True, key[order[slots[1:]]] != key[order[slots[:-1]]]])
+        group = np.cumsum(np.r_[True, key[slots[1:]] != key[slots[:-1]]])
         chosen = order[slots]
         rest = [rows[name][chosen] for name in ("edge_round", "cloud_round", "t_end")]
         order[slots] = chosen[np.lexsort([*rest, group])]

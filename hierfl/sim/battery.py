@@ -1,7 +1,7 @@
 """Battery state of the whole fleet in numpy columns: drain by phase, exact empty instants.
 
-Every method takes arrays of devices (one device is a one-element array), so a cohort of
-devices and a single device process go through the same arithmetic.
+The methods work on arrays of devices (a single device is a one-element array), so a
+cohort of devices and a single device's process go through the same arithmetic.
 """
 
 from __future__ import annotations
@@ -46,21 +46,23 @@ class FleetBattery:
         Returns a mask over ``devices``: True where the battery emptied while idle, at the
         exact instant ``settled_s + remaining_j / idle_w``.
         """
-        now_s = np.broadcast_to(np.asarray(now_s, dtype=np.float64), np.shape(devices))
+        now_s = per_device(now_s, len(devices))
+        died = np.zeros(np.shape(devices), dtype=bool)
         living = self.alive[devices]
+        living = slice(None) if living.all() else np.flatnonzero(living)
         devices, now_s = devices[living], now_s[living]
         need_j = energy_j(self.idle_w[devices], now_s - self.settled_s[devices])
         dies = need_j > self.remaining_j[devices]
-        lives = ~dies
-        kept = devices[lives]
-        self.used_j[kept, CATEGORY["idle"]] += need_j[lives]
-        self.remaining_j[kept] -= need_j[lives]
-        self.settled_s[kept] = now_s[lives]
-        dead = devices[dies]
-        last_s = _until_empty(self.remaining_j[dead], self.idle_w[dead])
-        self._empty(dead, self.settled_s[dead] + last_s, "idle")
-        died = np.zeros(np.shape(living), dtype=bool)
-        died[np.flatnonzero(living)[dies]] = True
+        if dies.any():
+            died[living] = dies
+            dead = devices[dies]
+            last_s = _until_empty(self.remaining_j[dead], self.idle_w[dead])
+            self._empty(dead, self.settled_s[dead] + last_s, "idle")
+            lives = ~dies
+            devices, now_s, need_j = devices[lives], now_s[lives], need_j[lives]
+        self.used_j[:, CATEGORY["idle"]][devices] += need_j  # 1-d indexing: 2x faster
+        self.remaining_j[devices] -= need_j
+        self.settled_s[devices] = now_s
         return died
 
     def draw(
@@ -81,29 +83,37 @@ class FleetBattery:
         category: str,
     ) -> np.ndarray:
         """``draw`` for several devices at once (scalars apply to all); seconds each lasted."""
-        start_s, seconds, power_w = (
-            np.broadcast_to(np.asarray(x, dtype=np.float64), np.shape(devices))
-            for x in (start_s, seconds, power_w)
-        )
+        n = len(devices)
+        start_s, seconds, power_w = (per_device(x, n) for x in (start_s, seconds, power_w))
         need_j = energy_j(power_w, seconds)
         short = need_j > self.remaining_j[devices]
-        lasts = ~short
-        kept = devices[lasts]
-        self.remaining_j[kept] -= need_j[lasts]
-        self.used_j[kept, CATEGORY[category]] += need_j[lasts]
-        self.settled_s[kept] = start_s[lasts] + seconds[lasts]
-        lasted_s = seconds.copy()
-        dead = devices[short]
-        lasted_s[short] = _until_empty(self.remaining_j[dead], power_w[short])
-        self._empty(dead, start_s[short] + lasted_s[short], category)
+        lasted_s = seconds
+        if short.any():
+            lasted_s = seconds.copy()
+            dead = devices[short]
+            lasted_s[short] = _until_empty(self.remaining_j[dead], power_w[short])
+            self._empty(dead, start_s[short] + lasted_s[short], category)
+            lasts = ~short
+            devices, start_s, seconds, need_j = (
+                x[lasts] for x in (devices, start_s, seconds, need_j))
+        self.remaining_j[devices] -= need_j
+        self.used_j[:, CATEGORY[category]][devices] += need_j
+        self.settled_s[devices] = start_s + seconds
         return lasted_s
 
     def _empty(self, devices: np.ndarray, at_s: np.ndarray, category: str) -> None:
-        self.used_j[devices, CATEGORY[category]] += self.remaining_j[devices]
+        self.used_j[:, CATEGORY[category]][devices] += self.remaining_j[devices]
         self.remaining_j[devices] = 0.0
         self.settled_s[devices] = at_s
         self.died_s[devices] = at_s
         self.alive[devices] = False
+
+
+def per_device(value: np.ndarray | float, n: int) -> np.ndarray:
+    """``value`` as an array of ``n`` entries: as is when it already is one, else repeated."""
+    if isinstance(value, np.ndarray) and value.shape == (n,):
+        return value
+    return np.full(n, value)
 
 
 def _until_empty(remaining_j: np.ndarray, power_w: np.ndarray) -> np.ndarray:

@@ -2,16 +2,17 @@
 
 Timing-only runs simulate the devices an edge selected together: their download, compute
 and upload intervals, battery draws and dropout instants come from the cost formulas over
-arrays, their events go to the trace in bulk, and the edge waits once, until the last
-upload ends or the last device drops out. That is exact because the devices of a cohort
-share nothing (no shared links yet). Learning runs give each device its own SimPy process
+arrays, their events go to the trace in bulk, and the edge waits, with one timeout per
+phase of the device that ends last (three at most), until the last upload ends or the
+last device drops out. That is exact because the devices of a cohort share nothing (no
+shared links yet). Learning runs give each device its own SimPy process
 (``device.device_round``), which goes through the same ``run_phase`` one device at a time,
 so the phase and battery rules exist once.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Generator, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import numpy as np
 
 from hierfl.costs import compute_s, train_flops
 from hierfl.sim import network
+from hierfl.sim.battery import per_device
 from hierfl.sim.engine import Simulation, Update
 from hierfl.sim.network import Transfer
 from hierfl.topology import CLOUD
@@ -60,7 +62,9 @@ class PhaseEnd:
     wait_s: np.ndarray
 
 
-def play(sim: Simulation, devices: np.ndarray, down_bytes: int, rounds: tuple[int, int]):
+def play(
+    sim: Simulation, devices: np.ndarray, down_bytes: int, rounds: tuple[int, int]
+) -> Generator:
     """The edge's side of a cohort (a SimPy process body): simulate, wait, collect.
 
     The edge waits out the phases of the device that ends last, one timeout per phase, so
@@ -153,25 +157,29 @@ def run_phase(
     """
     category, column = PHASES[kind]
     span = phase_span(sim, devices, kind, nbytes)
-    total_s, radio_s, lead_s = np.broadcast_arrays(
-        span.total_s, span.radio_s, span.radio_lead_s, start_s)[:3]
-    radio_start_s = start_s + lead_s
+    n = len(devices)
+    total_s, radio_s, nbytes = (per_device(x, n) for x in (span.total_s, span.radio_s, nbytes))
+    radio_start_s = start_s + span.radio_lead_s
     done = ~sim.battery.idle_deaths(devices, radio_start_s)
-    busy = np.flatnonzero(done)
-    power_w = getattr(sim.fleet, column)[devices[busy]]
+    busy = slice(None) if done.all() else np.flatnonzero(done)
+    working = devices[busy]
+    power_w = getattr(sim.fleet, column)[working]
     lasted_s = sim.battery.draw_many(
-        devices[busy], radio_start_s[busy], radio_s[busy], power_w, category)
+        working, radio_start_s[busy], radio_s[busy], power_w, category)
     cut = lasted_s < radio_s[busy]
-    end_s = np.where(cut, radio_start_s[busy] + lasted_s, start_s[busy] + total_s[busy])
-    sent = np.where(cut, 0, np.broadcast_to(nbytes, done.shape)[busy])
-    node, edge = trace_nodes(sim, devices[busy])
+    end_s, sent = start_s[busy] + total_s[busy], nbytes[busy]
+    if cut.any():
+        end_s = np.where(cut, radio_start_s[busy] + lasted_s, end_s)
+        sent = np.where(cut, 0, sent)
+        done[busy] = ~cut
+    node, edge = trace_nodes(sim, working)
     sim.trace.extend(kind, node, edge, start_s[busy], end_s, *rounds, sent, power_w * lasted_s)
-    done[busy[cut]] = False
     wait_s = total_s.copy()
-    dropped = ~done
-    died_s = record_dropouts(sim, devices[dropped], rounds)
-    began_s = start_s[dropped]
-    wait_s[dropped] = np.where(died_s > began_s, died_s - began_s, 0.0)
+    if not done.all():
+        dropped = ~done
+        died_s = record_dropouts(sim, devices[dropped], rounds)
+        began_s = start_s[dropped]
+        wait_s[dropped] = np.where(died_s > began_s, died_s - began_s, 0.0)
     return PhaseEnd(done, wait_s)
 
 
@@ -191,12 +199,14 @@ def transfer_span(
     sim: Simulation, devices: np.ndarray, nbytes: np.ndarray | int, upward: bool
 ) -> Transfer:
     """Transfers between ``devices`` and their aggregator (their edge, or the cloud)."""
+    if sim.scenario.topology.mode == "hierarchical":  # one edge's devices
+        return _route_span(sim, devices, nbytes, upward)
     edge_of = sim.topo.edge_of[devices]
     edges = np.unique(edge_of)
     if len(edges) == 1:
         return _route_span(sim, devices, nbytes, upward)
     spans = np.empty((3, len(devices)))
-    nbytes = np.broadcast_to(nbytes, devices.shape)
+    nbytes = per_device(nbytes, len(devices))
     for edge in edges:
         mine = edge_of == edge
         span = _route_span(sim, devices[mine], nbytes[mine], upward)
@@ -225,6 +235,8 @@ def trace_nodes(sim: Simulation, devices: np.ndarray) -> tuple[np.ndarray, np.nd
 def record_dropouts(sim: Simulation, devices: np.ndarray, rounds: tuple[int, int]) -> np.ndarray:
     """Record a ``dropout`` at each dead device's empty instant; return those instants."""
     died_s = sim.battery.died_s[devices]
+    if not len(devices):
+        return died_s
     node, edge = trace_nodes(sim, devices)
     sim.trace.extend("dropout", node, edge, died_s, died_s, *rounds)
     return died_s

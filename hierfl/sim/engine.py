@@ -89,7 +89,6 @@ class Simulation:
     space: ParamSpace
     codec: UpdateCodec
     policy: Selection
-    rng: np.random.Generator
     model: torch.nn.Module
     trainer: ReferenceTrainer | None
     data: object | None
@@ -199,7 +198,6 @@ def prepare(
             compression.quantize, compression.prune_ratio, codec or compression.codec
         ),
         policy=resolve_selection(selection or scenario.selection.policy),
-        rng=np.random.default_rng([seed, STREAM_SELECTION]),
         model=model,
         trainer=trainer,
         data=data,
