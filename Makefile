@@ -19,7 +19,7 @@ demo: setup
 	$(BIN)/hierfl run scenarios/tutorial066.toml --out runs/tutorial066 --force
 
 test: setup
-	$(BIN)/python -m pytest -n 2
+	$(BIN)/python -m pytest -n 2 -q
 
 lint: setup
 	$(BIN)/ruff check hierfl tests benchmarks
