@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import simpy
@@ -45,7 +46,8 @@ class Fleet:
     ) -> tuple[Fleet, FleetBattery]:
         """Columns from each device's profile, and the fleet's batteries, full."""
         names = sorted(set(topo.profiles))
-        index = np.array([names.index(p) for p in topo.profiles])
+        position = {name: k for k, name in enumerate(names)}
+        index = np.array([position[p] for p in topo.profiles])
         profiles = [scenario.profile(name) for name in names]
 
         def column(get) -> np.ndarray:
@@ -123,7 +125,7 @@ class Simulation:
     ) -> tuple[bytes | None, int]:
         """The uplink payload of ``weights`` received as ``base``, and its length in bytes."""
         if weights is None or base is None:
-            return None, self.codec.payload_bytes(self.space.specs)
+            return None, self.uplink_bytes
         sent = weights - base if self.scenario.compression.payload == "delta" else weights
         payload = self.codec.encode(self.space.unflatten(sent))
         return payload, len(payload)
@@ -131,8 +133,18 @@ class Simulation:
     def downlink_bytes(self, weights: torch.Tensor | None) -> int:
         """Bytes of a model sent down: dense float32, really encoded when there are weights."""
         if weights is None:
-            return DENSE.payload_bytes(self.space.specs)
+            return self.dense_bytes
         return len(DENSE.encode(self.space.unflatten(weights)))
+
+    @cached_property
+    def uplink_bytes(self) -> int:
+        """Size of one update from the shapes alone (the codecs' sizes depend on no value)."""
+        return self.codec.payload_bytes(self.space.specs)
+
+    @cached_property
+    def dense_bytes(self) -> int:
+        """Size of one dense float32 model."""
+        return DENSE.payload_bytes(self.space.specs)
 
     def aggregate(self, base: torch.Tensor | None, updates: list[Update]) -> torch.Tensor | None:
         """Decode every update and FedAvg them, weighted by samples."""
