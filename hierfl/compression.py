@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import NamedTuple, Protocol
 
 import numpy as np
@@ -104,11 +105,7 @@ class Codec:
         return count + _AFFINE_BYTES if self.quantize == "int8" else 4 * count
 
     def _layout(self, name: str, shape: tuple[int, ...]) -> _Layout:
-        n = math.prod(shape)
-        k = self.kept(n, is_prunable(name, shape))
-        sparse_bytes = math.ceil(n / 8) + self._value_bytes(k)
-        sparse = k < n and sparse_bytes < self._value_bytes(n)
-        return _Layout(n, k, sparse, sparse_bytes if sparse else self._value_bytes(n))
+        return _layout_of(self, name, tuple(shape))
 
     def _encode_tensor(self, name: str, tensor: torch.Tensor) -> bytes:
         flat = tensor.detach().to("cpu", torch.float32).reshape(-1).numpy()
@@ -187,6 +184,16 @@ def _decode_int8(chunk: bytes) -> np.ndarray:
     scale, offset = np.frombuffer(chunk, _F32, count=2).astype(np.float32)
     q = np.frombuffer(chunk, np.uint8, offset=_AFFINE_BYTES)
     return q.astype(np.float32) * scale + offset
+
+
+@lru_cache(maxsize=4096)
+def _layout_of(codec: Codec, name: str, shape: tuple[int, ...]) -> _Layout:
+    """How a tensor travels under ``codec`` (cached: every update of a run repeats it)."""
+    n = math.prod(shape)
+    k = codec.kept(n, is_prunable(name, shape))
+    sparse_bytes = math.ceil(n / 8) + codec._value_bytes(k)
+    sparse = k < n and sparse_bytes < codec._value_bytes(n)
+    return _Layout(n, k, sparse, sparse_bytes if sparse else codec._value_bytes(n))
 
 
 class UpdateCodec(Protocol):
