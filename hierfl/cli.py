@@ -53,7 +53,7 @@ def _resolve(scenario: Path, sets: list[str], seed: int | None, rounds: int | No
 @app.command()
 def run(
     scenario: Annotated[Path | None, typer.Argument(help="Scenario TOML file.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Run folder [default: runs/NAME].")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run folder (default: runs/NAME).")] = None,
     set_: Annotated[
         list[str], typer.Option("--set", help="Override KEY.PATH=VALUE (repeat).")
     ] = [],  # noqa: B006
@@ -68,8 +68,7 @@ def run(
 ) -> None:
     """Simulate SCENARIO and write its run folder (tables, summary, model, trace.json, plots).
 
-    A checkpoint is written to the folder after every cloud round; `--resume DIR` continues
-    a killed run from it and gives the same result as an uninterrupted run.
+    A checkpoint after every cloud round lets --resume DIR finish a killed run exactly.
     """
     if resume is not None:
         if scenario or set_ or seed is not None or rounds is not None or out:
@@ -115,7 +114,7 @@ def compare(
     run_dirs: Annotated[list[Path], typer.Argument(help="Run folders.")],
     out: Annotated[Path, typer.Option(help="Figure to write.")] = Path("compare.png"),
     target: Annotated[
-        float | None, typer.Option(help="Target accuracy [default: each run's own].")
+        float | None, typer.Option(help="Target accuracy (default: each run's own).")
     ] = None,
 ) -> None:
     """Overlay accuracy vs simulated time and vs energy; tabulate time/energy to target."""
@@ -234,10 +233,12 @@ def sweep(
     ] = [],  # noqa: B006
     seeds: Annotated[int, typer.Option(help="Seeds per grid point, from the scenario's.")] = 1,
     out: Annotated[
-        Path | None, typer.Option(help="Sweep folder [default: runs/NAME-sweep].")
+        Path | None, typer.Option(help="Sweep folder (default: runs/NAME-sweep).")
     ] = None,
     backend: Annotated[str, typer.Option(help="local (process pool) or ray.")] = "local",
-    workers: Annotated[int | None, typer.Option(help="Local processes [default: cores].")] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Local processes (default: one per core).")
+    ] = None,
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address ('auto' joins a running one).")
     ] = None,
