@@ -302,22 +302,29 @@ def validate(
 @app.command()
 def profiles() -> None:
     """List the built-in device profiles with their sources."""
-    table = Table(title="built-in profiles")
-    for column in ("name", "memory_kb", "MFLOP/s", "kbps", "battery_mah", "W compute/tx/rx/idle"):
+    table = Table(title="built-in profiles", show_lines=True)
+    for column in ("name", "memory", "MFLOP/s", "link", "battery", "power W"):
         table.add_column(column)
     for name, p in BUILTIN_PROFILES.items():
-        battery = "mains" if p.battery_mah is None else f"{p.battery_mah:g} @ {p.voltage_v:g} V"
-        table.add_row(
-            name,
-            f"{p.memory_kb:g}",
-            f"{p.compute_mflops:g}",
-            f"{p.bandwidth_kbps:g}",
-            battery,
-            f"{p.power_compute_w:g}/{p.power_tx_w:g}/{p.power_rx_w:g}/{p.power_idle_w:g}",
+        battery = "mains" if p.battery_mah is None else f"{p.battery_mah:g} mAh\n{p.voltage_v:g} V"
+        power = (
+            f"compute {p.power_compute_w:g}\ntx {p.power_tx_w:g}\nrx {p.power_rx_w:g}\n"
+            f"idle {p.power_idle_w:g}"
         )
+        link = f"{p.bandwidth_kbps:,.0f} kbps\n{p.latency_ms:g} ms"
+        table.add_row(name, _kib(p.memory_kb), f"{p.compute_mflops:,.0f}", link, battery, power)
     out_console.print(table)
     for name, p in BUILTIN_PROFILES.items():
         out_console.print(f"[bold]{name}[/bold]: {p.source}", soft_wrap=True)
+
+
+def _kib(memory_kb: float) -> str:
+    """512 KiB, 4 MiB, 32 GiB."""
+    for unit in ("KiB", "MiB"):
+        if memory_kb < 1024:
+            return f"{memory_kb:g} {unit}"
+        memory_kb /= 1024
+    return f"{memory_kb:g} GiB"
 
 
 def main() -> None:
