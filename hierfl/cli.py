@@ -327,6 +327,14 @@ def _kib(memory_kb: float) -> str:
     return f"{memory_kb:g} GiB"
 
 
+INTERRUPTED = 130
+
+
+def _interrupted() -> None:
+    err_console.print("interrupted: a run folder keeps its last checkpoint (hierfl run --resume)")
+    sys.exit(INTERRUPTED)
+
+
 def main() -> None:
     """Console entry point: one line and exit 2 for bad input, no traceback unless --debug."""
     try:
@@ -338,8 +346,8 @@ def main() -> None:
         sys.exit(2)
     except typer.Exit as done:
         sys.exit(done.exit_code)
-    except typer.Abort:
-        sys.exit(130)
+    except (typer.Abort, KeyboardInterrupt):
+        _interrupted()
     except Exception as error:  # click usage errors carry their own exit code
         usage_code = getattr(error, "exit_code", None)
         if usage_code is None:
@@ -347,4 +355,6 @@ def main() -> None:
         if hasattr(error, "show"):
             error.show()
         sys.exit(usage_code)
+    if code == INTERRUPTED:  # typer returns 130 for Ctrl-C
+        _interrupted()
     sys.exit(code if isinstance(code, int) else 0)

@@ -68,8 +68,14 @@ def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
 
 
 def cli(*args: str, **kwargs) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "hierfl", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True, cwd=ROOT, **kwargs)
+    return subprocess.Popen(
+        [sys.executable, "-m", "hierfl", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        **kwargs,
+    )
 
 
 def wait_for_round(folder: Path, proc: subprocess.Popen, at_least: int) -> None:
@@ -95,3 +101,26 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
     assert_same(hierfl.results.read_result(whole), hierfl.results.read_result(killed))
     assert not (killed / CHECKPOINT).exists()
+
+
+def test_ctrl_c_exits_130_with_a_hint_and_a_resumable_folder(tmp_path):
+    """SIGINT mid-run: exit 130, one line naming --resume, and the checkpoint resumes."""
+    out = tmp_path / "run"
+    proc = cli(
+        "run",
+        str(TUTORIAL),
+        "--rounds",
+        "40",
+        "--quiet",
+        "--no-plots",
+        "--out",
+        str(out),
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    wait_for_round(out, proc, at_least=2)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 130
+    assert "--resume" in proc.stderr.read()
+    resumed = cli("run", "--resume", str(out), "--quiet", "--no-plots")
+    assert resumed.wait(timeout=600) == 0
+    assert len(hierfl.results.read_result(out).rounds) == 40
