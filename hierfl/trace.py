@@ -148,11 +148,6 @@ class Trace:
             self._block[name][:n] = columns[name]
         self._fill = self._n = n
 
-    @property
-    def nbytes_per_event(self) -> int:
-        """Bytes of storage one event takes."""
-        return EVENT_DTYPE.itemsize
-
     def to_frame(self) -> pd.DataFrame:
         """Events in one order whatever the order of recording; names as categoricals.
 
