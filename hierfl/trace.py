@@ -158,14 +158,14 @@ class Trace:
         columns = {name: np.concatenate([block[name] for block in blocks]) for name in COLUMNS}
         order = event_order(columns)
         sorted_ = {name: column[order] for name, column in columns.items()}
-        names = pd.Index(self.nodes)
+        names = pd.CategoricalDtype(pd.Index(self.nodes))  # checked once, shared by two columns
         return pd.DataFrame(
             {
                 "t_start": sorted_["t_start"],
                 "t_end": sorted_["t_end"],
                 "kind": pd.Categorical.from_codes(sorted_["kind"].astype(np.int8), KINDS),
-                "node": pd.Categorical.from_codes(sorted_["node"], names),
-                "edge": pd.Categorical.from_codes(sorted_["edge"], names),
+                "node": pd.Categorical.from_codes(sorted_["node"], dtype=names),
+                "edge": pd.Categorical.from_codes(sorted_["edge"], dtype=names),
                 "cloud_round": sorted_["cloud_round"],
                 "edge_round": sorted_["edge_round"],
                 "bytes": sorted_["bytes"],
