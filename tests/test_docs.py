@@ -40,3 +40,15 @@ def test_worked_example_matches_the_code():
     for shown in ("0.026496 s", "0.0052992 J", "1.49704 s", "0.449112 J", "3,798 B",
                   "0.35384 s", "0.336148 J", "44,688 B", "6,660 J"):
         _in_doc(shown)
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/index.md"])
+def test_python_examples_of_the_pages_run(page, tmp_path, monkeypatch):
+    """Every ```python block of README.md and docs/index.md runs as written."""
+    root = Path(__file__).parents[1]
+    blocks = (root / page).read_text().split("```python\n")[1:]
+    assert blocks, f"{page} has no Python example"
+    (tmp_path / "scenarios").symlink_to(root / "scenarios")
+    monkeypatch.chdir(tmp_path)
+    for block in blocks:
+        exec(compile(block.split("```")[0], page, "exec"), {})
