@@ -23,7 +23,7 @@ Three paths, chosen once per model:
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -35,12 +35,20 @@ from torch import nn
 from torch.func import functional_call, grad, vmap
 
 from hierfl.learn.data import FederatedData
-from hierfl.learn.trainer import Job, ParamSpace, ReferenceTrainer, epoch_orders
+from hierfl.learn.linear_plan import Activation, LinearLayer, linear_plan
+from hierfl.learn.trainer import Job, ReferenceTrainer, epoch_orders
 
 __all__ = ["BatchedTrainer", "make_trainer", "needs_reference"]
 
-_RANDOM_LAYERS = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
-                  nn.FeatureAlphaDropout, nn.RReLU)
+_RANDOM_LAYERS = (
+    nn.Dropout,
+    nn.Dropout1d,
+    nn.Dropout2d,
+    nn.Dropout3d,
+    nn.AlphaDropout,
+    nn.FeatureAlphaDropout,
+    nn.RReLU,
+)
 _aten = torch.ops.aten
 
 
@@ -56,87 +64,6 @@ def needs_reference(model: nn.Module) -> str | None:
         if isinstance(module, _RANDOM_LAYERS):
             return f"{type(module).__name__} draws from the torch RNG job by job"
     return None
-
-
-@dataclass(frozen=True)
-class _Linear:
-    weight: str
-    bias: str | None
-
-
-@dataclass(frozen=True)
-class _Activation:
-    forward: Callable[[torch.Tensor], torch.Tensor]
-    backward: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    """(gradient of the output, saved tensor) -> gradient of the input."""
-    saves_output: bool
-    """The backward needs the output (else the input)."""
-    inplace: Callable[[torch.Tensor], torch.Tensor] | None = None
-    """The forward in place, for inputs nothing else keeps (a Linear's fresh output)."""
-
-
-def _activation(module: nn.Module) -> _Activation | None:
-    """Forward and the backward autograd itself uses, for a supported elementwise layer."""
-    kind = type(module)
-    if kind is nn.ReLU:
-        return _Activation(torch.relu, lambda g, out: _aten.threshold_backward(g, out, 0), True,
-                           torch.relu_)
-    if kind is nn.Tanh:
-        return _Activation(torch.tanh, _aten.tanh_backward, True, torch.tanh_)
-    if kind is nn.Sigmoid:
-        return _Activation(torch.sigmoid, _aten.sigmoid_backward, True, torch.sigmoid_)
-    if kind is nn.GELU:
-        approx = module.approximate
-        return _Activation(lambda z: F.gelu(z, approximate=approx),
-                           lambda g, z: _aten.gelu_backward(g, z, approximate=approx), False)
-    if kind is nn.SiLU:
-        return _Activation(F.silu, _aten.silu_backward, False)
-    if kind is nn.LeakyReLU:
-        slope = module.negative_slope
-        return _Activation(lambda z: F.leaky_relu(z, slope),
-                           lambda g, z: _aten.leaky_relu_backward(g, z, slope, False), False)
-    return None
-
-
-Plan = list[_Linear | _Activation]
-
-
-def linear_plan(model: nn.Module, space: ParamSpace, input_shape: tuple[int, ...]) -> Plan | None:
-    """The layers of ``model`` if its forward is a chain of Linear and activations, else None.
-
-    The forward is read with ``torch.fx``, so only what really runs counts; a Flatten may
-    come first (and must, for inputs of more than one dimension).
-    """
-    try:
-        nodes = list(torch.fx.symbolic_trace(model).graph.nodes)
-    except Exception:  # any trace failure just means: not a plain chain
-        return None
-    modules = dict(model.named_modules())
-    plan: Plan = []
-    flat_input, previous = len(input_shape) == 1, nodes[0]
-    if previous.op != "placeholder" or nodes[-1].op != "output":
-        return None
-    for node in nodes[1:-1]:
-        if node.op != "call_module" or node.args != (previous,) or node.kwargs:
-            return None
-        module = modules[node.target]
-        if type(module) is nn.Linear:
-            bias = f"{node.target}.bias" if module.bias is not None else None
-            plan.append(_Linear(f"{node.target}.weight", bias))
-        elif type(module) is nn.Flatten and not plan:
-            if (module.start_dim, module.end_dim) != (1, -1):
-                return None
-            flat_input = True
-        elif type(module) is not nn.Identity:
-            activation = _activation(module)
-            if activation is None:
-                return None
-            plan.append(activation)
-        previous = node
-    names = [n for s in plan if isinstance(s, _Linear) for n in (s.weight, s.bias) if n]
-    if nodes[-1].args != (previous,) or not flat_input or sorted(names) != sorted(space.names):
-        return None
-    return plan
 
 
 @dataclass(frozen=True)
@@ -159,8 +86,9 @@ class _Schedule:
         return self.real[:, begin:end].max(axis=1, initial=0).tolist()
 
 
-def _schedule(jobs: list[Job], data: FederatedData, epochs: int, batch: int,
-              device: torch.device | str) -> _Schedule:
+def _schedule(
+    jobs: list[Job], data: FederatedData, epochs: int, batch: int, device: torch.device | str
+) -> _Schedule:
     """Each job's ``epoch_orders`` cut into minibatches, laid out step by step."""
     devices = np.array([job.device for job in jobs], dtype=np.int64)
     counts = data.offsets[devices + 1] - data.offsets[devices]
@@ -226,13 +154,22 @@ class BatchedTrainer(ReferenceTrainer):
     holds a core. Results depend on neither ``chunk`` nor ``workers``.
     """
 
-    def __init__(self, model: nn.Module, data: FederatedData, local_epochs: int,
-                 batch_size: int, learning_rate: float, device: str = "cpu") -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        data: FederatedData,
+        local_epochs: int,
+        batch_size: int,
+        learning_rate: float,
+        device: str = "cpu",
+    ) -> None:
         super().__init__(model, data, local_epochs, batch_size, learning_rate, device)
         random = needs_reference(model)
         self.plan = None if random else linear_plan(model, self.space, data.input_shape)
         self.path = "reference" if random else "linear" if self.plan else "generic"
-        self._first = next((i for i, s in enumerate(self.plan or []) if isinstance(s, _Linear)), 0)
+        self._first = next(
+            (i for i, s in enumerate(self.plan or []) if isinstance(s, LinearLayer)), 0
+        )
         self._minus_one = torch.full((1, 1, 1), -1.0, device=device)
         self.chunk = _chunk(self.space.size, device)
         self.workers: int | None = None
@@ -290,18 +227,26 @@ class BatchedTrainer(ReferenceTrainer):
                 list(pool.map(lambda c: self._train_chunk(params, sched, *c), chunks))
         return self._flat(params)
 
-    def _train_chunk(self, params: dict[str, torch.Tensor], sched: _Schedule, begin: int,
-                     end: int) -> None:
+    def _train_chunk(
+        self, params: dict[str, torch.Tensor], sched: _Schedule, begin: int, end: int
+    ) -> None:
         """Every step of the sorted jobs ``begin:end``; their weights are updated in place."""
         assert self.plan is not None
-        layers = [(params[s.weight][begin:end], params[s.bias][begin:end] if s.bias else None)
-                  if isinstance(s, _Linear) else s for s in self.plan]
+        layers = [
+            (params[s.weight][begin:end], params[s.bias][begin:end] if s.bias else None)
+            if isinstance(s, LinearLayer)
+            else s
+            for s in self.plan
+        ]
         counts = np.clip(np.array(sched.active) - begin, 0, end - begin).tolist()
         for t, (k, width) in enumerate(zip(counts, sched.widths(begin, end), strict=True)):
             if not k:
                 break
-            self._linear_step(layers, sched.rows[t, begin: begin + k, :width],
-                              sched.weights[t, begin: begin + k, :width])
+            self._linear_step(
+                layers,
+                sched.rows[t, begin : begin + k, :width],
+                sched.weights[t, begin : begin + k, :width],
+            )
 
     def _flat(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """(J, P): stacked parameters back in the flat layout, one row per job."""
@@ -318,7 +263,7 @@ class BatchedTrainer(ReferenceTrainer):
         h = self.x.index_select(0, flat_rows).reshape(k, batch, -1)
         saved, sliced, fresh = [], [], False
         for layer in layers:
-            if isinstance(layer, _Activation):
+            if isinstance(layer, Activation):
                 out = layer.inplace(h) if fresh and layer.inplace else layer.forward(h)
                 saved.append(out if layer.saves_output else h)
                 sliced.append(layer)
@@ -327,8 +272,11 @@ class BatchedTrainer(ReferenceTrainer):
             w, b = layer[0][:k], None if layer[1] is None else layer[1][:k]
             saved.append(h)
             sliced.append((w, b))
-            h = torch.bmm(h, w.transpose(1, 2)) if b is None else torch.baddbmm(
-                b.unsqueeze(1), h, w.transpose(1, 2))
+            h = (
+                torch.bmm(h, w.transpose(1, 2))
+                if b is None
+                else torch.baddbmm(b.unsqueeze(1), h, w.transpose(1, 2))
+            )
             fresh = True
         # d(mean cross-entropy)/d(logits) = (softmax - onehot) / batch; torch.softmax is
         # slow along a short last dimension, so it is spelt out
@@ -339,7 +287,7 @@ class BatchedTrainer(ReferenceTrainer):
         g.mul_(weights.unsqueeze(2))
         for i in range(len(sliced) - 1, self._first - 1, -1):
             layer = sliced[i]
-            if isinstance(layer, _Activation):
+            if isinstance(layer, Activation):
                 g = layer.backward(g, saved[i])
                 continue
             w, b = layer
@@ -359,22 +307,32 @@ class BatchedTrainer(ReferenceTrainer):
             except RuntimeError as error:  # only the first step can fail; nothing moved yet
                 if t:
                     raise
-                warnings.warn(f"hierfl: vmap cannot train {type(self.model).__name__} "
-                              f"({error}); training job by job", RuntimeWarning, stacklevel=3)
+                warnings.warn(
+                    f"hierfl: vmap cannot train {type(self.model).__name__} "
+                    f"({error}); training job by job",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
                 self.path = "reference"
                 return None
             flat[:k] -= self.learning_rate * g
         return flat
 
-    def _weighted_loss(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                       weights: torch.Tensor) -> torch.Tensor:
+    def _weighted_loss(
+        self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor
+    ) -> torch.Tensor:
         logits = functional_call(self.model, self.space.unflatten(flat), (x,))
         return (F.cross_entropy(logits, y, reduction="none") * weights).sum()
 
 
-def make_trainer(model: nn.Module, data: FederatedData, local_epochs: int, batch_size: int,
-                 learning_rate: float, device: str = "cpu") -> ReferenceTrainer | BatchedTrainer:
+def make_trainer(
+    model: nn.Module,
+    data: FederatedData,
+    local_epochs: int,
+    batch_size: int,
+    learning_rate: float,
+    device: str = "cpu",
+) -> ReferenceTrainer | BatchedTrainer:
     """A ``BatchedTrainer``, or a ``ReferenceTrainer`` for models that need one."""
     kind = ReferenceTrainer if needs_reference(model) else BatchedTrainer
     return kind(model, data, local_epochs, batch_size, learning_rate, device)
-
