@@ -315,14 +315,30 @@ _BOUNDS = {
 }
 
 
+def _key_path(loc: list[Any]) -> str:
+    """``a.b[0].c``; a key that is not a plain name is quoted, so messages stay one line.
+
+    >>> _key_path(["devices", 0, "count"]), _key_path(["run", "a b\\n"])
+    ('devices[0].count', "run.'a b\\\\n'")
+    """
+    parts = []
+    for part in loc:
+        if isinstance(part, int):
+            parts.append(f"[{part}]")
+        else:
+            name = str(part)
+            parts.append("." + (name if re.fullmatch(r"[\w-]+", name) else repr(name)))
+    return "".join(parts).lstrip(".")
+
+
 def _describe(error: dict[str, Any]) -> str:
     """One line for one pydantic error: key path, rule, value."""
     loc = [part for part in error["loc"] if not str(part).startswith("function-")]
-    path = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in loc).lstrip(".")
+    path = _key_path(loc)
     if error["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
-        where = path.rpartition(".")[0] or "top level"
-        return f"unknown key {path!r} in {where} (allowed: {', '.join(allowed)})"
+        where = _key_path(loc[:-1]) or "top level"
+        return f"unknown key {path} in {where} (allowed: {', '.join(allowed)})"
     if error["type"] == "too_short":
         return f"{path}: needs at least {error['ctx']['min_length']} entry: {error['input']!r}"
     if error["type"] == "missing":

@@ -6,7 +6,7 @@ import math
 import subprocess
 import sys
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hierfl.errors import ScenarioError
@@ -82,6 +82,7 @@ def outcome(raw: object) -> Scenario | None:
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.dictionaries(keys, structures, max_size=6))
+@example({"\n.": 1})  # once gave a two-line message: unknown keys are now quoted
 def test_random_structures_give_a_scenario_or_a_clear_error(raw):
     """Random nested tables, wrong types, huge and non-finite numbers, unicode keys."""
     outcome(raw)
