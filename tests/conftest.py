@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import settings
 import torch
+from hypothesis import settings
 
 import hierfl
 from hierfl.scenario import Scenario
