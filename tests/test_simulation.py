@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from strategies import timing_scenarios
 
 import hierfl
 from hierfl.results import Result
@@ -142,52 +142,8 @@ def test_causality_tutorial066_two_edge_rounds(scenario_files):
     assert sorted(set(aggregates["edge_round"])) == [0, 1]
 
 
-WEAK_BATTERIES_MAH = (0.01, 0.03, 0.1, 1.0)  # 0.108 J to 10.8 J at 3 V
-
-
-@st.composite
-def random_scenarios(draw) -> Scenario:
-    """Small random fleets under random topologies, with custom weak and small boards."""
-    mode = draw(st.sampled_from(["hierarchical", "cloud_only"]))
-    edges = draw(st.integers(1, 3) if mode == "hierarchical" else st.integers(0, 3))
-    builtin = st.sampled_from(["mcu", "soc", "mobile"])
-    groups = [{"profile": draw(builtin), "count": draw(st.integers(1, 6))}]
-    extra = st.sampled_from(["weak", "weak", "weak", "nomem", "mcu", "soc", "mobile"])
-    for profile in draw(st.lists(extra, min_size=1, max_size=2)):
-        groups.append({"profile": profile, "count": draw(st.integers(1, 6))})
-    weak = {
-        "memory_kb": 512, "compute_mflops": draw(st.sampled_from([50, 100, 1000])),
-        "bandwidth_kbps": draw(st.sampled_from([100, 1000])), "latency_ms": 30,
-        "battery_mah": draw(st.sampled_from(WEAK_BATTERIES_MAH)), "voltage_v": 3.0,
-        "power_compute_w": 0.5, "power_tx_w": 1.0, "power_rx_w": 0.4,
-        "power_idle_w": draw(st.sampled_from([0.0, 0.01, 1.0])),
-    }
-    nomem = {**weak, "memory_kb": 2, "battery_mah": 100.0}
-    raw = {
-        "seed": draw(st.integers(0, 10_000)),
-        "run": {"cloud_rounds": draw(st.integers(1, 3)),
-                "edge_rounds": 1 if mode == "cloud_only" else draw(st.integers(1, 2)),
-                "local_epochs": draw(st.integers(1, 2)), "learning": False},
-        "data": {"samples_per_device": [10, 80]},
-        "model": {"name": draw(st.sampled_from(["tiny", "compact"]))},
-        "compression": {"quantize": draw(st.sampled_from(["none", "int8"])),
-                        "prune_ratio": draw(st.sampled_from([0.0, 0.3, 0.7])),
-                        "payload": draw(st.sampled_from(["delta", "weights"]))},
-        "selection": {"policy": draw(st.sampled_from(["all", "random", "battery"])),
-                      "fraction": draw(st.sampled_from([0.3, 0.5, 1.0])),
-                      "min_battery": draw(st.sampled_from([0.0, 0.1, 0.5]))},
-        "topology": {"mode": mode, "edges": edges,
-                     "assign": draw(st.sampled_from(["round_robin", "block"])),
-                     "backhaul": {"bandwidth_kbps": draw(st.sampled_from([1000, 100_000])),
-                                  "latency_ms": draw(st.sampled_from([0, 20]))}},
-        "devices": groups,
-        "profiles": {"weak": weak, "nomem": nomem},
-    }
-    return hierfl.parse_scenario(raw)
-
-
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scenario=random_scenarios())
+@given(scenario=timing_scenarios())
 def test_causality_on_random_topologies(scenario):
     """On random small fleets and topologies every causality rule holds, and reruns agree."""
     result = hierfl.run(scenario)
