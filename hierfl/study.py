@@ -13,6 +13,7 @@ from hierfl.plots import new_figure
 from hierfl.results import atomic_write
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 STUDY_DPI = 120
@@ -21,6 +22,22 @@ STUDY_DPI = 120
 def study_figure(width_in: float, height_in: float) -> Figure:
     """A headless figure at the studies' resolution."""
     return new_figure(width_in, height_in, dpi=STUDY_DPI)
+
+
+def accuracy_axes(ax: Axes, xlabel: str, target: float | None) -> None:
+    """Label an accuracy panel (0-100 %, grid) and draw the target line if there is one."""
+    if target is not None:
+        ax.axhline(
+            100 * target,
+            color="#999999",
+            ls="--",
+            lw=1,
+            label=f"target accuracy ({100 * target:.0f}%)",
+        )
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(color="#DDDDDD", lw=0.5)
 
 
 def save_study_figure(fig: Figure, path: Path) -> Path:

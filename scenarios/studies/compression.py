@@ -21,7 +21,7 @@ import pandas as pd
 
 import hierfl
 from hierfl.results import atomic_write, compare_table
-from hierfl.study import save_study_figure, study_cli, study_figure
+from hierfl.study import accuracy_axes, save_study_figure, study_cli, study_figure
 
 NAME = "compression"
 SCENARIO = Path(__file__).resolve().parents[1] / f"{NAME}.toml"
@@ -148,19 +148,8 @@ def _plot(results: list, table: pd.DataFrame, target: float | None, path: Path) 
             ms=2.5,
         )
     for ax, label in ((time_ax, "simulated time (s)"), (round_ax, "cloud rounds completed")):
-        if target is not None:
-            ax.axhline(
-                100 * target,
-                color="#999999",
-                ls="--",
-                lw=1,
-                label=f"target accuracy ({100 * target:.0f}%)",
-            )
-        ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_ylim(0, 100)
+        accuracy_axes(ax, label, target)
         ax.set_xlim(left=0)
-        ax.grid(color="#DDDDDD", lw=0.5)
     time_ax.set_title("accuracy against simulated time", fontsize=10)
     round_ax.set_title("accuracy against cloud rounds", fontsize=10)
     handles, labels = time_ax.get_legend_handles_labels()

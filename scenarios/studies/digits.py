@@ -22,7 +22,7 @@ import pandas as pd
 import hierfl
 from hierfl.costs import train_bytes
 from hierfl.results import Result, atomic_write
-from hierfl.study import save_study_figure, study_cli, study_figure
+from hierfl.study import accuracy_axes, save_study_figure, study_cli, study_figure
 
 NAME = "digits"
 SCENARIO = Path(__file__).resolve().parents[1] / f"{NAME}.toml"
@@ -145,18 +145,7 @@ def _plot(
         round_ax.plot(rounds["cloud_round"] + 1, 100 * rounds["accuracy"], color=colour, lw=1.4)
     time_label = "simulated time (s, log scale)"
     for ax, label in ((time_ax, time_label), (round_ax, "cloud rounds completed")):
-        if target is not None:
-            ax.axhline(
-                100 * target,
-                color="#999999",
-                ls="--",
-                lw=1,
-                label=f"target accuracy ({100 * target:.0f}%)",
-            )
-        ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_ylim(0, 100)
-        ax.grid(color="#DDDDDD", lw=0.5)
+        accuracy_axes(ax, label, target)
     time_ax.set_xscale("log")  # runs without the slow mcus finish 20x sooner
     round_ax.set_xlim(left=0)
     time_ax.set_title("accuracy against simulated time", fontsize=10)

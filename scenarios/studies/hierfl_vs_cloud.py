@@ -23,7 +23,7 @@ import pandas as pd
 
 import hierfl
 from hierfl.results import Result, atomic_write, compare_table
-from hierfl.study import save_study_figure, study_cli, study_figure
+from hierfl.study import accuracy_axes, save_study_figure, study_cli, study_figure
 
 NAME = "hierfl_vs_cloud"
 SCENARIO = Path(__file__).resolve().parents[1] / f"{NAME}.toml"
@@ -137,20 +137,9 @@ def _plot(curves: dict, table: pd.DataFrame, target: float | None, path: Path) -
             ax.plot(
                 rounds["sim_time_s"], 100 * rounds["accuracy"], color=colour, label=label, **style
             )
-        if target is not None:
-            ax.axhline(
-                100 * target,
-                color="#999999",
-                ls="--",
-                lw=1,
-                label=f"target accuracy ({100 * target:.0f}%)",
-            )
+        accuracy_axes(ax, "simulated time (s)", target)
         ax.set_title(f"backhaul {backhaul}", fontsize=10)
-        ax.set_xlabel("simulated time (s)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_ylim(0, 100)
         ax.set_xlim(left=0)
-        ax.grid(color="#DDDDDD", lw=0.5)
     _bars(axes[len(BACKHAULS)], table)
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncol=3, fontsize=9, frameon=False)
