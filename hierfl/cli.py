@@ -73,9 +73,12 @@ def run(
     if resume is not None:
         if scenario or set_ or seed is not None or rounds is not None or out:
             raise HierflError("--resume DIR takes no SCENARIO, --out, --set, --seed or --rounds")
-        resolved = checkpoint_scenario(load_checkpoint(resume))
+        state = load_checkpoint(resume)
+        resolved = checkpoint_scenario(state)
         folder = resume
-        result = _with_progress(resolved, quiet, lambda report: resume_run(folder, report))
+        result = _with_progress(
+            resolved, quiet, lambda report: resume_run(folder, report, state=state)
+        )
     else:
         if scenario is None:
             raise HierflError("run: give a SCENARIO file, or --resume DIR")

@@ -41,9 +41,13 @@ def resume(
     on_round: Callable[[dict], None] | None = None,
     selection: Selection | None = None,
     codec: UpdateCodec | None = None,
+    state: dict | None = None,
 ) -> Result:
-    """Continue the run whose checkpoint is in ``run_dir``; equals the uninterrupted run."""
-    state = load_checkpoint(Path(run_dir))
+    """Continue the run whose checkpoint is in ``run_dir``; equals the uninterrupted run.
+
+    ``state`` is that checkpoint when the caller has already read it.
+    """
+    state = state if state is not None else load_checkpoint(Path(run_dir))
     sim = prepare(checkpoint_scenario(state), selection, codec)
     restore(sim, state)
     return _play(sim, on_round, run_dir)
