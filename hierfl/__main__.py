@@ -1,5 +1,5 @@
 """``python -m hierfl`` runs the command line."""
 
-from hierfl.cli import main
+from hierfl.launch import main
 
 main()
