@@ -1,10 +1,11 @@
-"""Timing-only cohorts: the same tables as one process per device, and the parts they rest on."""
+"""Cohorts: the same tables as one process per device, and the parts they rest on."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from strategies import timing_scenarios
@@ -59,15 +60,42 @@ def test_cohorts_equal_per_device_processes_on_a_larger_fleet(make_scenario, wea
     assert fast.devices["dropped"].any() and (fast.devices["rounds_trained"] > 0).any()
 
 
-def test_timing_only_runs_without_device_processes(make_scenario, monkeypatch):
-    """Without learning no device gets a SimPy process of its own."""
+def test_learning_cohorts_equal_per_device_processes(make_scenario, weak_profile):
+    """With training: the same events; the same learning, to float rounding of the batches.
+
+    Cohorts train at the end of an edge round, per-device processes as the first device
+    finishes computing, so the jobs that share a batch can differ.
+    """
+    weak = {**weak_profile, "battery_mah": 0.3, "power_idle_w": 0.01}
+    scenario = make_scenario(
+        run={"cloud_rounds": 3, "edge_rounds": 2, "learning": True},
+        data={"samples_per_device": [20, 60]},
+        compression={"quantize": "int8", "prune_ratio": 0.3},
+        selection={"policy": "random", "fraction": 0.6, "min_battery": 0.1},
+        topology={"edges": 3},
+        devices=[{"profile": p, "count": 10} for p in ("mcu", "soc", "mobile", "weak")],
+        profiles={"weak": weak},
+    )
+    fast, slow = both_paths(scenario)
+    pd.testing.assert_frame_equal(fast.events, slow.events, check_exact=True)
+    for table in ("rounds", "devices"):
+        pd.testing.assert_frame_equal(getattr(fast, table), getattr(slow, table),
+                                      check_exact=False, rtol=1e-5, atol=1e-6, obj=table)
+    torch.testing.assert_close(fast.model, slow.model, rtol=1e-5, atol=1e-6)
+    assert fast.devices["dropped"].any() and fast.rounds["accuracy"].notna().all()
+
+
+def test_runs_without_device_processes(make_scenario, monkeypatch):
+    """No device gets a SimPy process of its own, with or without learning."""
 
     def forbidden(*args, **kwargs):
         raise AssertionError("a device process in a timing-only run")
 
     monkeypatch.setattr(edge, "device_round", forbidden)
-    result = hierfl.run(make_scenario(devices=[{"profile": "mcu", "count": 5}]))
-    assert (result.devices["rounds_trained"] == 2).all()
+    for learning in (False, True):
+        result = hierfl.run(make_scenario(run={"learning": learning},
+                                          devices=[{"profile": "mcu", "count": 5}]))
+        assert (result.devices["rounds_trained"] == 2).all()
 
 
 def test_selection_draws_do_not_depend_on_other_edges():

@@ -90,3 +90,14 @@ def test_the_documented_command_runs(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "run" / "summary.json").exists()
+
+
+def test_a_codec_whose_bytes_disagree_with_its_size_is_refused(custom):
+    """Uploads are timed by payload_bytes: an encode that writes more stops the run."""
+
+    class Padded(custom.Float16Codec):
+        def encode(self, tensors):
+            return super().encode(tensors) + b"\0"
+
+    with pytest.raises(hierfl.ScenarioError, match=r"compression\.codec: encode wrote \d+ bytes"):
+        hierfl.run(small("run.cloud_rounds=1"), codec=Padded())

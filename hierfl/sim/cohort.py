@@ -1,13 +1,14 @@
 """An edge round's devices as one cohort: phases over numpy arrays, exact dropout instants.
 
-Timing-only runs simulate the devices an edge selected together: their download, compute
-and upload intervals, battery draws and dropout instants come from the cost formulas over
-arrays, their events go to the trace in bulk, and the edge waits, with one timeout per
-phase of the device that ends last (three at most), until the last upload ends or the
-last device drops out. That is exact because the devices of a cohort share nothing (no
-shared links yet). Learning runs give each device its own SimPy process
-(``device.device_round``), which goes through the same ``run_phase`` one device at a time,
-so the phase and battery rules exist once.
+The devices an edge selected are simulated together: their download, compute and upload
+intervals, battery draws and dropout instants come from the cost formulas over arrays, their
+events go to the trace in bulk, and the edge's process waits, with one timeout per phase
+of the device that ends last (three at most), until the last upload ends or the last
+device drops out; then the updates that arrived are trained (in one batch with every job
+pending) and encoded. That is exact because the devices of a cohort share nothing (no
+shared links yet) and payload sizes depend on shapes alone. ``device.device_round`` is the
+same edge round with one SimPy process per device; it goes through the same ``run_phase``,
+so the phase and battery rules exist once, and tests hold the two paths to the same events.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from hierfl.costs import compute_s, train_flops
 from hierfl.sim import network
@@ -37,7 +39,7 @@ _PER_DEVICE: ContextVar[bool] = ContextVar("hierfl_per_device", default=False)
 
 @contextmanager
 def per_device_processes() -> Iterator[None]:
-    """Internal, for tests: run timing-only edge rounds device by device, as learning does."""
+    """Run edge rounds with one SimPy process per device (``device.device_round``)."""
     token = _PER_DEVICE.set(True)
     try:
         yield
@@ -46,8 +48,8 @@ def per_device_processes() -> Iterator[None]:
 
 
 def in_cohorts(sim: Simulation) -> bool:
-    """Whether edge rounds run as cohorts: in timing-only runs (see ``per_device_processes``)."""
-    return not sim.learning and not _PER_DEVICE.get()
+    """Whether edge rounds run as cohorts: always, unless ``per_device_processes`` is on."""
+    return not _PER_DEVICE.get()
 
 
 @dataclass(frozen=True)
@@ -63,20 +65,34 @@ class PhaseEnd:
 
 
 def play(
-    sim: Simulation, devices: np.ndarray, down_bytes: int, rounds: tuple[int, int]
+    sim: Simulation,
+    devices: np.ndarray,
+    model: torch.Tensor | None,
+    down_bytes: int,
+    rounds: tuple[int, int],
 ) -> Generator:
     """The edge's side of a cohort (a SimPy process body): simulate, wait, collect.
 
-    The edge waits out the phases of the device that ends last, one timeout per phase, so
-    the clock adds the very same floats its own process would have (a single timeout of
-    ``end - now`` can miss ``end`` by an ulp). Returns the Updates that arrived, in the
-    order of ``devices``, as ``Arrivals``.
+    Uploads take ``uplink_bytes``, the size every codec derives from shapes alone, so the
+    whole round is simulated up front. The edge waits out the phases of the device that
+    ends last, one timeout per phase, so the clock adds the very same floats that device's
+    own process would (a single timeout of ``end - now`` can miss ``end`` by an ulp). Only
+    then are the updates that arrived trained and encoded: every job submitted until then,
+    at any edge, trains in the same batch, and jobs of devices that dropped out never train.
+    Returns the Updates that arrived, in the order of ``devices``.
     """
-    up_bytes = sim.encode(None, None)[1]
-    arrived, waits_s = simulate(sim, devices, sim.env.now, down_bytes, up_bytes, rounds)
+    jobs = [sim.submit(int(d), model, *rounds) for d in devices] if sim.learning else None
+    arrived, waits_s = simulate(sim, devices, sim.env.now, down_bytes, sim.uplink_bytes, rounds)
+    if jobs is not None:
+        for k in np.setdiff1d(np.arange(len(devices)), arrived):
+            sim.trainer.cancel(jobs[k])
     for wait_s in waits_s:
         yield sim.env.timeout(wait_s)
-    return Arrivals(arrived, sim.fleet.samples[arrived])
+    senders, samples = devices[arrived], sim.fleet.samples[devices[arrived]]
+    if jobs is None:
+        return Arrivals(senders, samples)
+    payloads = [sim.encode(jobs[k].result(), model)[0] for k in arrived]
+    return [Update(int(d), p, int(n)) for d, p, n in zip(senders, payloads, samples, strict=True)]
 
 
 class Arrivals(Sequence[Update]):
@@ -121,8 +137,9 @@ def simulate(
 ) -> tuple[np.ndarray, list[float]]:
     """Download, compute and upload for ``devices`` from ``start_s``, recorded in the trace.
 
-    Returns the devices whose update arrived, and the waits (one per phase it entered, none
-    zero) after which the last device's process ends: its upload done, or dropped out.
+    Returns the positions (in ``devices``) of those whose update arrived, and the waits (one
+    per phase it entered, none zero) after which the last device's process ends: its upload
+    done, or dropped out.
     """
     phases = (("download", down_bytes), ("compute", 0), ("upload", up_bytes))
     waits_s = np.zeros((len(phases), len(devices)))
@@ -136,9 +153,9 @@ def simulate(
         now_s[going] += end.wait_s
         going = going[end.done]
     if len(devices) == 0:
-        return devices, []
+        return going, []
     last = int(np.argmax(now_s))
-    return devices[going], [float(w) for w in waits_s[:, last] if w > 0]
+    return going, [float(w) for w in waits_s[:, last] if w > 0]
 
 
 def run_phase(

@@ -1,7 +1,8 @@
 """Device process: download, train, upload; every wait comes from a cost formula.
 
-Learning runs give each selected device this process; timing-only runs simulate an edge
-round's devices together (``cohort.play``). Both go through ``cohort.run_phase``.
+Edge rounds run as cohorts (``cohort.play``), which is exact while devices share nothing;
+this process per device is the same round one device at a time (``per_device_processes``),
+the form shared links will need. Both go through ``cohort.run_phase``.
 """
 
 from __future__ import annotations

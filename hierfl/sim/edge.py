@@ -30,7 +30,7 @@ def train_devices(
     down_bytes = sim.downlink_bytes(model)
     if cohort.in_cohorts(sim):
         chosen = np.asarray(chosen, dtype=np.int64)
-        return (yield from cohort.play(sim, chosen, down_bytes, (cloud_round, edge_round)))
+        return (yield from cohort.play(sim, chosen, model, down_bytes, (cloud_round, edge_round)))
     runs = [
         sim.env.process(device_round(sim, device, model, down_bytes, cloud_round, edge_round))
         for device in chosen

@@ -128,6 +128,11 @@ class Simulation:
             return None, self.uplink_bytes
         sent = weights - base if self.scenario.compression.payload == "delta" else weights
         payload = self.codec.encode(self.space.unflatten(sent))
+        if len(payload) != self.uplink_bytes:
+            raise ScenarioError(
+                f"compression.codec: encode wrote {len(payload)} bytes, payload_bytes says "
+                f"{self.uplink_bytes}; a codec's size must depend on the shapes alone"
+            )
         return payload, len(payload)
 
     def downlink_bytes(self, weights: torch.Tensor | None) -> int:
