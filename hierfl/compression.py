@@ -85,20 +85,51 @@ class Codec:
 
     def encode(self, tensors: Mapping[str, torch.Tensor]) -> bytes:
         """The payload for these tensors, in mapping order."""
-        return b"".join(self._encode_tensor(name, tensor) for name, tensor in tensors.items())
+        flat = [t.detach().to("cpu", torch.float32).reshape(-1).numpy() for t in tensors.values()]
+        row = np.concatenate(flat) if flat else np.zeros(0, np.float32)
+        return self.encode_rows(row[None], specs_of(tensors))[0]
 
     def decode(self, payload: bytes, specs: Sequence[TensorSpec]) -> dict[str, torch.Tensor]:
         """Float32 tensors of the spec shapes, keyed by name in spec order."""
+        row = torch.from_numpy(self.decode_rows([payload], specs)[0])
+        sizes = [math.prod(shape) for _, shape in specs]
+        parts = torch.split(row, sizes) if specs else []
+        return {name: part.reshape(shape) for (name, shape), part in zip(specs, parts, strict=True)}
+
+    def encode_rows(self, rows: np.ndarray, specs: Sequence[TensorSpec]) -> list[bytes]:
+        """The payloads of several updates at once, byte for byte what ``encode`` writes.
+
+        ``rows[i]`` is update i: its tensors flattened one after another in spec order.
+        """
+        rows = np.asarray(rows, dtype=np.float32)
+        out = np.empty((len(rows), self.payload_bytes(specs)), np.uint8)
+        for (name, shape), read, written in self._spans(specs):
+            layout = self._layout(name, shape)
+            out[:, written] = self._encode_block(rows[:, read], layout, name)
+        return [row.tobytes() for row in out]
+
+    def decode_rows(self, payloads: Sequence[bytes], specs: Sequence[TensorSpec]) -> np.ndarray:
+        """The updates of several payloads, as one float32 row each (tensors in spec order)."""
         expected = self.payload_bytes(specs)
-        if len(payload) != expected:
-            raise ValueError(f"payload has {len(payload)} bytes, {self} expects {expected}")
-        tensors, start = {}, 0
+        for payload in payloads:
+            if len(payload) != expected:
+                raise ValueError(f"payload has {len(payload)} bytes, {self} expects {expected}")
+        raw = np.frombuffer(b"".join(payloads), np.uint8).reshape(len(payloads), expected)
+        size = sum(math.prod(shape) for _, shape in specs)
+        rows = np.empty((len(payloads), size), np.float32)
+        for (name, shape), written, read in self._spans(specs):
+            rows[:, written] = self._decode_block(raw[:, read], self._layout(name, shape))
+        return rows
+
+    def _spans(self, specs: Sequence[TensorSpec]) -> list[tuple[TensorSpec, slice, slice]]:
+        """Each tensor's spec, its columns in a flat row, and its bytes in a payload."""
+        spans, element, byte = [], 0, 0
         for name, shape in specs:
             layout = self._layout(name, shape)
-            chunk = payload[start : start + layout.nbytes]
-            tensors[name] = torch.from_numpy(self._decode_tensor(chunk, layout)).reshape(shape)
-            start += layout.nbytes
-        return tensors
+            spans.append(((name, shape), slice(element, element + layout.n),
+                          slice(byte, byte + layout.nbytes)))
+            element, byte = element + layout.n, byte + layout.nbytes
+        return spans
 
     def _value_bytes(self, count: int) -> int:
         """Bytes of ``count`` values in this codec's value format."""
@@ -107,83 +138,97 @@ class Codec:
     def _layout(self, name: str, shape: tuple[int, ...]) -> _Layout:
         return _layout_of(self, name, tuple(shape))
 
-    def _encode_tensor(self, name: str, tensor: torch.Tensor) -> bytes:
-        flat = tensor.detach().to("cpu", torch.float32).reshape(-1).numpy()
-        layout = self._layout(name, tuple(tensor.shape))
+    def _encode_block(self, block: np.ndarray, layout: _Layout, name: str) -> np.ndarray:
+        """One tensor of every row (``block[i]``, flat) as its bytes, a uint8 row each."""
         if layout.k == layout.n:
-            return self._encode_values(flat, name)
-        keep = _top_k_mask(flat, layout.k)
+            return self._encode_values(block, name)
+        keep = _top_k_mask(block, layout.k)
         if layout.sparse:
-            return np.packbits(keep).tobytes() + self._encode_values(flat[keep], name)
-        return self._encode_values(np.where(keep, flat, np.float32(0)), name)
+            kept = block[keep].reshape(len(block), layout.k)
+            return np.hstack([np.packbits(keep, axis=1), self._encode_values(kept, name)])
+        return self._encode_values(np.where(keep, block, np.float32(0)), name)
 
-    def _encode_values(self, values: np.ndarray, name: str) -> bytes:
+    def _encode_values(self, values: np.ndarray, name: str) -> np.ndarray:
         if self.quantize == "int8":
             return _encode_int8(values, name)
-        return values.astype(_F32).tobytes()
+        return _as_bytes(values.astype(_F32))
 
-    def _decode_tensor(self, chunk: bytes, layout: _Layout) -> np.ndarray:
+    def _decode_block(self, chunk: np.ndarray, layout: _Layout) -> np.ndarray:
+        """Float32 values of one tensor of every row from its bytes (``chunk[i]``)."""
         if not layout.sparse:
-            return self._decode_values(chunk)
+            return self._decode_values(chunk, layout.n)
         bitmap_bytes = math.ceil(layout.n / 8)
-        bitmap = np.frombuffer(chunk, np.uint8, count=bitmap_bytes)
-        keep = np.unpackbits(bitmap, count=layout.n).astype(bool)
-        if np.count_nonzero(keep) != layout.k:
-            raise ValueError(f"bitmap marks {np.count_nonzero(keep)} values, expected {layout.k}")
-        values = np.zeros(layout.n, np.float32)
-        values[keep] = self._decode_values(chunk[bitmap_bytes:])
+        keep = np.unpackbits(chunk[:, :bitmap_bytes], axis=1, count=layout.n).astype(bool)
+        marked = np.count_nonzero(keep, axis=1)
+        if (marked != layout.k).any():
+            wrong = int(marked[marked != layout.k][0])
+            raise ValueError(f"bitmap marks {wrong} values, expected {layout.k}")
+        values = np.zeros((len(chunk), layout.n), np.float32)
+        values[keep] = self._decode_values(chunk[:, bitmap_bytes:], layout.k).reshape(-1)
         return values
 
-    def _decode_values(self, chunk: bytes) -> np.ndarray:
+    def _decode_values(self, chunk: np.ndarray, count: int) -> np.ndarray:
         if self.quantize == "int8":
             return _decode_int8(chunk)
-        return np.frombuffer(chunk, _F32).astype(np.float32)
+        return np.ascontiguousarray(chunk).view(_F32).astype(np.float32).reshape(len(chunk), count)
 
 
 DENSE = Codec()
 
 
-def _top_k_mask(flat: np.ndarray, k: int) -> np.ndarray:
-    """Mask of the ``k`` largest ``|x|``, ties to the lower flat index (as a stable argsort).
+def _top_k_mask(rows: np.ndarray, k: int) -> np.ndarray:
+    """Mask of the ``k`` largest ``|x|`` of each row, ties to the lower index (a stable argsort).
 
-    A partition finds the k-th magnitude in linear time; a full sort is ~10x slower.
+    A partition finds each row's k-th magnitude in linear time; a full sort is ~10x slower.
     """
     # fmax turns NaN magnitudes into -1: pruned first, as NaN sorts last in a stable argsort.
-    magnitude = np.fmax(np.abs(flat), -1)
-    threshold = np.partition(magnitude, flat.size - k)[flat.size - k]
+    magnitude = np.fmax(np.abs(rows), -1)
+    n = rows.shape[1]
+    threshold = np.partition(magnitude, n - k, axis=1)[:, n - k, None]
     keep = magnitude > threshold
-    ties = np.flatnonzero(magnitude == threshold)
-    keep[ties[: k - np.count_nonzero(keep)]] = True
-    return keep
+    ties = magnitude == threshold
+    short = k - np.count_nonzero(keep, axis=1, keepdims=True)
+    return keep | (ties & (np.cumsum(ties, axis=1) <= short))
 
 
-def _affine(values: np.ndarray, name: str) -> tuple[np.float32, np.float32]:
-    """Float32 (scale, offset) mapping 0..255 onto [min, max] of ``values``."""
-    if values.size == 0:
-        return np.float32(1), np.float32(0)
-    low, high = values.min(), values.max()
+def _as_bytes(values: np.ndarray) -> np.ndarray:
+    """The bytes of each row of ``values`` (little-endian), as a uint8 row."""
+    values = np.ascontiguousarray(values)
+    return values.view(np.uint8).reshape(len(values), values.shape[1] * values.itemsize)
+
+
+def _affine(values: np.ndarray, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 (scale, offset) per row, mapping 0..255 onto [min, max] of the row."""
+    if values.shape[1] == 0:
+        return np.ones(len(values), _F32), np.zeros(len(values), _F32)
+    low, high = values.min(axis=1), values.max(axis=1)
     with np.errstate(over="ignore", invalid="ignore"):  # reported below, with the tensor's name
         scale = (high - low) / np.float32(_INT8_LEVELS)
-    if not np.isfinite(scale):
-        raise ValueError(f"int8 needs a finite range: tensor {name!r} spans [{low}, {high}]")
+    if not np.isfinite(scale).all():
+        bad = int(np.flatnonzero(~np.isfinite(scale))[0])
+        raise ValueError(
+            f"int8 needs a finite range: tensor {name!r} spans [{low[bad]}, {high[bad]}]"
+        )
     # A zero step (constant tensor, or a range that underflows) would divide by zero.
-    return (scale if scale > 0 else np.float32(1)), low
+    return np.where(scale > 0, scale, np.float32(1)), low
 
 
-def _encode_int8(values: np.ndarray, name: str) -> bytes:
+def _encode_int8(values: np.ndarray, name: str) -> np.ndarray:
     """Scale, offset, then one uint8 per value: ``q = clamp(round((x - offset) / scale))``."""
     scale, offset = _affine(values, name)
     # q from the stored float32 scale and offset (in float64) keeps |error| <= scale / 2.
-    steps = (values.astype(np.float64) - float(offset)) / float(scale)
+    steps = (values.astype(np.float64) - offset[:, None].astype(np.float64)) / scale[
+        :, None
+    ].astype(np.float64)
     q = np.clip(np.rint(steps), 0, _INT8_LEVELS).astype(np.uint8)
-    return np.array([scale, offset], _F32).tobytes() + q.tobytes()
+    return np.hstack([_as_bytes(np.stack([scale, offset], axis=1).astype(_F32)), q])
 
 
-def _decode_int8(chunk: bytes) -> np.ndarray:
-    """Values ``q * scale + offset`` in float32."""
-    scale, offset = np.frombuffer(chunk, _F32, count=2).astype(np.float32)
-    q = np.frombuffer(chunk, np.uint8, offset=_AFFINE_BYTES)
-    return q.astype(np.float32) * scale + offset
+def _decode_int8(chunk: np.ndarray) -> np.ndarray:
+    """Values ``q * scale + offset`` in float32, a row per payload."""
+    scale, offset = np.ascontiguousarray(chunk[:, :_AFFINE_BYTES]).view(_F32).T
+    q = chunk[:, _AFFINE_BYTES:]
+    return q.astype(np.float32) * scale[:, None] + offset[:, None]
 
 
 @lru_cache(maxsize=4096)

@@ -293,3 +293,27 @@ def test_round_trip_invariant(tensors, codec):
         scaled = x[keep] if sparse else pruned
         tolerance = int8_step(scaled) / 2 + 4 * F32_EPS * float(np.abs(x).max(initial=0))
         assert np.all(np.abs(y - pruned) <= tolerance)
+
+
+@settings(deadline=None)
+@given(tensors=tensor_sets(), codec=codecs, n=st.integers(1, 5), seed=st.integers(0, 2**16))
+def test_rows_encode_and_decode_like_one_update_at_a_time(tensors, codec, n, seed):
+    """encode_rows / decode_rows on stacked updates give each update's own bytes and values."""
+    specs = specs_of(tensors)
+    flat = np.concatenate([t.numpy().ravel() for t in tensors.values()])
+    noise = np.random.default_rng(seed).normal(size=(n, flat.size)).astype(np.float32)
+    rows = flat + noise * np.float32(seed % 3)  # seed % 3 == 0: n identical updates
+    one_by_one = [codec.encode(dict(zip(tensors, split(row, specs), strict=True)))
+                  for row in rows]
+    assert codec.encode_rows(rows, specs) == one_by_one
+    decoded = codec.decode_rows(one_by_one, specs)
+    for row, payload in zip(decoded, one_by_one, strict=True):
+        alone = codec.decode(payload, specs)
+        assert np.array_equal(row, np.concatenate([t.numpy().ravel() for t in alone.values()]))
+
+
+def split(row: np.ndarray, specs) -> list[torch.Tensor]:
+    """A flat row back into tensors of the spec shapes."""
+    sizes = np.cumsum([math.prod(shape) for _, shape in specs])[:-1]
+    return [torch.from_numpy(part.copy()).reshape(shape)
+            for part, (_, shape) in zip(np.split(row, sizes), specs, strict=True)]

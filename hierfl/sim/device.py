@@ -55,8 +55,8 @@ def device_round(
         return _lost(sim, job)
     if not (yield from _phase(sim, device, "compute", 0, rounds)):
         return _lost(sim, job)
-    payload, up_bytes = sim.encode(job.result() if job else None, start)
-    if not (yield from _phase(sim, device, "upload", up_bytes, rounds)):
+    payload = sim.encode([job.result()], start)[0] if job else None
+    if not (yield from _phase(sim, device, "upload", sim.uplink_bytes, rounds)):
         return None
     return Update(device, payload, int(sim.fleet.samples[device]))
 

@@ -111,7 +111,8 @@ def edge_cloud_round(
             samples = cohort.samples_of(updates)
     if samples == 0:
         return None
-    payload, up_bytes = sim.encode(model, global_model)
+    payload = None if global_model is None else sim.encode([model], global_model)[0]
+    up_bytes = sim.uplink_bytes
     seconds = transfer_s(up_bytes, topo.hops(name, "cloud"))
     sim.trace.record(
         "edge_upload",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -11,7 +11,7 @@ import simpy
 import torch
 
 from hierfl.aggregation import apply_deltas, fedavg
-from hierfl.compression import DENSE, UpdateCodec, resolve_codec
+from hierfl.compression import DENSE, Codec, UpdateCodec, resolve_codec
 from hierfl.costs import capacity_j, fits_in_memory, train_bytes
 from hierfl.errors import ModelDoesNotFitError, ScenarioError
 from hierfl.learn.batched import make_trainer
@@ -120,20 +120,21 @@ class Simulation:
         seed = (self.scenario.seed, STREAM_TRAINING, device, cloud_round, edge_round)
         return self.trainer.submit(device, start, seed)
 
-    def encode(
-        self, weights: torch.Tensor | None, base: torch.Tensor | None
-    ) -> tuple[bytes | None, int]:
-        """The uplink payload of ``weights`` received as ``base``, and its length in bytes."""
-        if weights is None or base is None:
-            return None, self.uplink_bytes
-        sent = weights - base if self.scenario.compression.payload == "delta" else weights
-        payload = self.codec.encode(self.space.unflatten(sent))
-        if len(payload) != self.uplink_bytes:
-            raise ScenarioError(
-                f"compression.codec: encode wrote {len(payload)} bytes, payload_bytes says "
-                f"{self.uplink_bytes}; a codec's size must depend on the shapes alone"
-            )
-        return payload, len(payload)
+    def encode(self, models: Sequence[torch.Tensor], base: torch.Tensor) -> list[bytes]:
+        """The uplink payloads of ``models`` received as ``base`` (``uplink_bytes`` each)."""
+        stacked = torch.stack(list(models))
+        sent = stacked - base if self.scenario.compression.payload == "delta" else stacked
+        if isinstance(self.codec, Codec):
+            payloads = self.codec.encode_rows(sent.numpy(), self.space.specs)
+        else:
+            payloads = [self.codec.encode(self.space.unflatten(row)) for row in sent]
+        for payload in payloads:
+            if len(payload) != self.uplink_bytes:
+                raise ScenarioError(
+                    f"compression.codec: encode wrote {len(payload)} bytes, payload_bytes "
+                    f"says {self.uplink_bytes}; a codec's size must depend on the shapes alone"
+                )
+        return payloads
 
     def downlink_bytes(self, weights: torch.Tensor | None) -> int:
         """Bytes of a model sent down: dense float32, really encoded when there are weights."""
@@ -155,9 +156,12 @@ class Simulation:
         """Decode every update and FedAvg them, weighted by samples."""
         if base is None:
             return None
-        decoded = [
-            self.space.flatten(self.codec.decode(u.payload, self.space.specs)) for u in updates
-        ]
+        payloads, specs = [u.payload for u in updates], self.space.specs
+        if isinstance(self.codec, Codec):
+            decoded = torch.from_numpy(self.codec.decode_rows(payloads, specs))
+        else:
+            tensors = [self.codec.decode(payload, specs) for payload in payloads]
+            decoded = torch.stack([self.space.flatten(t) for t in tensors])
         weights = [u.samples for u in updates]
         if self.scenario.compression.payload == "delta":
             return apply_deltas(base, decoded, weights)
