@@ -268,9 +268,10 @@ def test_interleave_groups_deals_one_per_group_in_turn(counts):
 
 def test_device_names_are_padded_to_the_fleet():
     """Names are profile-index, the index zero-padded to the width of the largest."""
-    assert device_names(["a", "b"]) == ["a-0", "b-1"]
+    assert device_names(["a", "b"]).tolist() == ["a-0", "b-1"]
     assert device_names(["mcu"] * 100)[0] == "mcu-00"
     assert device_names(["mcu"] * 101)[-1] == "mcu-100"
+    assert device_names([]).tolist() == []
 
 
 @pytest.mark.parametrize("mode, edges", [("hierarchical", 2), ("cloud_only", 2), ("cloud_only", 0)])

@@ -17,6 +17,7 @@ from hierfl.scenario import Scenario
 from hierfl.sim.battery import CATEGORIES
 from hierfl.sim.cloud import cloud
 from hierfl.sim.engine import Simulation, prepare
+from hierfl.topology import CLOUD, string_index
 
 
 def simulate(
@@ -69,7 +70,8 @@ def _play(
     sim.on_round = after_round
     sim.env.process(cloud(sim))
     sim.env.run()
-    events = sim.trace.to_frame()
+    topo = sim.topo
+    events = sim.trace.to_frame(string_index([CLOUD, *topo.edges]).append(topo.names))
     rounds = rounds_table(sim.round_rows, events)
     devices = devices_table(sim)
     model = None if sim.global_weights is None else sim.space.unflatten(sim.global_weights)
@@ -77,26 +79,27 @@ def _play(
 
 
 def devices_table(sim: Simulation) -> pd.DataFrame:
-    """One row per device: energy by phase, battery left, rounds trained, dropout, accuracy."""
+    """One row per device: energy by phase, battery left, rounds trained, dropout, accuracy.
+
+    Every column is a fresh array or an immutable Arrow one, so the table shares no memory
+    with ``sim`` and takes its columns without copying them again (a million rows).
+    """
     topo, battery = sim.topo, sim.battery
-    edge_names = ["cloud" if e < 0 else topo.edges[e] for e in topo.device_edge]
-    table = pd.DataFrame(
-        {
-            "device": topo.devices,
-            "profile": topo.profiles,
-            "edge": edge_names,
-            "samples": sim.fleet.samples,
-            "energy_j": battery.used_j.sum(axis=1),
-            "battery": battery.fractions(),
-            "rounds_trained": sim.trained,
-            "dropped": ~battery.alive,
-            "dropped_at_s": battery.died_s,
-        }
-    )
-    for k, category in enumerate(CATEGORIES):
-        table[f"energy_{category}_j"] = battery.used_j[:, k]
-    table["accuracy"] = local_accuracy(sim)
-    return table
+    by_category = battery.used_j.T.copy()
+    columns = {
+        "device": topo.names,
+        "profile": string_index(topo.profiles),
+        "edge": string_index([CLOUD, *topo.edges]).take(topo.edge_of + 1),
+        "samples": sim.fleet.samples.copy(),
+        "energy_j": by_category.sum(axis=0),
+        "battery": battery.fractions(),
+        "rounds_trained": sim.trained.copy(),
+        "dropped": ~battery.alive,
+        "dropped_at_s": battery.died_s.copy(),
+        **{f"energy_{category}_j": by_category[k] for k, category in enumerate(CATEGORIES)},
+        "accuracy": local_accuracy(sim),
+    }
+    return pd.DataFrame(columns, copy=False)
 
 
 def local_accuracy(sim: Simulation) -> np.ndarray:
@@ -114,7 +117,8 @@ def summarize(
 ) -> dict:
     """The summary.json content: scenario, versions, final figures, time/energy to target."""
     scenario = sim.scenario
-    infrastructure = events["node"].isin(["cloud", *sim.topo.edges])
+    node = events["node"].cat.codes  # the trace's numbering: cloud, edges, then devices
+    infrastructure = (node >= 0) & (node < sim.device_node(0))
     per_profile = devices.groupby("profile").agg(
         devices=("device", "size"),
         accuracy=("accuracy", "mean"),
