@@ -68,18 +68,18 @@ def interleave_index(counts: Sequence[int]) -> np.ndarray:
     return index
 
 
-def assign_edges(n_devices: int, n_edges: int, how: str) -> list[int]:
+def assign_edges(n_devices: int, n_edges: int, how: str) -> np.ndarray:
     """Edge index of each device: ``i % n_edges`` or contiguous blocks; -1 without edges.
 
-    >>> assign_edges(5, 2, "round_robin"), assign_edges(5, 2, "block")
+    >>> assign_edges(5, 2, "round_robin").tolist(), assign_edges(5, 2, "block").tolist()
     ([0, 1, 0, 1, 0], [0, 0, 0, 1, 1])
     """
     if n_edges == 0:
-        return [-1] * n_devices
+        return np.full(n_devices, -1, dtype=np.int64)
     device = np.arange(n_devices, dtype=np.int64)
     if how == "block":
-        return (device * n_edges // n_devices).tolist()
-    return (device % n_edges).tolist()
+        return device * n_edges // n_devices
+    return device % n_edges
 
 
 def device_names(profiles: Sequence[str]) -> pd.Index:
@@ -93,9 +93,11 @@ def device_names(profiles: Sequence[str]) -> pd.Index:
     >>> device_names(["mcu"] * 10 + ["soc"])[-2:].tolist()
     ['mcu-09', 'soc-10']
     """
+    kinds = pd.Categorical(profiles)  # a Categorical is kept as it is: nothing to compare
+    prefixes = pa.array(kinds.categories.tolist(), pa.string()).take(kinds.codes)
     width = len(str(len(profiles) - 1))
     numbers = pc.utf8_lpad(pa.array(np.arange(len(profiles))).cast(pa.string()), width, "0")
-    return _from_arrow(pc.binary_join_element_wise(pa.array(profiles, pa.string()), numbers, "-"))
+    return _from_arrow(pc.binary_join_element_wise(prefixes, numbers, "-"))
 
 
 class Topology:
@@ -103,16 +105,19 @@ class Topology:
 
     ``graph`` routes between its nodes; a device it does not hold reaches ``parent(i)``
     over its access link, ``access_kbps[i]`` / ``access_ms[i]``. Without those columns the
-    devices' links are read from ``graph`` (a graph built by hand). The device names are
-    both a list, ``devices``, and an Index, ``names`` (for the tables).
+    devices' links are read from ``graph`` (a graph built by hand).
+
+    Names come as lists (``devices``, ``profiles``, ``edges``) and, for the tables, as
+    columns: ``names`` (an Index), ``profile_of`` (codes into ``profile_names``) and
+    ``edge_of`` (into ``edges``; -1: the cloud).
     """
 
     def __init__(
         self,
         graph: nx.Graph,
         devices: Sequence[str],
-        profiles: list[str],
-        device_edge: list[int],
+        profiles: Sequence[str],
+        edge_of: Sequence[int],
         edges: list[str],
         access_kbps: np.ndarray | None = None,
         access_ms: np.ndarray | None = None,
@@ -120,8 +125,11 @@ class Topology:
         self.backbone = graph
         self.names = pd.Index(devices, dtype=STRINGS)  # an Index of strings is kept as it is
         self.devices = devices = self.names.tolist()
-        self.profiles, self.device_edge, self.edges = profiles, device_edge, edges
-        self.edge_of = np.asarray(device_edge, dtype=np.int64).reshape(-1)
+        kinds = pd.Categorical(profiles)  # so is a Categorical
+        self.profile_names, self.profile_of = kinds.categories, kinds.codes
+        self.profiles = np.asarray(self.profile_names, dtype=object)[self.profile_of].tolist()
+        self.edges = edges
+        self.edge_of = np.asarray(edge_of, dtype=np.int64).reshape(-1)
         if access_kbps is None or access_ms is None:
             links = [graph[name][self.parent(i)] for i, name in enumerate(devices)]
             access_kbps = [link["bandwidth_kbps"] for link in links]
@@ -137,7 +145,7 @@ class Topology:
 
     def parent(self, device: int) -> str:
         """The node a device's access link reaches: its edge, or the cloud without edges."""
-        edge = self.device_edge[device]
+        edge = self.edge_of[device]
         return CLOUD if edge < 0 else self.edges[edge]
 
     def members(self, edge: int) -> np.ndarray:
@@ -221,11 +229,11 @@ def build_topology(scenario: Scenario) -> Topology:
     """Cloud, edges under it over the backhaul, devices under edges over their access links."""
     groups = scenario.devices
     group_of = interleave_index([group.count for group in groups])
-    profiles = np.array([group.profile for group in groups], dtype=object)[group_of].tolist()
+    profiles = pd.Categorical([group.profile for group in groups]).take(group_of)
     devices = device_names(profiles)
     topo = scenario.topology
     edges = [f"edge-{e}" for e in range(topo.edges)]
-    device_edge = assign_edges(len(devices), topo.edges, topo.assign)
+    edge_of = assign_edges(len(devices), topo.edges, topo.assign)
 
     graph = nx.Graph()
     graph.add_node(CLOUD, kind="cloud", profile=topo.cloud_profile)
@@ -238,4 +246,4 @@ def build_topology(scenario: Scenario) -> Topology:
     links = [scenario.profile(group.profile) for group in groups]
     kbps = np.array([link.bandwidth_kbps for link in links], dtype=np.float64)
     ms = np.array([link.latency_ms for link in links], dtype=np.float64)
-    return Topology(graph, devices, profiles, device_edge, edges, kbps[group_of], ms[group_of])
+    return Topology(graph, devices, profiles, edge_of, edges, kbps[group_of], ms[group_of])

@@ -76,7 +76,7 @@ def hand_hierfavg(scenario: Scenario) -> torch.Tensor:
     trainer = ReferenceTrainer(sim.model, sim.data, run.local_epochs, run.batch_size,
                                run.learning_rate)
     samples = sim.fleet.samples
-    groups = [[d for d, e in enumerate(sim.topo.device_edge) if e == edge]
+    groups = [[d for d, e in enumerate(sim.topo.edge_of) if e == edge]
               for edge in range(max(1, len(sim.topo.edges)))]
     if scenario.topology.mode == "cloud_only":
         groups = [list(range(len(sim.topo.devices)))]

@@ -31,11 +31,11 @@ def test_interleave_groups_uneven():
 
 def test_assign_edges():
     """round_robin puts device i on edge i % edges, block in contiguous runs, -1 without edges."""
-    assert assign_edges(5, 2, "round_robin") == [0, 1, 0, 1, 0]
-    assert assign_edges(6, 3, "block") == [0, 0, 1, 1, 2, 2]
-    assert assign_edges(5, 2, "block") == [0, 0, 0, 1, 1]
-    assert assign_edges(3, 0, "round_robin") == [-1, -1, -1]
-    assert assign_edges(2, 3, "block") == [0, 1]
+    assert assign_edges(5, 2, "round_robin").tolist() == [0, 1, 0, 1, 0]
+    assert assign_edges(6, 3, "block").tolist() == [0, 0, 1, 1, 2, 2]
+    assert assign_edges(5, 2, "block").tolist() == [0, 0, 0, 1, 1]
+    assert assign_edges(3, 0, "round_robin").tolist() == [-1, -1, -1]
+    assert assign_edges(2, 3, "block").tolist() == [0, 1]
 
 
 def test_build_topology_nodes_and_links(make_scenario):
@@ -48,7 +48,9 @@ def test_build_topology_nodes_and_links(make_scenario):
     graph = topo.graph
     assert topo.devices == ["mcu-0", "mobile-1", "mcu-2", "mobile-3"]
     assert topo.edges == ["edge-0", "edge-1"]
-    assert topo.device_edge == [0, 1, 0, 1]
+    assert topo.edge_of.tolist() == [0, 1, 0, 1]
+    assert topo.profiles == ["mcu", "mobile", "mcu", "mobile"]
+    assert topo.names.tolist() == topo.devices
     kinds = nx.get_node_attributes(graph, "kind")
     assert kinds == {
         "cloud": "cloud", "edge-0": "edge", "edge-1": "edge",
@@ -91,7 +93,7 @@ def test_cloud_only_without_edges_is_one_hop(make_scenario):
     scenario = make_scenario(topology={"mode": "cloud_only", "edges": 0})
     topo = build_topology(scenario)
     mcu = BUILTIN_PROFILES["mcu"]
-    assert topo.edges == [] and topo.device_edge == [-1, -1]
+    assert topo.edges == [] and topo.edge_of.tolist() == [-1, -1]
     assert topo.parent(0) == CLOUD
     assert topo.hops("mcu-0", CLOUD) == ((mcu.bandwidth_kbps, mcu.latency_ms),)
 
@@ -102,10 +104,10 @@ def test_hops_take_the_lowest_latency_path():
     graph.add_edge("a", "c", bandwidth_kbps=1e6, latency_ms=500)
     graph.add_edge("a", "b", bandwidth_kbps=100, latency_ms=10)
     graph.add_edge("b", "c", bandwidth_kbps=200, latency_ms=10)
-    topo = Topology(graph, devices=[], profiles=[], device_edge=[], edges=[])
+    topo = Topology(graph, devices=[], profiles=[], edge_of=[], edges=[])
     assert topo.hops("a", "c") == ((100, 10), (200, 10))
     graph["a"]["c"]["latency_ms"] = 5
-    fresh = Topology(graph, devices=[], profiles=[], device_edge=[], edges=[])
+    fresh = Topology(graph, devices=[], profiles=[], edge_of=[], edges=[])
     assert fresh.hops("a", "c") == ((1e6, 5),)
 
 

@@ -88,7 +88,7 @@ def devices_table(sim: Simulation) -> pd.DataFrame:
     by_category = battery.used_j.T.copy()
     columns = {
         "device": topo.names,
-        "profile": string_index(topo.profiles),
+        "profile": topo.profile_names.take(topo.profile_of),
         "edge": string_index([CLOUD, *topo.edges]).take(topo.edge_of + 1),
         "samples": sim.fleet.samples.copy(),
         "energy_j": by_category.sum(axis=0),
