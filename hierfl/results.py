@@ -109,7 +109,7 @@ def _umask() -> int:
 def rounds_table(rows: list[dict[str, Any]], events: pd.DataFrame) -> pd.DataFrame:
     """One row per cloud round, per-round figures from cumulative tallies and the events."""
     table = pd.DataFrame(rows)
-    uplink = events[events["kind"].isin(UPLINK_KINDS)]
+    uplink = events.loc[events["kind"].isin(UPLINK_KINDS), ["cloud_round", "bytes"]]
     bytes_up = uplink.groupby("cloud_round")["bytes"].sum()
     table["bytes_up"] = table["cloud_round"].map(bytes_up).fillna(0).astype("int64")
     trained = table["devices_trained"]
