@@ -200,7 +200,7 @@ def event_order(rows: Mapping[str, np.ndarray]) -> np.ndarray:
     span = int(rows["node"].max()) + 2  # node -1 (none) sorts first
     if len(starts) * span * len(KINDS) >= 2**63:
         return np.lexsort([rows[key] for key in reversed(SORT_KEYS)])
-    key = rank.astype(np.int64)  # built in place: a million events, no temporaries
+    key = rank.astype(np.int64, copy=False)  # built in place: no temporaries
     key *= span
     key += rows["node"]
     key += 1
