@@ -9,6 +9,7 @@ a million graph nodes. ``Topology.graph`` still gives the whole graph, built on 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import cached_property
 
 import networkx as nx
 import numpy as np
@@ -124,14 +125,12 @@ class Topology:
     ) -> None:
         self.backbone = graph
         self.names = pd.Index(devices, dtype=STRINGS)  # an Index of strings is kept as it is
-        self.devices = devices = self.names.tolist()
         kinds = pd.Categorical(profiles)  # so is a Categorical
         self.profile_names, self.profile_of = kinds.categories, kinds.codes
-        self.profiles = np.asarray(self.profile_names, dtype=object)[self.profile_of].tolist()
         self.edges = edges
         self.edge_of = np.asarray(edge_of, dtype=np.int64).reshape(-1)
         if access_kbps is None or access_ms is None:
-            links = [graph[name][self.parent(i)] for i, name in enumerate(devices)]
+            links = [graph[name][self.parent(i)] for i, name in enumerate(self.names)]
             access_kbps = [link["bandwidth_kbps"] for link in links]
             access_ms = [link["latency_ms"] for link in links]
         self.access_kbps = np.asarray(access_kbps, dtype=np.float64).reshape(-1)
@@ -141,7 +140,17 @@ class Topology:
         self._members = np.split(order, bounds[1:-1]) if edges else []
         self._routes: dict[tuple[str, str], tuple[Hop, ...]] = {}
         self._numbers: dict[str, int] | None = None
-        self._graph = graph if len(devices) == 0 or devices[0] in graph else None
+        self._graph = graph if len(self.names) == 0 or self.names[0] in graph else None
+
+    @cached_property
+    def devices(self) -> list[str]:
+        """The device names as a list (built on first use: a million take 0.1 s)."""
+        return self.names.tolist()
+
+    @cached_property
+    def profiles(self) -> list[str]:
+        """Each device's profile name, as a list (built on first use)."""
+        return np.asarray(self.profile_names, dtype=object)[self.profile_of].tolist()
 
     def parent(self, device: int) -> str:
         """The node a device's access link reaches: its edge, or the cloud without edges."""

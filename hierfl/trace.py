@@ -47,7 +47,7 @@ class Trace:
     """
 
     def __init__(self, nodes: Sequence[str], capacity: int = 1024) -> None:
-        self.nodes = list(nodes)
+        self.nodes = nodes if isinstance(nodes, pd.Index) else pd.Index(list(nodes))
         self._capacity = capacity
         self._full: list[np.ndarray] = []
         self._block = np.zeros(capacity, dtype=EVENT_DTYPE)
@@ -149,15 +149,12 @@ class Trace:
             self._block[name][:n] = columns[name]
         self._fill = self._n = n
 
-    def to_frame(self, names: pd.Index | None = None) -> pd.DataFrame:
+    def to_frame(self) -> pd.DataFrame:
         """Events in one order whatever the order of recording; names as categoricals.
 
         Sorted by start time, then node, kind (in ``KINDS`` order), end time, cloud round
         and edge round; full ties (none in a simulation) keep their recording order.
-        ``names``: ``nodes`` as an Index, when the caller has one (else built from them).
         """
-        if names is not None and len(names) != len(self.nodes):
-            raise ValueError(f"names(={len(names)} of them) must name the {len(self.nodes)} nodes")
         blocks = [*self._full, self._block[: self._fill]]
 
         def column(name: str) -> np.ndarray:
@@ -168,8 +165,7 @@ class Trace:
         # one column at a time, each let go once sorted: the next one reuses its memory
         sorted_ = {name: (keys.pop(name) if name in keys else column(name))[order]
                    for name in COLUMNS}
-        names = pd.Index(self.nodes) if names is None else names
-        names = pd.CategoricalDtype(names)  # checked once, shared by two columns
+        names = pd.CategoricalDtype(self.nodes)  # checked once, shared by two columns
         return pd.DataFrame(
             {
                 "t_start": sorted_["t_start"],

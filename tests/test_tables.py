@@ -49,9 +49,9 @@ def test_tables_name_nodes_as_plain_lists_would(make_scenario, topology, edges):
         by_name.items())
 
 
-def test_to_frame_needs_one_name_per_node():
-    """Names given to to_frame must be as many as the trace's nodes."""
-    trace = Trace(["cloud", "edge-0", "d0"])
-    with pytest.raises(ValueError, match="names"):
-        trace.to_frame(pd.Index(["cloud", "edge-0"]))
-    assert trace.to_frame(pd.Index(["cloud", "edge-0", "d0"])).empty
+def test_trace_keeps_an_index_of_names_as_given():
+    """A trace built on an Index keeps that very Index (a million names are not copied)."""
+    names = pd.Index(["cloud", "edge-0", "d0"])
+    assert Trace(names).nodes is names
+    assert Trace(["cloud", "d0"]).nodes.tolist() == ["cloud", "d0"]
+    assert Trace(names).to_frame().empty

@@ -19,7 +19,7 @@ def cloud(sim: Simulation) -> Process:
         if hierarchical:
             updates = yield from _gather_edges(sim, cloud_round)
         else:
-            everyone = np.arange(len(sim.topo.devices))
+            everyone = np.arange(len(sim.topo.names))
             updates = yield from train_devices(sim, everyone, sim.global_weights, cloud_round, 0)
         if updates:
             sim.global_weights = yield from aggregate_at(
@@ -46,7 +46,7 @@ def _gather_edges(sim: Simulation, cloud_round: int) -> Process:
 
 def close_round(sim: Simulation, cloud_round: int) -> None:
     """Settle idle drain to now, evaluate the global model, and keep the round's figures."""
-    settle(sim, np.arange(len(sim.topo.devices)), cloud_round, -1)
+    settle(sim, np.arange(len(sim.topo.names)), cloud_round, -1)
     accuracy = loss = float("nan")
     if sim.trainer is not None:
         data = sim.trainer.data

@@ -22,7 +22,7 @@ from hierfl.limits import check_memory, input_elements
 from hierfl.policies import Selection, resolve_selection
 from hierfl.scenario import MODEL_NAMES, Scenario
 from hierfl.sim.battery import FleetBattery
-from hierfl.topology import Topology, build_topology
+from hierfl.topology import CLOUD, Topology, build_topology, string_index
 from hierfl.trace import Trace
 
 STREAM_SELECTION, STREAM_DATA, STREAM_TRAINING, STREAM_MODEL = 1, 2, 3, 4
@@ -45,13 +45,10 @@ class Fleet:
         cls, scenario: Scenario, topo: Topology, samples: np.ndarray, needed_bytes: int
     ) -> tuple[Fleet, FleetBattery]:
         """Columns from each device's profile, and the fleet's batteries, full."""
-        names = sorted(set(topo.profiles))
-        position = {name: k for k, name in enumerate(names)}
-        index = np.array([position[p] for p in topo.profiles])
-        profiles = [scenario.profile(name) for name in names]
+        profiles = [scenario.profile(name) for name in topo.profile_names]
 
         def column(get) -> np.ndarray:
-            return np.array([get(p) for p in profiles], dtype=np.float64)[index]
+            return np.array([get(p) for p in profiles], dtype=np.float64)[topo.profile_of]
 
         capacity = column(
             lambda p: np.inf if p.mains_powered else capacity_j(p.battery_mah, p.voltage_v)
@@ -186,14 +183,14 @@ def prepare(
     check_memory(scenario, input_elements(input_shape), stats.n_params)
     topo = build_topology(scenario)
     data_rng = np.random.default_rng([seed, STREAM_DATA])
-    samples = draw_sample_counts(scenario.data, len(topo.devices), data_rng)
+    samples = draw_sample_counts(scenario.data, len(topo.names), data_rng)
     needed = train_bytes(stats.n_params, scenario.run.batch_size, stats.activations_per_sample)
     fleet, battery = Fleet.build(scenario, topo, samples, needed)
     if not fleet.fits.any():
         raise ModelDoesNotFitError(
             f"model.name: {scenario.model.name!r} needs {needed} bytes to train "
             f"(batch_size {scenario.run.batch_size}) and fits no device "
-            f"(largest memory_kb: {max(scenario.profile(p).memory_kb for p in set(topo.profiles))})"
+            f"(largest memory_kb: {max(scenario.profile(p).memory_kb for p in topo.profile_names)})"
         )
     space = ParamSpace.of(model)
     run, compression = scenario.run, scenario.compression
@@ -205,7 +202,7 @@ def prepare(
         trainer = make_trainer(
             model, data, run.local_epochs, run.batch_size, run.learning_rate, run.device
         )
-    trace = Trace(["cloud", *topo.edges, *topo.devices])
+    trace = Trace(string_index([CLOUD, *topo.edges]).append(topo.names))
     return Simulation(
         scenario=scenario,
         env=simpy.Environment(),
@@ -222,6 +219,6 @@ def prepare(
         model=model,
         trainer=trainer,
         data=data,
-        trained=np.zeros(len(topo.devices), dtype=np.int64),
+        trained=np.zeros(len(topo.names), dtype=np.int64),
         global_weights=space.vector(model) if run.learning else None,
     )

@@ -70,8 +70,7 @@ def _play(
     sim.on_round = after_round
     sim.env.process(cloud(sim))
     sim.env.run()
-    topo = sim.topo
-    events = sim.trace.to_frame(string_index([CLOUD, *topo.edges]).append(topo.names))
+    events = sim.trace.to_frame()
     rounds = rounds_table(sim.round_rows, events)
     devices = devices_table(sim)
     model = None if sim.global_weights is None else sim.space.unflatten(sim.global_weights)
@@ -104,7 +103,7 @@ def devices_table(sim: Simulation) -> pd.DataFrame:
 def local_accuracy(sim: Simulation) -> np.ndarray:
     """The final global model's accuracy on each device's own data (NaN without learning)."""
     if sim.trainer is None:
-        return np.full(len(sim.topo.devices), np.nan)
+        return np.full(len(sim.topo.names), np.nan)
     data = sim.trainer.data
     hits, _ = per_sample(sim.model, sim.space, sim.global_weights, sim.trainer.x, sim.trainer.y)
     correct = np.add.reduceat(hits.numpy().astype(np.int64), data.offsets[:-1])
