@@ -6,8 +6,10 @@ never on which other jobs were pending with it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -36,16 +38,20 @@ class ParamSpace:
         """(name, shape) pairs, as codecs take them."""
         return list(zip(self.names, self.shapes, strict=True))
 
-    @property
+    @cached_property
+    def sizes(self) -> list[int]:
+        """Elements of each parameter."""
+        return [math.prod(shape) for shape in self.shapes]
+
+    @cached_property
     def size(self) -> int:
         """Elements in the flat vector."""
-        return sum(int(np.prod(shape)) for shape in self.shapes)
+        return sum(self.sizes)
 
     def unflatten(self, flat: torch.Tensor) -> dict[str, torch.Tensor]:
         """Views of ``flat`` shaped like the parameters (leading batch dims are kept)."""
-        sizes = [int(np.prod(shape)) for shape in self.shapes]
         lead = flat.shape[:-1]
-        parts = torch.split(flat, sizes, dim=-1)
+        parts = torch.split(flat, self.sizes, dim=-1)
         return {
             name: part.reshape(*lead, *shape)
             for name, part, shape in zip(self.names, parts, self.shapes, strict=True)
