@@ -15,6 +15,7 @@ from hierfl.profiles import BUILTIN_PROFILES, Profile
 _CUSTOM_NAME = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 MODEL_NAMES = ("tiny", "compact", "mobile", "dscnn")
 POLICY_NAMES = ("all", "random", "battery")
+RESERVED_PROFILE = "edge"  # device names are profile-number, edge servers are edge-number
 
 
 class _Frozen(BaseModel):
@@ -224,6 +225,11 @@ class Scenario(_Frozen):
                 raise ValueError(
                     f"devices[{index}].profile: unknown profile {group.profile!r} "
                     f"(allowed: {allowed})"
+                )
+            if group.profile == RESERVED_PROFILE:
+                raise ValueError(
+                    f"devices[{index}].profile: {RESERVED_PROFILE!r} is reserved: its devices' "
+                    f"names would be the edge servers' ({RESERVED_PROFILE}-0, ...); rename it"
                 )
         for key in ("edge_profile", "cloud_profile"):
             name = getattr(self.topology, key)

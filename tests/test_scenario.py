@@ -51,6 +51,11 @@ def test_good_file_loads(tmp_path):
                      id="unknown profile"),
         pytest.param('[[devices]]\nprofile = "mcu"\ncount = 0\n', "devices[0].count", "0",
                      id="zero count"),
+        pytest.param('[profiles.edge]\nmemory_kb = 512\ncompute_mflops = 10\n'
+                     'bandwidth_kbps = 100\nlatency_ms = 10\nvoltage_v = 3\n'
+                     'power_compute_w = 1\npower_tx_w = 1\npower_rx_w = 1\npower_idle_w = 0\n'
+                     '[[devices]]\nprofile = "edge"\ncount = 2\n', "devices[0].profile",
+                     "reserved", id="profile named edge"),
         pytest.param("devices = []\n", "devices", "at least 1", id="empty devices"),
         pytest.param("[run]\ncloud_rounds = 2\n", "devices", "missing", id="no devices"),
         pytest.param('[run]\ncloud_rounds = "3"\n' + DEVICES, "run.cloud_rounds", "'3'",
