@@ -10,12 +10,13 @@ a 300-device warm-up (imports and torch's lazy initialisation are not counted), 
 
 - wall: ``hierfl.run(scenario)`` end to end (prepare, simulate, events/rounds/devices
   tables, summary); cpu: the process CPU seconds of the same call (steadier than wall on a
-  shared machine);
+  shared machine); each the best of ``--repeat`` runs (3), as are raw SimPy's rate and the
+  simulation alone, so that other processes on a shared machine weigh on neither side;
 - events/s: recorded events (rows of the events table) per wall second;
 - raw SimPy: the same number of trivial ``env.timeout(1)`` events in one plain SimPy
   process, timed in the same child; the ratio is hierfl's events/s over raw SimPy's;
-- peak RSS: ``ru_maxrss`` of the child after the run (the warm-up included), and its
-  growth over the RSS before the run;
+- peak RSS: ``ru_maxrss`` of the child after the first run (the warm-up included), and
+  its growth over the RSS before that run;
 - trace B/event: bytes the Trace holds at the close of the last cloud round (measured with
   tracemalloc, filtered to allocations made from ``hierfl/trace.py``) per recorded event;
   table B/event: the events table's columns per event (categorical codes; the node names
@@ -23,8 +24,9 @@ a 300-device warm-up (imports and torch's lazy initialisation are not counted), 
 - tracemalloc peak: the Python heap's peak during a second, traced run (slower; skip it
   with ``--no-tracemalloc``).
 
-Run: ``python benchmarks/bench_sim.py [--sizes 10000 100000 1000000] [--no-tracemalloc]
-[--profile]`` (``--profile`` prints a pyinstrument profile of the largest size's run).
+Run: ``python benchmarks/bench_sim.py [--sizes 10000 100000 1000000] [--repeat 3]
+[--no-tracemalloc] [--profile]`` (``--profile`` prints a pyinstrument profile of the
+largest size's runs).
 """
 
 from __future__ import annotations
@@ -125,8 +127,8 @@ def traced_run(devices: int) -> tuple[int, int]:
     return peak, held[-1]
 
 
-def measure_one(devices: int, traced: bool, profile: bool) -> dict:
-    """All figures of one size, in this process."""
+def measure_one(devices: int, traced: bool, profile: bool, repeat: int) -> dict:
+    """All figures of one size, in this process; times are the best of ``repeat`` runs."""
     hierfl.run(scenario(300))
     chosen = scenario(devices)
     before = rss_bytes()
@@ -136,14 +138,20 @@ def measure_one(devices: int, traced: bool, profile: bool) -> dict:
 
         profiler = Profiler(interval=0.001)
         profiler.start()
-    start, cpu = time.perf_counter(), time.process_time()
-    result = hierfl.run(chosen)
-    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    wall = cpu = float("inf")
+    for k in range(repeat):
+        start, start_cpu = time.perf_counter(), time.process_time()
+        result = hierfl.run(chosen)
+        wall = min(wall, time.perf_counter() - start)
+        cpu = min(cpu, time.process_time() - start_cpu)
+        if k == 0:  # the first run's peak: later ones reuse (or fragment) its memory
+            peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        events, table = len(result.events), table_bytes(result.events)
+        sim_time_s = result.summary["sim_time_s"]
+        del result
     if profiler is not None:
         profiler.stop()
         print(profiler.output_text(unicode=False, color=False), file=sys.stderr)
-    peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    events = len(result.events)
     figures = {
         "devices": devices,
         "edges": chosen.topology.edges,
@@ -151,14 +159,13 @@ def measure_one(devices: int, traced: bool, profile: bool) -> dict:
         "cpu_s": cpu,
         "events": events,
         "events_per_s": events / wall,
-        "raw_simpy_per_s": raw_simpy_per_s(events),
+        "raw_simpy_per_s": max(raw_simpy_per_s(events) for _ in range(repeat)),
         "peak_rss": peak_rss,
         "rss_growth": peak_rss - before,
-        "table_bytes_per_event": table_bytes(result.events) / events,
-        "sim_time_s": result.summary["sim_time_s"],
+        "table_bytes_per_event": table / events,
+        "sim_time_s": sim_time_s,
+        "sim_wall_s": min(simulation_wall_s(chosen) for _ in range(repeat)),
     }
-    del result
-    figures["sim_wall_s"] = simulation_wall_s(chosen)
     if traced:
         heap_peak, trace_bytes = traced_run(devices)
         figures["tracemalloc_peak"] = heap_peak
@@ -191,17 +198,19 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=list(SIZES))
     parser.add_argument("--no-tracemalloc", action="store_true")
     parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per size (best is shown)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
-        print(json.dumps(measure_one(args.one, not args.no_tracemalloc, args.profile)))
+        print(json.dumps(
+            measure_one(args.one, not args.no_tracemalloc, args.profile, args.repeat)))
         return
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
           f"events/s and ratio use wall time; "
           f"peak RSS = ru_maxrss of a child process per size")
     print(HEADER)
     for i, devices in enumerate(args.sizes):
-        command = [sys.executable, __file__, "--one", str(devices)]
+        command = [sys.executable, __file__, "--one", str(devices), "--repeat", str(args.repeat)]
         if args.no_tracemalloc:
             command.append("--no-tracemalloc")
         if args.profile and i == len(args.sizes) - 1:
