@@ -177,7 +177,7 @@ class BatchedTrainer(ReferenceTrainer):
 
     def flush(self) -> None:
         """Train every pending job, all together; each job gets its result (on CPU)."""
-        jobs, self.pending = self.pending, []
+        jobs = self.take_pending()
         if not jobs:
             return
         if self.path == "linear" and torch.device(self.device).type == "cpu":

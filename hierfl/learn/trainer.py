@@ -114,24 +114,27 @@ class ReferenceTrainer:
         )
         self.device = device
         self.x, self.y = data.x.to(device), data.y.to(device)
-        self.pending: list[Job] = []
+        self.pending: dict[Job, None] = {}  # in submission order; cancelling one is O(1)
 
     def submit(self, device: int, start: torch.Tensor, seed: tuple[int, ...]) -> Job:
         """Queue training of ``device`` from ``start``; nothing runs until a result is needed."""
         job = Job(self, device, start, seed)
-        self.pending.append(job)
+        self.pending[job] = None
         return job
 
     def cancel(self, job: Job) -> None:
         """Drop a job whose result will never be used (its device dropped out)."""
-        if job in self.pending:
-            self.pending.remove(job)
+        self.pending.pop(job, None)
 
     def flush(self) -> None:
         """Train every pending job."""
-        jobs, self.pending = self.pending, []
-        for job in jobs:
+        for job in self.take_pending():
             job._result = self.train(job)
+
+    def take_pending(self) -> list[Job]:
+        """The pending jobs, in submission order, leaving none pending."""
+        jobs, self.pending = list(self.pending), {}
+        return jobs
 
     def train(self, job: Job) -> torch.Tensor:
         """Local epochs of SGD for one job; dropout (if any) seeded by the job alone."""
