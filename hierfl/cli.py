@@ -62,6 +62,9 @@ def run(
     quiet: Annotated[bool, typer.Option(help="Plain lines, no progress bar.")] = False,
     force: Annotated[bool, typer.Option(help="Write into a non-empty --out folder.")] = False,
     plots: Annotated[bool, typer.Option(help="Draw timeline, accuracy and energy PNGs.")] = True,
+    trace: Annotated[
+        bool, typer.Option(help="Write trace.json (about 300 bytes per event).")
+    ] = True,
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run in this folder from its last checkpoint.")
     ] = None,
@@ -69,6 +72,7 @@ def run(
     """Simulate SCENARIO and write its run folder (tables, summary, model, trace.json, plots).
 
     A checkpoint after every cloud round lets --resume DIR finish a killed run exactly.
+    `hierfl plot DIR` writes the figures and trace.json of a run written without them.
     """
     if resume is not None:
         if scenario or set_ or seed is not None or rounds is not None or out:
@@ -90,7 +94,8 @@ def run(
             resolved, quiet, lambda report: simulate(resolved, report, checkpoint_dir=folder)
         )
     result.write(folder)
-    write_chrome_trace(result, folder / "trace.json")
+    if trace:
+        write_chrome_trace(result, folder / "trace.json")
     if plots:
         _draw(result, folder)
     (folder / CHECKPOINT).unlink(missing_ok=True)

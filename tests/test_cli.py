@@ -185,11 +185,13 @@ def test_plot_redraws_and_compare_overlays(tmp_path):
             f"topology.mode={mode}",
         )
         assert done.returncode == 0, done.stderr
-        assert not (out / "timeline.png").exists()
+        assert not (out / "timeline.png").exists() and (out / "trace.json").exists()
         runs.append(str(out))
+    (tmp_path / "hierarchical" / "trace.json").unlink()
     redrawn = hierfl("plot", runs[0])
     assert redrawn.returncode == 0, redrawn.stderr
     assert (tmp_path / "hierarchical" / "timeline.png").stat().st_size > 10_000
+    assert (tmp_path / "hierarchical" / "trace.json").stat().st_size > 1_000
     figure = tmp_path / "cmp.png"
     compared = hierfl("compare", *runs, "--out", str(figure))
     assert compared.returncode == 0, compared.stderr
@@ -213,3 +215,14 @@ def test_run_folder_files_have_the_usual_mode(tmp_path):
     assert done.returncode == 0, done.stderr
     for path in out.iterdir():
         assert path.stat().st_mode & 0o044, path.name
+
+
+def test_no_trace_skips_only_trace_json(tmp_path):
+    """--no-trace leaves trace.json out of the run folder and writes everything else."""
+    out = tmp_path / "run"
+    done = hierfl("run", write(tmp_path, GOOD), "--out", str(out), "--quiet", "--no-plots",
+                  "--no-trace")
+    assert done.returncode == 0, done.stderr
+    names = {p.name for p in out.iterdir()}
+    assert "trace.json" not in names
+    assert {"events.parquet", "rounds.csv", "devices.csv", "summary.json"} <= names
