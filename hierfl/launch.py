@@ -11,10 +11,12 @@ import gc
 
 def main() -> None:
     """Import the command line with collection paused, freeze the result, and run it."""
+    collecting = gc.isenabled()
     gc.disable()
     try:
         from hierfl.cli import main as cli_main
     finally:
         gc.freeze()
-        gc.enable()
+        if collecting:
+            gc.enable()
     cli_main()

@@ -291,3 +291,17 @@ def test_device_routes_match_the_graph(make_scenario, mode, edges):
             assert [tuple(np.ravel(hop).tolist()) for hop in route] == [tuple(h) for h in hops]
     if edges:
         assert [topo.members(e).tolist() for e in range(edges)] == [[0, 2, 4], [1, 3]]
+
+
+def test_updates_encoded_in_chunks_equal_one_array(make_scenario, monkeypatch):
+    """Encoding a cohort a few updates at a time changes no byte, event or weight."""
+    from hierfl.sim import engine
+
+    scenario = make_scenario(run={"learning": True}, compression={"quantize": "int8",
+                                                                   "prune_ratio": 0.3},
+                             devices=[{"profile": "mobile", "count": 7}])
+    whole = hierfl.run(scenario)
+    monkeypatch.setattr(engine, "ENCODE_ROWS", 2)
+    chunked = hierfl.run(scenario)
+    assert_same_tables(whole, chunked)
+    assert all(torch.equal(whole.model[k], chunked.model[k]) for k in whole.model)

@@ -101,3 +101,23 @@ def test_a_codec_whose_bytes_disagree_with_its_size_is_refused(custom):
 
     with pytest.raises(hierfl.ScenarioError, match=r"compression\.codec: encode wrote \d+ bytes"):
         hierfl.run(small("run.cloud_rounds=1"), codec=Padded())
+
+
+def test_a_codec_subclass_is_called_for_each_update():
+    """A subclass of the built-in Codec keeps its own encode and decode (no bulk path)."""
+    from hierfl.compression import Codec
+
+    calls = {"encode": 0, "decode": 0}
+
+    class Counted(Codec):
+        def encode(self, tensors):
+            calls["encode"] += 1
+            return super().encode(tensors)
+
+        def decode(self, payload, specs):
+            calls["decode"] += 1
+            return super().decode(payload, specs)
+
+    result = hierfl.run(small("run.cloud_rounds=1"), codec=Counted("int8"))
+    uploads = (result.events["kind"].isin(["upload", "edge_upload"])).sum()
+    assert calls["encode"] == uploads and calls["decode"] == uploads

@@ -43,3 +43,17 @@ def test_launch_runs_the_cli_with_collection_enabled_again(monkeypatch):
 
 def test_all_lists_exactly_the_lazy_names():
     assert sorted(hierfl.__all__) == sorted(hierfl._WHERE)
+
+
+def test_launch_leaves_a_paused_collector_paused(monkeypatch):
+    import hierfl.cli
+    from hierfl.launch import main
+
+    monkeypatch.setattr(hierfl.cli, "main", lambda: None)
+    gc.disable()
+    try:
+        main()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+        gc.unfreeze()

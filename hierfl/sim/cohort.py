@@ -47,7 +47,7 @@ def per_device_processes() -> Iterator[None]:
         _PER_DEVICE.reset(token)
 
 
-def in_cohorts(sim: Simulation) -> bool:
+def in_cohorts() -> bool:
     """Whether edge rounds run as cohorts: always, unless ``per_device_processes`` is on."""
     return not _PER_DEVICE.get()
 

@@ -28,7 +28,7 @@ def train_devices(
     rng = selection_rng(sim, cloud_round, edge_round, edge)
     chosen = sim.policy(candidates, Fractions(sim.battery), sim.scenario.selection.fraction, rng)
     down_bytes = sim.downlink_bytes(model)
-    if cohort.in_cohorts(sim):
+    if cohort.in_cohorts():
         chosen = np.asarray(chosen, dtype=np.int64)
         return (yield from cohort.play(sim, chosen, model, down_bytes, (cloud_round, edge_round)))
     runs = [

@@ -26,6 +26,7 @@ from hierfl.topology import CLOUD, Topology, build_topology, string_index
 from hierfl.trace import Trace
 
 STREAM_SELECTION, STREAM_DATA, STREAM_TRAINING, STREAM_MODEL = 1, 2, 3, 4
+ENCODE_ROWS = 256  # updates encoded as one array: bounds the codec's scratch memory
 
 
 @dataclass
@@ -118,13 +119,18 @@ class Simulation:
         return self.trainer.submit(device, start, seed)
 
     def encode(self, models: Sequence[torch.Tensor], base: torch.Tensor) -> list[bytes]:
-        """The uplink payloads of ``models`` received as ``base`` (``uplink_bytes`` each)."""
-        stacked = torch.stack(list(models))
-        sent = stacked - base if self.scenario.compression.payload == "delta" else stacked
-        if isinstance(self.codec, Codec):
-            payloads = self.codec.encode_rows(sent.numpy(), self.space.specs)
-        else:
-            payloads = [self.codec.encode(self.space.unflatten(row)) for row in sent]
+        """The uplink payloads of ``models`` received as ``base`` (``uplink_bytes`` each).
+
+        A built-in codec encodes ``ENCODE_ROWS`` models at a time, as one array each.
+        """
+        payloads = []
+        for start in range(0, len(models), ENCODE_ROWS):
+            stacked = torch.stack(list(models[start : start + ENCODE_ROWS]))
+            sent = stacked - base if self.scenario.compression.payload == "delta" else stacked
+            if self._rows_codec is not None:
+                payloads += self._rows_codec.encode_rows(sent.numpy(), self.space.specs)
+            else:
+                payloads += [self.codec.encode(self.space.unflatten(row)) for row in sent]
         for payload in payloads:
             if len(payload) != self.uplink_bytes:
                 raise ScenarioError(
@@ -138,6 +144,14 @@ class Simulation:
         if weights is None:
             return self.dense_bytes
         return len(DENSE.encode(self.space.unflatten(weights)))
+
+    @cached_property
+    def _rows_codec(self) -> Codec | None:
+        """The codec when it is exactly the built-in one, whose row methods encode in bulk.
+
+        A subclass may override ``encode`` or ``decode``: it is called an update at a time.
+        """
+        return self.codec if type(self.codec) is Codec else None
 
     @cached_property
     def uplink_bytes(self) -> int:
@@ -154,8 +168,8 @@ class Simulation:
         if base is None:
             return None
         payloads, specs = [u.payload for u in updates], self.space.specs
-        if isinstance(self.codec, Codec):
-            decoded = torch.from_numpy(self.codec.decode_rows(payloads, specs))
+        if self._rows_codec is not None:
+            decoded = torch.from_numpy(self._rows_codec.decode_rows(payloads, specs))
         else:
             tensors = [self.codec.decode(payload, specs) for payload in payloads]
             decoded = torch.stack([self.space.flatten(t) for t in tensors])
