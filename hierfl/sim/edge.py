@@ -27,7 +27,7 @@ def train_devices(
     candidates = eligible(sim, devices, cloud_round, edge_round)
     rng = selection_rng(sim, cloud_round, edge_round, edge)
     chosen = sim.policy(candidates, Fractions(sim.battery), sim.scenario.selection.fraction, rng)
-    down_bytes = sim.downlink_bytes(model)
+    down_bytes = sim.dense_bytes
     if cohort.in_cohorts():
         chosen = np.asarray(chosen, dtype=np.int64)
         return (yield from cohort.play(sim, chosen, model, down_bytes, (cloud_round, edge_round)))
@@ -82,25 +82,10 @@ def edge_cloud_round(
     sim: Simulation, edge: int, global_model: torch.Tensor | None, cloud_round: int
 ) -> Process:
     """One cloud round at one edge: download, ``edge_rounds`` edge rounds, upload."""
-    env, topo = sim.env, sim.topo
-    profile = sim.scenario.profile(sim.scenario.topology.edge_profile)
-    node, name = sim.edge_node(edge), topo.edges[edge]
-    down_bytes = sim.downlink_bytes(global_model)
-    seconds = transfer_s(down_bytes, topo.hops("cloud", name))
-    sim.trace.record(
-        "cloud_download",
-        node,
-        node,
-        env.now,
-        env.now + seconds,
-        cloud_round,
-        -1,
-        down_bytes,
-        profile.power_rx_w * seconds,
-    )
-    yield env.timeout(seconds)
+    node = sim.edge_node(edge)
+    yield from backhaul(sim, edge, "cloud_download", sim.dense_bytes, cloud_round)
 
-    devices = topo.members(edge)
+    devices = sim.topo.members(edge)
     model, samples = global_model, 0
     for edge_round in range(sim.scenario.run.edge_rounds):
         updates = yield from train_devices(sim, devices, model, cloud_round, edge_round, edge)
@@ -112,18 +97,17 @@ def edge_cloud_round(
     if samples == 0:
         return None
     payload = None if global_model is None else sim.encode([model], global_model)[0]
-    up_bytes = sim.uplink_bytes
-    seconds = transfer_s(up_bytes, topo.hops(name, "cloud"))
-    sim.trace.record(
-        "edge_upload",
-        node,
-        node,
-        env.now,
-        env.now + seconds,
-        cloud_round,
-        -1,
-        up_bytes,
-        profile.power_tx_w * seconds,
-    )
-    yield env.timeout(seconds)
+    yield from backhaul(sim, edge, "edge_upload", sim.uplink_bytes, cloud_round)
     return Update(edge, payload, samples)
+
+
+def backhaul(sim: Simulation, edge: int, kind: str, nbytes: int, cloud_round: int) -> Process:
+    """An edge's model transfer with the cloud: ``cloud_download`` or ``edge_upload``."""
+    name, down = sim.topo.edges[edge], kind == "cloud_download"
+    hops = sim.topo.hops("cloud", name) if down else sim.topo.hops(name, "cloud")
+    profile = sim.scenario.profile(sim.scenario.topology.edge_profile)
+    seconds = transfer_s(nbytes, hops)
+    energy_j = (profile.power_rx_w if down else profile.power_tx_w) * seconds
+    node, now = sim.edge_node(edge), sim.env.now
+    sim.trace.record(kind, node, node, now, now + seconds, cloud_round, -1, nbytes, energy_j)
+    yield sim.env.timeout(seconds)

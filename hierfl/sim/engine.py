@@ -139,12 +139,6 @@ class Simulation:
                 )
         return payloads
 
-    def downlink_bytes(self, weights: torch.Tensor | None) -> int:
-        """Bytes of a model sent down: dense float32, really encoded when there are weights."""
-        if weights is None:
-            return self.dense_bytes
-        return len(DENSE.encode(self.space.unflatten(weights)))
-
     @cached_property
     def _rows_codec(self) -> Codec | None:
         """The codec when it is exactly the built-in one, whose row methods encode in bulk.
@@ -160,7 +154,7 @@ class Simulation:
 
     @cached_property
     def dense_bytes(self) -> int:
-        """Size of one dense float32 model."""
+        """Size of one dense float32 model: every model sent down (downlinks are dense)."""
         return DENSE.payload_bytes(self.space.specs)
 
     def aggregate(self, base: torch.Tensor | None, updates: list[Update]) -> torch.Tensor | None:
