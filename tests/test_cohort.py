@@ -36,6 +36,22 @@ def assert_same_tables(fast: hierfl.Result, slow: hierfl.Result) -> None:
                                       check_exact=True, obj=table)
 
 
+def mixed_fleet(make_scenario, weak_profile, count: int, learning: bool, samples: list[int],
+                fraction: float) -> Scenario:
+    """``count`` devices of each of mcu, soc, mobile and a weak board that drops out; 3 edges,
+    3 cloud rounds of 2 edge rounds, int8 + pruning, random selection of ``fraction``."""
+    weak = {**weak_profile, "battery_mah": 0.3, "power_idle_w": 0.01}
+    return make_scenario(
+        run={"cloud_rounds": 3, "edge_rounds": 2, "learning": learning},
+        data={"samples_per_device": samples},
+        compression={"quantize": "int8", "prune_ratio": 0.3},
+        selection={"policy": "random", "fraction": fraction, "min_battery": 0.1},
+        topology={"edges": 3},
+        devices=[{"profile": p, "count": count} for p in ("mcu", "soc", "mobile", "weak")],
+        profiles={"weak": weak},
+    )
+
+
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(scenario=timing_scenarios())
 def test_cohorts_equal_per_device_processes(scenario):
@@ -45,17 +61,7 @@ def test_cohorts_equal_per_device_processes(scenario):
 
 def test_cohorts_equal_per_device_processes_on_a_larger_fleet(make_scenario, weak_profile):
     """300 devices, 3 edges, 2 edge rounds, random selection, dropouts: identical tables."""
-    weak = {**weak_profile, "battery_mah": 0.3, "power_idle_w": 0.01}
-    scenario = make_scenario(
-        run={"cloud_rounds": 3, "edge_rounds": 2},
-        data={"samples_per_device": [20, 80]},
-        compression={"quantize": "int8", "prune_ratio": 0.3},
-        selection={"policy": "random", "fraction": 0.5, "min_battery": 0.1},
-        topology={"edges": 3},
-        devices=[{"profile": p, "count": 75} for p in ("mcu", "soc", "mobile", "weak")],
-        profiles={"weak": weak},
-    )
-    fast, slow = both_paths(scenario)
+    fast, slow = both_paths(mixed_fleet(make_scenario, weak_profile, 75, False, [20, 80], 0.5))
     assert_same_tables(fast, slow)
     assert fast.devices["dropped"].any() and (fast.devices["rounds_trained"] > 0).any()
 
@@ -66,17 +72,7 @@ def test_learning_cohorts_equal_per_device_processes(make_scenario, weak_profile
     Cohorts train at the end of an edge round, per-device processes as the first device
     finishes computing, so the jobs that share a batch can differ.
     """
-    weak = {**weak_profile, "battery_mah": 0.3, "power_idle_w": 0.01}
-    scenario = make_scenario(
-        run={"cloud_rounds": 3, "edge_rounds": 2, "learning": True},
-        data={"samples_per_device": [20, 60]},
-        compression={"quantize": "int8", "prune_ratio": 0.3},
-        selection={"policy": "random", "fraction": 0.6, "min_battery": 0.1},
-        topology={"edges": 3},
-        devices=[{"profile": p, "count": 10} for p in ("mcu", "soc", "mobile", "weak")],
-        profiles={"weak": weak},
-    )
-    fast, slow = both_paths(scenario)
+    fast, slow = both_paths(mixed_fleet(make_scenario, weak_profile, 10, True, [20, 60], 0.6))
     pd.testing.assert_frame_equal(fast.events, slow.events, check_exact=True)
     for table in ("rounds", "devices"):
         pd.testing.assert_frame_equal(getattr(fast, table), getattr(slow, table),
