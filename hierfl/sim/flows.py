@@ -1,0 +1,260 @@
+"""Flows over shared links at max-min fair rates: SimGrid's flow model, as a pure solver.
+
+A flow sends ``size_bytes`` from ``start_s`` (the end of its path latency) at a rate no
+higher than its private ``cap_bytes_s`` (its access link) nor than its share of each shared
+link on its path. The rates are the max-min fair allocation (progressive filling), and they
+are recomputed whenever a flow enters or leaves; a flow ends when its bytes are sent, or at
+``stop_s`` when its sender stops first (an empty battery).
+
+Flows with the same cap and the same shared links always have the same rate, so the solver
+works on those *classes*, not on flows: a class keeps one service counter (bytes sent per
+flow since time 0 at the class's rate) and a heap of its flows' virtual finish values, so
+a flow costs O(log n) to enter and to leave, and each event costs O(K * L) for K classes
+active over L links. Fleets whose devices share a few profiles have a few classes per
+cell, so a million devices cost about as many heap operations; with per-device bandwidths
+(``bandwidth_sigma`` > 0) every device is its own class and an event costs O(devices).
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+
+TIE = 1e-12  # relative: link levels this close saturate at the same time
+
+
+@dataclass(frozen=True)
+class Solution:
+    """How each flow ended, and the load on each shared link over time.
+
+    Link ``l`` carries ``load_bytes_s[j, l]`` bytes/s during ``[times_s[j], times_s[j+1])``.
+    """
+
+    end_s: np.ndarray
+    sent_bytes: np.ndarray
+    done: np.ndarray
+    times_s: np.ndarray
+    load_bytes_s: np.ndarray
+
+
+def max_min_rates(
+    cap_bytes_s: np.ndarray, paths: np.ndarray, capacity_bytes_s: np.ndarray
+) -> np.ndarray:
+    """Max-min fair rate of each flow (bytes/s): progressive filling over links and caps.
+
+    ``paths[f]`` lists the shared links flow ``f`` crosses (-1 pads), ``capacity_bytes_s``
+    their capacities; ``cap_bytes_s[f]`` is the flow's private cap.
+
+    >>> max_min_rates(np.array([1.0, 10.0, 10.0]), np.array([[0], [0], [0]]), np.array([9.0]))
+    array([1., 4., 4.])
+    """
+    capacity_bytes_s = np.asarray(capacity_bytes_s, dtype=float)
+    cap_bytes_s = np.asarray(cap_bytes_s, dtype=float)
+    paths = _as_paths(paths, len(cap_bytes_s))
+    classes, inverse = _classes(cap_bytes_s, paths, capacity_bytes_s)
+    counts = np.bincount(inverse, minlength=len(classes.cap)).astype(float)
+    return classes.rates(counts, capacity_bytes_s)[inverse]
+
+
+def solve(
+    start_s: np.ndarray,
+    size_bytes: np.ndarray,
+    cap_bytes_s: np.ndarray,
+    paths: np.ndarray,
+    capacity_bytes_s: np.ndarray,
+    stop_s: np.ndarray | None = None,
+) -> Solution:
+    """Play the flows from their starts to their ends; see the module docstring.
+
+    >>> s = solve(np.array([0.0, 1.0]), np.array([4.0, 1.0]), np.array([4.0, 4.0]),
+    ...           np.array([[0], [0]]), np.array([2.0]))
+    >>> s.end_s.tolist(), s.times_s.tolist(), s.load_bytes_s[:, 0].tolist()
+    ([2.5, 2.0], [0.0, 2.5], [2.0])
+    """
+    start_s = np.asarray(start_s, dtype=float)
+    size_bytes = np.asarray(size_bytes, dtype=float)
+    capacity_bytes_s = np.asarray(capacity_bytes_s, dtype=float)
+    n = len(start_s)
+    stop_s = np.full(n, np.inf) if stop_s is None else np.asarray(stop_s, dtype=float)
+    paths = _as_paths(paths, n)
+    classes, inverse = _classes(np.asarray(cap_bytes_s, dtype=float), paths, capacity_bytes_s)
+    play = _Play(classes, inverse, size_bytes, capacity_bytes_s)
+    play.run(start_s, stop_s)
+    return play.solution()
+
+
+@dataclass(frozen=True)
+class _Classes:
+    """Flows grouped by (cap, shared links): ``cap`` per class, ``on[k, l]`` if k crosses l."""
+
+    cap: np.ndarray
+    on: np.ndarray
+
+    def rates(self, counts: np.ndarray, capacity: np.ndarray) -> np.ndarray:
+        """Per-flow rate of each class holding ``counts`` flows (0 for empty classes)."""
+        rate = np.zeros(len(self.cap))
+        free = counts > 0
+        if np.isinf(self.cap[free]).any() and not self.on[free & np.isinf(self.cap)].any(1).all():
+            raise ValueError("a flow has neither a finite cap nor a shared link: its rate is inf")
+        left = capacity.astype(float).copy()
+        while free.any():
+            crossing = counts[free] @ self.on[free]  # unfrozen flows on each link
+            with np.errstate(divide="ignore", invalid="ignore"):
+                level_l = np.where(crossing > 0, left / crossing, np.inf)
+            level = min(level_l.min(initial=np.inf), self.cap[free].min())
+            full = level_l <= level * (1 + TIE)
+            frozen = free & ((self.cap <= level) | self.on[:, full].any(1))
+            rate[frozen] = level
+            left = np.maximum(left - (counts[frozen] * level) @ self.on[frozen], 0.0)
+            free &= ~frozen
+        return rate
+
+
+def _classes(
+    cap: np.ndarray, paths: np.ndarray, capacity: np.ndarray
+) -> tuple[_Classes, np.ndarray]:
+    """Group flows by cap and set of shared links; return the classes and each flow's."""
+    n = len(cap)
+    if paths.size and paths.max() >= len(capacity):
+        raise ValueError(f"paths name link {paths.max()}, but there are {len(capacity)} links")
+    if (capacity <= 0).any() or (cap <= 0).any():
+        raise ValueError("every capacity and cap must be > 0")
+    on = np.zeros((n, len(capacity)), dtype=bool)
+    rows, cols = np.nonzero(paths >= 0)
+    on[rows, paths[rows, cols]] = True
+    key = np.column_stack([cap, on.astype(float)])
+    unique, inverse = np.unique(key, axis=0, return_inverse=True)
+    return _Classes(unique[:, 0], unique[:, 1:].astype(bool)), inverse.reshape(-1)
+
+
+def _as_paths(paths: np.ndarray, n: int) -> np.ndarray:
+    """``paths`` as an (n, k) array of link ids (a 1-d array: one link per flow)."""
+    paths = np.asarray(paths, dtype=np.int64)
+    return paths[:, None] if paths.ndim == 1 else paths.reshape(n, paths.shape[-1])
+
+
+class _Play:
+    """The event loop of ``solve``: classes share a service counter, flows a heap per class."""
+
+    def __init__(
+        self, classes: _Classes, inverse: np.ndarray, size: np.ndarray, capacity: np.ndarray
+    ) -> None:
+        self.classes, self.inverse, self.size = classes, inverse, size
+        k, n = len(classes.cap), len(size)
+        self.capacity = capacity
+        self.service = np.zeros(k)  # bytes sent per flow of each class since t = 0
+        self.rate = np.zeros(k)
+        self.count = np.zeros(k)
+        self.heaps: list[list[tuple[float, int]]] = [[] for _ in range(k)]
+        self.entered = np.zeros(n)  # service of the flow's class when it entered
+        self.active = np.zeros(n, dtype=bool)
+        self.end_s = np.full(n, np.nan)
+        self.sent = np.zeros(n)
+        self.done = np.zeros(n, dtype=bool)
+        self.times: list[float] = []
+        self.loads: list[np.ndarray] = []
+        self.now = -np.inf
+
+    def run(self, start_s: np.ndarray, stop_s: np.ndarray) -> None:
+        """Advance from event to event: entries and stops (known), finishes (computed)."""
+        starts = np.argsort(start_s, kind="stable")
+        stops = np.argsort(stop_s, kind="stable")
+        stops = stops[np.isfinite(stop_s[stops])]
+        i = j = 0
+        while i < len(starts) or self.count.any():
+            t_enter = start_s[starts[i]] if i < len(starts) else np.inf
+            t_stop = stop_s[stops[j]] if j < len(stops) else np.inf
+            t_finish, finishing = self._next_finish()
+            t = min(t_enter, t_stop, t_finish)
+            self._advance(t)
+            if t == t_finish:
+                self._finish(finishing)
+            while j < len(stops) and stop_s[stops[j]] <= t:
+                self._stop(stops[j])
+                j += 1
+            entering = i
+            while i < len(starts) and start_s[starts[i]] <= t:
+                i += 1
+            self._enter(starts[entering:i])
+            self._rebalance()
+
+    def _next_finish(self) -> tuple[float, int]:
+        busy = np.flatnonzero(self.count > 0)
+        if not len(busy):
+            return np.inf, -1
+        head = np.array([self.heaps[k][0][0] for k in busy])
+        with np.errstate(divide="ignore"):
+            wait = (head - self.service[busy]) / self.rate[busy]
+        k = int(np.argmin(wait))
+        return self.now + max(wait[k], 0.0), int(busy[k])
+
+    def _advance(self, t: float) -> None:
+        if self.now > -np.inf and t > self.now:
+            busy = self.count > 0
+            self.service[busy] += self.rate[busy] * (t - self.now)
+        self.now = t
+
+    def _finish(self, k: int) -> None:
+        """Every flow of class ``k`` whose bytes are now sent ends (the head exactly now)."""
+        heap = self.heaps[k]
+        self.service[k] = max(self.service[k], heap[0][0])
+        while heap and heap[0][0] <= self.service[k] * (1 + TIE):
+            _, f = heapq.heappop(heap)
+            if self.active[f]:
+                self._leave(f, k, done=True)
+
+    def _stop(self, f: int) -> None:
+        """The sender of ``f`` stops: its flow ends now (before it began: with 0 bytes)."""
+        k = int(self.inverse[f])
+        if self.active[f]:
+            self._leave(f, k, done=False)
+            heap = self.heaps[k]
+            while heap and not self.active[heap[0][1]]:
+                heapq.heappop(heap)
+        elif np.isnan(self.end_s[f]):
+            self.end_s[f] = self.now
+
+    def _leave(self, f: int, k: int, done: bool) -> None:
+        self.active[f] = False
+        self.count[k] -= 1
+        self.end_s[f] = self.now
+        self.done[f] = done
+        sent = self.service[k] - self.entered[f]
+        self.sent[f] = self.size[f] if done else min(sent, self.size[f])
+        if not self.count[k]:
+            self.heaps[k].clear()
+
+    def _enter(self, flows: np.ndarray) -> None:
+        for f in flows:
+            if not np.isnan(self.end_s[f]):  # stopped before it began
+                continue
+            k = int(self.inverse[f])
+            if self.size[f] <= 0:
+                self.end_s[f], self.done[f] = self.now, True
+                continue
+            self.active[f] = True
+            self.entered[f] = self.service[k]
+            heapq.heappush(self.heaps[k], (self.service[k] + self.size[f], int(f)))
+            self.count[k] += 1
+
+    def _rebalance(self) -> None:
+        self.rate = self.classes.rates(self.count, self.capacity)
+        load = (self.count * self.rate) @ self.classes.on
+        if self.loads and np.array_equal(load, self.loads[-1]):
+            return
+        self.times.append(self.now)
+        self.loads.append(load)
+
+    def solution(self) -> Solution:
+        """The flows' ends and the links' load steps, closed by the last flow's end."""
+        times, loads = self.times, self.loads
+        if loads and not loads[-1].any():  # the last flow's end closes the last step
+            loads = loads[:-1]
+        else:
+            times = [*times, self.now]
+        return Solution(
+            self.end_s, self.sent, self.done, np.array(times[: len(loads) + 1] if loads else []),
+            np.array(loads, dtype=float).reshape(len(loads), len(self.capacity)),
+        )
