@@ -17,7 +17,15 @@ class Profile(BaseModel):
 
     memory_kb: float = Field(gt=0, description="memory available for training, KiB")
     compute_mflops: float = Field(gt=0, description="sustained training throughput, 10^6 FLOP/s")
-    bandwidth_kbps: float = Field(gt=0, description="access link bandwidth, 10^3 bit/s")
+    bandwidth_kbps: float = Field(
+        gt=0, description="access link bandwidth, each direction unless given apart, 10^3 bit/s"
+    )
+    uplink_kbps: float | None = Field(
+        default=None, gt=0, description="device-to-network bandwidth; bandwidth_kbps if unset"
+    )
+    downlink_kbps: float | None = Field(
+        default=None, gt=0, description="network-to-device bandwidth; bandwidth_kbps if unset"
+    )
     latency_ms: float = Field(ge=0, description="access link one-way latency, ms")
     battery_mah: float | None = Field(
         default=None, gt=0, description="battery capacity, mAh; omit for mains-powered nodes"
@@ -27,12 +35,28 @@ class Profile(BaseModel):
     power_tx_w: float = Field(ge=0, description="power while sending, W")
     power_rx_w: float = Field(ge=0, description="power while receiving, W")
     power_idle_w: float = Field(ge=0, description="power while none of the above, W")
+    tail_s: float = Field(
+        default=0.0,
+        ge=0,
+        description="time the radio stays in its high-power tail after a transfer, s",
+    )
+    power_tail_w: float = Field(default=0.0, ge=0, description="power during the radio tail, W")
     source: str = Field(default="", description="where the figures come from")
 
     @property
     def mains_powered(self) -> bool:
         """True for nodes without a battery (edges, cloud, plugged-in boards)."""
         return self.battery_mah is None
+
+    @property
+    def up_kbps(self) -> float:
+        """Effective uplink bandwidth, kbps: ``uplink_kbps``, else ``bandwidth_kbps``."""
+        return self.bandwidth_kbps if self.uplink_kbps is None else self.uplink_kbps
+
+    @property
+    def down_kbps(self) -> float:
+        """Effective downlink bandwidth, kbps: ``downlink_kbps``, else ``bandwidth_kbps``."""
+        return self.bandwidth_kbps if self.downlink_kbps is None else self.downlink_kbps
 
 
 BUILTIN_PROFILES: dict[str, Profile] = {

@@ -5,9 +5,19 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from hierfl.errors import ScenarioError
 from hierfl.profiles import BUILTIN_PROFILES, Profile
@@ -15,6 +25,7 @@ from hierfl.profiles import BUILTIN_PROFILES, Profile
 _CUSTOM_NAME = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 MODEL_NAMES = ("tiny", "compact", "mobile", "dscnn")
 POLICY_NAMES = ("all", "random", "battery")
+DIRECTIONS = ("uplink_kbps", "downlink_kbps")  # a new bandwidth_kbps replaces a built-in's
 RESERVED_PROFILE = "edge"  # device names are profile-number, edge servers are edge-number
 
 
@@ -139,15 +150,42 @@ class SelectionConfig(_Frozen):
 
 
 class LinkConfig(_Frozen):
-    """One network link."""
+    """One network link; as the backhaul, a key a table leaves out keeps its default."""
 
     # defaults are the backhaul's, so a partial table or override changes only what it names
     bandwidth_kbps: float = Field(100_000.0, gt=0, description="10^3 bit/s")
     latency_ms: float = Field(20.0, ge=0, description="one-way latency, ms")
 
 
+class SharedLinkConfig(LinkConfig):
+    """A link that many flows share (cell, core): `bandwidth_kbps` is required, no default."""
+
+    # a cell or core link has no sensible default capacity; its latency adds to the path's
+    bandwidth_kbps: float = Field(gt=0, description="10^3 bit/s")
+    latency_ms: float = Field(0.0, ge=0, description="one-way latency added to the path, ms")
+
+
+ONE_TABLE, PER_EDGE = "one_table", "per_edge"  # how a link key is given; pydantic puts it in loc
+PER_EDGE_KEYS = ("backhaul", "cell")
+
+
+def _per_edge_shape(value: Any) -> str:
+    return PER_EDGE if isinstance(value, list | tuple) else ONE_TABLE
+
+
+Backhaul = Annotated[
+    Annotated[LinkConfig, Tag(ONE_TABLE)] | Annotated[tuple[LinkConfig, ...], Tag(PER_EDGE)],
+    Discriminator(_per_edge_shape),
+]
+Cell = Annotated[
+    Annotated[SharedLinkConfig, Tag(ONE_TABLE)]
+    | Annotated[tuple[SharedLinkConfig, ...], Tag(PER_EDGE)],
+    Discriminator(_per_edge_shape),
+]
+
+
 class TopologyConfig(_Frozen):
-    """Edges, backhaul and how devices hang below them."""
+    """Edges, their links and how devices hang below them."""
 
     mode: Literal["hierarchical", "cloud_only"] = Field(
         "hierarchical", description="cloud_only: edges only relay; the cloud aggregates devices"
@@ -156,15 +194,67 @@ class TopologyConfig(_Frozen):
     assign: Literal["round_robin", "block"] = Field(
         "round_robin", description="device i goes to edge i % edges, or in contiguous blocks"
     )
-    backhaul: LinkConfig = Field(LinkConfig(), description="edge-to-cloud link")
+    backhaul: Backhaul = Field(
+        LinkConfig(), description="edge-to-cloud link: one table for every edge, or one per edge"
+    )
+    cell: Cell | None = Field(
+        None,
+        description="medium each edge's devices share with their edge server (Wi-Fi AP, LTE "
+        "cell, LoRa gateway): one table for every edge, or one per edge; unset: none",
+    )
+    core: SharedLinkConfig | None = Field(
+        None, description="one link at the cloud shared by every flow reaching it; unset: none"
+    )
     edge_profile: str = Field("edge_server", description="profile of every edge server")
     cloud_profile: str = Field("edge_server", description="profile of the cloud aggregator")
+
+    @field_validator("backhaul", "cell", mode="before")
+    @classmethod
+    def _list_as_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("backhaul", "cell")
+    @classmethod
+    def _one_per_edge(cls, value: Any, info: ValidationInfo) -> Any:
+        edges = info.data.get("edges")
+        if info.field_name == "cell" and value is not None and edges == 0:
+            raise ValueError("a cell needs edges >= 1 (its devices share it with their edge): 0")
+        if isinstance(value, tuple) and edges is not None and len(value) != edges:
+            raise ValueError(
+                f"a per-edge list needs one table per edge: {edges} wanted, {len(value)} given"
+            )
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> TopologyConfig:
         if self.edges == 0 and self.mode == "hierarchical":
             raise ValueError("edges must be >= 1 when mode = 'hierarchical': 0")
         return self
+
+    def backhaul_of(self, edge: int) -> LinkConfig:
+        """The backhaul of edge ``edge`` (0-based): its own table, or the one shared table."""
+        self._check_edge(edge)
+        return self.backhaul[edge] if isinstance(self.backhaul, tuple) else self.backhaul
+
+    def cell_of(self, edge: int) -> LinkConfig | None:
+        """The cell of edge ``edge`` (0-based), or None when the scenario has no cell."""
+        self._check_edge(edge)
+        return self.cell[edge] if isinstance(self.cell, tuple) else self.cell
+
+    def _check_edge(self, edge: int) -> None:
+        if not 0 <= edge < self.edges:
+            raise IndexError(f"edge must be in [0, {self.edges}): {edge}")
+
+
+class VariabilityConfig(_Frozen):
+    """Seeded per-device, per-cloud-round spread of compute speed and access bandwidth."""
+
+    compute_sigma: float = Field(
+        0.0, ge=0, description="lognormal sigma of the compute-speed multiplier (median 1)"
+    )
+    bandwidth_sigma: float = Field(
+        0.0, ge=0, description="lognormal sigma of the access-bandwidth multiplier (median 1)"
+    )
 
 
 class DeviceGroup(_Frozen):
@@ -185,6 +275,7 @@ class Scenario(_Frozen):
     compression: CompressionConfig = CompressionConfig()
     selection: SelectionConfig = SelectionConfig()
     topology: TopologyConfig = TopologyConfig()
+    variability: VariabilityConfig = VariabilityConfig()
     devices: tuple[DeviceGroup, ...] = Field(min_length=1, description="device groups")
     profiles: dict[str, Profile] = Field(default_factory=dict, description="define or override")
 
@@ -203,7 +294,7 @@ class Scenario(_Frozen):
         for name, table in value.items():
             base = BUILTIN_PROFILES.get(name)
             if base is not None and isinstance(table, dict):
-                table = {**base.model_dump(exclude_none=True), **table}
+                table = {**_inherited(base, table), **table}
             filled[name] = table
         return filled
 
@@ -251,8 +342,39 @@ class Scenario(_Frozen):
         return self.model_dump(mode="json", exclude_none=True)
 
     def with_overrides(self, assignments: list[str] | tuple[str, ...]) -> Scenario:
-        """A copy with ``key.path=value`` assignments applied and validated again."""
-        return parse_scenario(apply_overrides(self.to_dict(), assignments))
+        """A copy with ``key.path=value`` assignments applied and validated again.
+
+        A profile named like a built-in enters as its changes only, so an override of it
+        acts as it would in the file (a new ``bandwidth_kbps`` sets both directions).
+        """
+        raw = self.to_dict()
+        raw["profiles"] = {name: _changes(name, p) for name, p in self.profiles.items()}
+        return parse_scenario(apply_overrides(raw, assignments))
+
+
+def _inherited(base: Profile, table: dict[str, Any]) -> dict[str, Any]:
+    """The built-in's keys an override keeps: all, but a new ``bandwidth_kbps`` drops the
+    built-in's ``uplink_kbps`` and ``downlink_kbps`` (it then sets both directions)."""
+    kept = base.model_dump(exclude_none=True)
+    if "bandwidth_kbps" in table:
+        for key in DIRECTIONS:
+            kept.pop(key, None)
+    return kept
+
+
+def _changes(name: str, profile: Profile) -> dict[str, Any]:
+    """The table that, in a file, gives ``profile``: all of it, or what it changes in a built-in."""
+    mine = profile.model_dump(mode="json")
+    base = BUILTIN_PROFILES.get(name)
+    if base is None:
+        return {key: value for key, value in mine.items() if value is not None}
+    theirs = base.model_dump(mode="json")
+    changed = {key: value for key, value in mine.items() if value != theirs[key]}
+    if any(mine[key] is None for key in DIRECTIONS if key in changed):
+        changed["bandwidth_kbps"] = mine["bandwidth_kbps"]  # only a new bandwidth drops them
+    if "bandwidth_kbps" in changed:
+        changed.update({key: mine[key] for key in DIRECTIONS})
+    return {key: value for key, value in changed.items() if value is not None}
 
 
 def parse_scenario(raw: dict[str, Any], origin: str = "scenario") -> Scenario:
@@ -337,9 +459,24 @@ def _key_path(loc: list[Any]) -> str:
     return "".join(parts).lstrip(".")
 
 
+def _user_loc(loc: tuple[Any, ...]) -> list[Any]:
+    """The key path as the user wrote it: without pydantic's validator and union-shape parts.
+
+    >>> _user_loc(("topology", "cell", "one_table", "bandwidth_kbps"))
+    ['topology', 'cell', 'bandwidth_kbps']
+    """
+    kept: list[Any] = []
+    for part in loc:
+        after_link_key = bool(kept) and kept[-1] in PER_EDGE_KEYS
+        if str(part).startswith("function-") or (after_link_key and part in (ONE_TABLE, PER_EDGE)):
+            continue
+        kept.append(part)
+    return kept
+
+
 def _describe(error: dict[str, Any]) -> str:
     """One line for one pydantic error: key path, rule, value."""
-    loc = [part for part in error["loc"] if not str(part).startswith("function-")]
+    loc = _user_loc(error["loc"])
     path = _key_path(loc)
     if error["type"] == "extra_forbidden":
         allowed = _allowed_keys(loc[:-1])
@@ -364,14 +501,24 @@ def _allowed_keys(loc: list[Any]) -> list[str]:
     """The keys the model at ``loc`` accepts (profiles tables are Profile models)."""
     model: type[BaseModel] = Scenario
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) or model is Profile:  # a profile's name is a key, not a field
             continue
-        if model is Scenario and part == "profiles":
-            model = Profile
-            continue
-        if model is Profile:
-            continue
-        annotation = model.model_fields[part].annotation
-        inner = getattr(annotation, "__args__", (annotation,))[0]
-        model = inner if isinstance(inner, type) and issubclass(inner, BaseModel) else annotation
+        model = nested_model(model.model_fields[part].annotation) or model
     return list(model.model_fields)
+
+
+def nested_model(annotation: Any) -> type[BaseModel] | None:
+    """The model a field holds: itself, or inside an optional, a union, a tuple or a dict.
+
+    >>> nested_model(Scenario.model_fields["devices"].annotation).__name__, nested_model(int)
+    ('DeviceGroup', None)
+    >>> nested_model(TopologyConfig.model_fields["cell"].annotation).__name__
+    'SharedLinkConfig'
+    """
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in get_args(annotation):
+        found = nested_model(arg)
+        if found is not None:
+            return found
+    return None

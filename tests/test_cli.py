@@ -127,6 +127,22 @@ BAD = {
         "topology.backhaul.bandwidth_kbps",
     ),
     "unknown profile": ("[[devices]]\nprofile = 'fpga'\ncount = 1\n", "fpga"),
+    "cell without edges": (
+        GOOD + "[topology]\nmode = 'cloud_only'\nedges = 0\ncell = { bandwidth_kbps = 1 }\n",
+        "topology.cell",
+    ),
+    "per-edge list too short": (
+        GOOD + "[topology]\nedges = 2\nbackhaul = [{ bandwidth_kbps = 1 }]\n",
+        "topology.backhaul: a per-edge list needs one table per edge: 2 wanted, 1 given",
+    ),
+    "zero cell bandwidth": (
+        GOOD + "[topology]\ncell = { bandwidth_kbps = 0 }\n",
+        "topology.cell.bandwidth_kbps",
+    ),
+    "unknown core key": (
+        GOOD + "[topology]\ncore = { bandwidth_kbps = 1, mtu = 1500 }\n",
+        "topology.core.mtu",
+    ),
     "zero devices": ("[[devices]]\nprofile = 'mcu'\ncount = 0\n", "devices[0].count"),
     "no devices": ("devices = []\n", "devices"),
     "model too large": (
@@ -149,6 +165,18 @@ def test_bad_scenarios_exit_2_with_one_line(tmp_path, case):
     assert "Traceback" not in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["cell without edges", "per-edge list too short", "zero cell bandwidth", "unknown core key"],
+)
+def test_validate_refuses_bad_links_in_one_line(tmp_path, case):
+    """`validate` refuses each bad link with exit 2 and one line naming the key."""
+    text, needle = BAD[case]
+    done = hierfl("validate", write(tmp_path, text))
+    assert done.returncode == 2 and not done.stdout
+    assert needle in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
 def test_validate_prints_resolved_scenario_or_errors(tmp_path):

@@ -19,7 +19,9 @@ from hierfl.scenario import (
     RunConfig,
     Scenario,
     SelectionConfig,
+    SharedLinkConfig,
     TopologyConfig,
+    VariabilityConfig,
 )
 from hierfl.trace import KINDS
 
@@ -33,6 +35,8 @@ MODELS = (
     SelectionConfig,
     TopologyConfig,
     LinkConfig,
+    SharedLinkConfig,
+    VariabilityConfig,
     DeviceGroup,
     Profile,
 )
@@ -82,6 +86,9 @@ def test_every_model_has_a_section():
     assert set(headings) == set(MODELS)
     assert headings[LinkConfig] == "[topology.backhaul]"
     assert headings[DeviceGroup] == "[[devices]]"
+    assert headings[VariabilityConfig] == "[variability]"
+    cells = [heading for heading, model, _ in docgen.sections() if model is SharedLinkConfig]
+    assert cells == ["[topology.cell]", "[topology.core]"]
     assert headings[Profile] == "[profiles.NAME]"
 
 
@@ -108,6 +115,16 @@ def test_literal_choices_are_listed(reference):
     assert "`none`, `int8`" in _row(reference["[compression]"], "quantize")
     assert "`hierarchical`, `cloud_only`" in _row(reference["[topology]"], "mode")
     assert "`iid`, `dirichlet`" in _row(reference["[data]"], "partition")
+
+
+def test_per_edge_links_read_as_table_or_array(reference):
+    """A key that takes one table or one per edge says both, and says when it is optional."""
+    topology = reference["[topology]"]
+    assert "| table or array of tables | *its keys' defaults* |" in _row(topology, "backhaul")
+    assert "| table or array of tables (optional) | *unset* |" in _row(topology, "cell")
+    assert "| table (optional) | *unset* |" in _row(topology, "core")
+    assert "one table per edge" in _row(topology, "cell")
+    assert "| *required* |" in _row(reference["[topology.cell]"], "bandwidth_kbps")
 
 
 def test_defaults_are_toml_literals(reference):

@@ -9,6 +9,7 @@ import pytest
 import hierfl
 from hierfl.errors import HierflError, ModelDoesNotFitError, ScenarioError
 from hierfl.profiles import BUILTIN_PROFILES
+from hierfl.scenario import LinkConfig
 from hierfl.sim.engine import prepare
 
 DEVICES = """
@@ -228,3 +229,105 @@ def test_partial_backhaul_keeps_the_other_default(tmp_path):
         ["topology.backhaul.bandwidth_kbps=7"])
     assert from_file == from_scenario
     assert from_file.topology.backhaul.latency_ms == 20
+
+
+TWO_EDGES = "[topology]\nedges = 2\n"
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "shown"),
+    [
+        pytest.param('[topology]\nmode = "cloud_only"\nedges = 0\ncell = { bandwidth_kbps = 1 }\n',
+                     "topology.cell", "edges >= 1", id="cell without edges"),
+        pytest.param(TWO_EDGES + "backhaul = [{ bandwidth_kbps = 1000 }]\n", "topology.backhaul",
+                     "2 wanted, 1 given", id="short per-edge backhaul"),
+        pytest.param(TWO_EDGES + "cell = [{ bandwidth_kbps = 1 }, { bandwidth_kbps = 2 }, "
+                     "{ bandwidth_kbps = 3 }]\n", "topology.cell", "2 wanted, 3 given",
+                     id="long per-edge cell"),
+        pytest.param("[topology]\ncell = { bandwidth_kbps = 0 }\n", "topology.cell.bandwidth_kbps",
+                     "> 0.0: 0", id="zero cell bandwidth"),
+        pytest.param("[topology]\ncell = { latency_ms = 2 }\n", "topology.cell.bandwidth_kbps",
+                     "missing", id="cell without bandwidth"),
+        pytest.param("[topology]\ncore = { bandwidth_kbps = 1e6, latency_ms = -1 }\n",
+                     "topology.core.latency_ms", ">= 0.0: -1", id="negative core latency"),
+        pytest.param("[topology]\ncore = { bandwidth_kbps = -3 }\n", "topology.core.bandwidth_kbps",
+                     "> 0.0: -3", id="negative core bandwidth"),
+        pytest.param(TWO_EDGES + "backhaul = [{}, { bandwidth_kbps = -5 }]\n",
+                     "topology.backhaul[1].bandwidth_kbps", "> 0.0: -5",
+                     id="bad per-edge backhaul"),
+        pytest.param("[topology]\ncell = { bandwidth_kbps = 1, capacity = 2 }\n",
+                     "topology.cell.capacity", "allowed: bandwidth_kbps, latency_ms",
+                     id="unknown cell key"),
+        pytest.param(TWO_EDGES + "backhaul = [{ bw = 1 }, {}]\n", "topology.backhaul[0].bw",
+                     "allowed: bandwidth_kbps, latency_ms", id="unknown per-edge key"),
+        pytest.param("[topology]\ncore = { speed = 1, bandwidth_kbps = 1 }\n",
+                     "topology.core.speed", "allowed: bandwidth_kbps", id="unknown core key"),
+        pytest.param("[topology]\nbackhaul = 3\n", "topology.backhaul", "3",
+                     id="backhaul not a table"),
+        pytest.param("[variability]\ncompute_sigma = -0.1\n", "variability.compute_sigma",
+                     ">= 0.0: -0.1", id="negative sigma"),
+        pytest.param("[variability]\nsigma = 1\n", "variability.sigma", "bandwidth_sigma",
+                     id="unknown variability key"),
+        pytest.param("[profiles.mcu]\nuplink_kbps = 0\n", "profiles.mcu.uplink_kbps", "> 0.0: 0",
+                     id="zero uplink"),
+        pytest.param("[profiles.mcu]\ntail_s = -1\n", "profiles.mcu.tail_s", ">= 0.0: -1",
+                     id="negative tail"),
+    ],
+)
+def test_bad_link_is_one_error_naming_the_key(tmp_path, text, key, shown):
+    """Each bad link, variability or radio key is exactly one line naming the key and value."""
+    error = load_error(tmp_path, text + DEVICES)
+    assert len(error.messages) == 1, error.messages
+    assert key in error.messages[0] and shown in error.messages[0], error.messages[0]
+
+
+def test_per_edge_links_resolve_by_edge(tmp_path):
+    """backhaul_of/cell_of give edge i its own table, or the one shared table, or no cell."""
+    text = (TWO_EDGES + "backhaul = [{ bandwidth_kbps = 1000 }, { latency_ms = 5 }]\n"
+            "cell = { bandwidth_kbps = 54000 }\ncore = { bandwidth_kbps = 1e6 }\n" + DEVICES)
+    topology = hierfl.load_scenario(write(tmp_path, text)).topology
+    assert (topology.backhaul_of(0).bandwidth_kbps, topology.backhaul_of(0).latency_ms) == (
+        1000, 20), "a per-edge table's missing key takes the backhaul default"
+    assert (topology.backhaul_of(1).bandwidth_kbps, topology.backhaul_of(1).latency_ms) == (
+        100_000, 5)
+    assert topology.cell_of(0) == topology.cell_of(1)
+    assert (topology.cell_of(1).bandwidth_kbps, topology.cell_of(1).latency_ms) == (54000, 0)
+    assert (topology.core.bandwidth_kbps, topology.core.latency_ms) == (1e6, 0)
+    assert isinstance(topology.cell_of(0), LinkConfig)
+    with pytest.raises(IndexError, match="edge must be in"):
+        topology.backhaul_of(2)
+
+
+def test_without_new_keys_nothing_changes(make_scenario):
+    """A scenario without cell, core or variability has none; its backhaul stays one table."""
+    scenario = make_scenario(topology={"edges": 3})
+    assert scenario.topology.cell is None and scenario.topology.core is None
+    assert [scenario.topology.cell_of(e) for e in range(3)] == [None] * 3
+    assert {scenario.topology.backhaul_of(e) for e in range(3)} == {LinkConfig()}
+    resolved = scenario.to_dict()
+    assert resolved["topology"]["backhaul"] == {"bandwidth_kbps": 100_000, "latency_ms": 20}
+    assert "cell" not in resolved["topology"] and "core" not in resolved["topology"]
+    assert resolved["variability"] == {"compute_sigma": 0, "bandwidth_sigma": 0}
+
+
+def test_shipped_scenarios_keep_one_backhaul_table(scenario_files):
+    """Every scenario file written before per-edge links still resolves its backhaul as a table."""
+    for path in scenario_files:
+        if path.name == "network.toml":
+            continue
+        assert isinstance(hierfl.load_scenario(path).topology.backhaul, LinkConfig), path
+
+
+def test_per_edge_links_survive_overrides(tmp_path):
+    """A per-edge list round-trips through to_dict; --set may replace it or add a cell."""
+    text = TWO_EDGES + "cell = [{ bandwidth_kbps = 1 }, { bandwidth_kbps = 2 }]\n" + DEVICES
+    scenario = hierfl.load_scenario(write(tmp_path, text))
+    assert scenario.with_overrides([]) == scenario
+    assert scenario.to_dict()["topology"]["cell"][1] == {"bandwidth_kbps": 2, "latency_ms": 0}
+    listed = scenario.with_overrides(
+        ["topology.backhaul=[{ bandwidth_kbps = 10 }, { bandwidth_kbps = 20 }]"])
+    assert listed.topology.backhaul_of(1).bandwidth_kbps == 20
+    with_cell = hierfl.load_scenario(write(tmp_path, DEVICES), ["topology.cell.bandwidth_kbps=9"])
+    assert with_cell.topology.cell_of(0).bandwidth_kbps == 9
+    with pytest.raises(ScenarioError, match="'cell' is not a table"):
+        scenario.with_overrides(["topology.cell.bandwidth_kbps=7"])
