@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from naive_flows import naive_solve
 
+from hierfl.sim.flows import solve
+
 SIMGRID_PYTHON = os.environ.get("HIERFL_SIMGRID_PYTHON", "/usr/bin/python3")
 SCRIPT = Path(__file__).with_name("simgrid_flows.py")
 INSTALL = ("SimGrid is missing: `apt-get update && apt-get install -y python3-simgrid` "
@@ -121,6 +123,16 @@ def test_simgrid_reference_matches_hand_cases(name: str, hand_simgrid) -> None:
 
 
 @pytest.mark.parametrize("name", list(HAND))
+def test_solve_matches_hand_cases(name: str) -> None:
+    """hierfl's solver gives the hand-computed end times, bytes sent and done flags."""
+    problem, end_s, sent_bytes = HAND[name]
+    solution = solve(**problem)
+    np.testing.assert_allclose(solution.end_s, end_s, rtol=1e-12)
+    np.testing.assert_allclose(solution.sent_bytes, sent_bytes, rtol=1e-12)
+    np.testing.assert_array_equal(solution.done, np.equal(sent_bytes, problem["size_bytes"]))
+
+
+@pytest.mark.parametrize("name", list(HAND))
 def test_naive_solver_matches_hand_cases(name: str) -> None:
     """The naive reference solver gives the hand-computed end times and bytes sent."""
     problem, end_s, sent_bytes = HAND[name]
@@ -133,8 +145,11 @@ def random_fleet(rng: np.random.Generator) -> Case:
     """1 to 3 edges, each with a cell and a backhaul, and one core link; 1 to 40 flows.
 
     Flows go device to edge [cell], edge to cloud [backhaul, core] or device to cloud [cell,
-    backhaul, core]. Half the fleets start their flows at a few shared instants (ties, as
-    when an edge sends to all its devices at once); a third have senders that stop early.
+    backhaul, core]. Their caps come from 1 to 3 profiles (uncapped included), so that
+    several flows share a cap and a path, as devices of one profile in one cell do. Half the
+    fleets start their flows at a few shared instants (as when an edge sends to all of its
+    devices at once) and send one of a few sizes (one model), so that flows finish together;
+    a third have senders that stop early.
     """
     edges = int(rng.integers(1, 4))
     core = 2 * edges
@@ -144,10 +159,14 @@ def random_fleet(rng: np.random.Generator) -> Case:
     edge = rng.integers(0, edges, n)
     routes = [[[e], [edges + e, core], [e, edges + e, core]] for e in range(edges)]
     paths = [routes[e][k] for e, k in zip(edge, rng.integers(0, 3, n), strict=True)]
-    cap = np.where(rng.random(n) < 0.2, INF, rng.choice([1e3, 1e4, 1e5, 1e6], n)
-                   * rng.uniform(0.5, 2.0, n))
-    start = rng.choice([0.0, 0.25, 1.0], n) if rng.random() < 0.5 else rng.uniform(0.0, 5.0, n)
-    size = rng.integers(1_000, 2_000_000, n)
+    profiles = rng.choice([INF, 1e3, 1e4, 1e5, 1e6], 3) * rng.uniform(0.5, 2.0, 3)
+    cap = rng.choice(profiles[:rng.integers(1, 4)], n)
+    if rng.random() < 0.5:
+        start = rng.choice([0.0, 0.25, 1.0], n)
+        size = rng.choice(rng.integers(1_000, 2_000_000, 3), n)
+    else:
+        start = rng.uniform(0.0, 5.0, n)
+        size = rng.integers(1_000, 2_000_000, n)
     stop = None
     if rng.random() < 1 / 3:
         stop = np.where(rng.random(n) < 0.5, start + rng.uniform(0.01, 50.0, n), INF)
@@ -172,6 +191,14 @@ def assert_agrees(problem: Case, end_s: np.ndarray, sent_bytes: np.ndarray,
     np.testing.assert_allclose(sent_bytes, reference["sent_bytes"], rtol=RTOL,
                                atol=RTOL * float(np.max(problem["size_bytes"])),
                                err_msg=f"case: {as_json(problem)}")
+
+
+def test_solve_matches_simgrid_on_random_fleets(fleets) -> None:
+    """hierfl's solver ends every flow when SimGrid does, with the bytes it sent, on 60 random
+    fleets."""
+    for problem, reference in fleets:
+        solution = solve(**problem)
+        assert_agrees(problem, solution.end_s, solution.sent_bytes, reference)
 
 
 def test_naive_solver_matches_simgrid_on_random_fleets(fleets) -> None:
