@@ -3,26 +3,44 @@
 At a cloud-round boundary the state is small and complete: the clock, the global model
 (edges restart from it every cloud round), batteries, tallies and the trace so far.
 Training jobs and selection draws are seeded by (seed, round, device or edge), and data
-and the initial model are rebuilt from the seed, so they need no saving. Files are written
-atomically and read with ``torch.load(weights_only=True)``: a checkpoint is data, never code.
+and the initial model are rebuilt from the seed, so they need no saving.
+
+The file is ``MAGIC``, then the state as ``torch.save`` writes it, then an HMAC of the
+state's SHA-256 under the user's key (``hierfl.cache``), then the SHA-256 of all before it.
+A checkpoint that was truncated, emptied or had one byte changed fails the checksum; one
+whose numbers do not fit the scenario (shapes, ranges, a round beyond ``cloud_rounds``)
+is refused when restored. Tensors are read with ``torch.load(weights_only=True)``, which
+runs no code; but the scenario inside may name code (``package.module:Name``), which
+resuming imports and runs. So a checkpoint that names code resumes only when its HMAC
+shows that this user's own hierfl wrote it (its references are those the original
+command line named), or when the caller allows code (``--allow-code``).
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+import numpy as np
 import torch
 
-from hierfl.errors import HierflError
+from hierfl.cache import sign, user_key, verify
+from hierfl.errors import CorruptError, HierflError, ScenarioError
+from hierfl.plugins import custom_references
 from hierfl.results import atomic_write
 from hierfl.scenario import Scenario, parse_scenario
 from hierfl.sim.engine import Simulation
 
 CHECKPOINT = "checkpoint.pt"
-FORMAT = 1
+FORMAT = 2
+MAGIC = b"HIERFLCK"
+_HASH = 32
 _BATTERY = ("remaining_j", "settled_s", "alive", "died_s", "used_j")
+_KEYS = ("format", "scenario", "next_round", "now_s", "global_weights", "battery", "trained",
+         "trace", "round_rows")
 
 
 def save_checkpoint(sim: Simulation, folder: Path, next_round: int) -> Path:
@@ -40,29 +58,132 @@ def save_checkpoint(sim: Simulation, folder: Path, next_round: int) -> Path:
         },
         "round_rows": [_plain(row) for row in sim.round_rows],
     }
-    path = folder / CHECKPOINT
-    atomic_write(path, lambda temp: torch.save(state, temp))
+    path = Path(folder) / CHECKPOINT
+    write_state(state, path)
     return path
 
 
-def load_checkpoint(folder: Path) -> dict[str, Any]:
-    """The checkpoint of a run folder, or a clear error when there is none to resume."""
+class _Hashing:
+    """A write-only file that hashes what passes through it."""
+
+    def __init__(self, file: BinaryIO) -> None:
+        self.file = file
+        self.sha = hashlib.sha256()
+
+    def write(self, data: bytes) -> int:
+        self.sha.update(data)
+        return self.file.write(data)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def write_state(state: dict[str, Any], path: Path) -> None:
+    """Write a checkpoint's ``state`` to ``path`` atomically, sealed (see the module doc)."""
+    atomic_write(path, lambda temp: _seal(state, temp))
+
+
+def _seal(state: dict[str, Any], temp: str) -> None:
+    """MAGIC, the state, the HMAC of its SHA-256, the SHA-256 of everything before."""
+    with open(temp, "wb") as file:
+        whole = _Hashing(file)
+        whole.write(MAGIC)
+        payload = _Hashing(whole)
+        torch.save(state, payload)  # to a file object: the archive is named "archive"
+        whole.write(sign(payload.sha.digest(), user_key()))
+        file.write(whole.sha.digest())
+
+
+def load_checkpoint(folder: Path, allow_code: bool = False) -> dict[str, Any]:
+    """The checkpoint of a run folder, checked whole.
+
+    A clear error when there is none, when it is damaged, or when it names code
+    (``package.module:Name``) and neither this user's hierfl wrote it nor ``allow_code``.
+    """
     path = Path(folder) / CHECKPOINT
     if not path.is_file():
         raise HierflError(f"--resume {folder}: no {CHECKPOINT} (nothing to resume)")
-    state = torch.load(path, weights_only=True)
-    if state.get("format") != FORMAT:
-        raise HierflError(f"--resume {folder}: checkpoint format {state.get('format')} unknown")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise HierflError(
+            f"--resume {folder}: cannot read {CHECKPOINT}: {error.strerror}"
+        ) from None
+    payload, signed = _unseal(data, path)
+    state = _load(payload, path)
+    scenario = _scenario(state, path)
+    code = custom_references(scenario)
+    if code and not signed and not allow_code:
+        named = ", ".join(f"{key}={value!r}" for key, value in code.items())
+        raise HierflError(
+            f"--resume {folder}: its checkpoint names code to run ({named}) and was not "
+            "written by your hierfl; resume with --allow-code if you trust that code"
+        )
     return state
+
+
+def _unseal(data: bytes, path: Path) -> tuple[bytes, bool]:
+    """The state's bytes, and whether this user's key signed them; CorruptError otherwise."""
+    if not data:
+        raise CorruptError(f"{path}: empty file, not a checkpoint")
+    if not data.startswith(MAGIC):
+        raise CorruptError(f"{path}: not a hierfl checkpoint (format {FORMAT} expected)")
+    if len(data) < len(MAGIC) + 2 * _HASH:
+        raise CorruptError(f"{path}: truncated: {len(data)} bytes")
+    body, digest = data[:-_HASH], data[-_HASH:]
+    if hashlib.sha256(body).digest() != digest:
+        raise CorruptError(
+            f"{path}: checksum mismatch: the file was damaged or cut short ({len(data)} bytes)"
+        )
+    payload, mac = body[len(MAGIC) : -_HASH], body[-_HASH:]
+    return payload, verify(hashlib.sha256(payload).digest(), mac, user_key())
+
+
+def _load(payload: bytes, path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(io.BytesIO(payload), weights_only=True)
+    except Exception as error:  # torch's readers raise many kinds on malformed archives
+        raise CorruptError(f"{path}: cannot read its state: {_first_line(error)}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        found = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CorruptError(f"{path}: checkpoint format {found!r} unknown ({FORMAT} expected)")
+    missing = [key for key in _KEYS if key not in state]
+    if missing:
+        raise CorruptError(f"{path}: checkpoint lacks {', '.join(missing)}")
+    return state
+
+
+def _scenario(state: dict[str, Any], path: Path) -> Scenario:
+    """The checkpoint's scenario, with ``next_round`` and ``now_s`` in range for it."""
+    scenario = checkpoint_scenario(state)
+    rounds, now_s = state["next_round"], state["now_s"]
+    if type(rounds) is not int or not 1 <= rounds <= scenario.run.cloud_rounds:
+        raise CorruptError(
+            f"{path}: next_round must be in [1, cloud_rounds = {scenario.run.cloud_rounds}]: "
+            f"{rounds!r}"
+        )
+    if not isinstance(now_s, float) or not 0 <= now_s < float("inf"):
+        raise CorruptError(f"{path}: now_s must be a finite time >= 0: {now_s!r}")
+    return scenario
 
 
 def checkpoint_scenario(state: dict[str, Any]) -> Scenario:
     """The resolved scenario a checkpoint was taken from."""
-    return parse_scenario(json.loads(state["scenario"]), origin="checkpoint")
+    try:
+        raw = json.loads(state["scenario"])
+    except (TypeError, ValueError) as error:
+        raise CorruptError(f"checkpoint: scenario is not JSON: {_first_line(error)}") from None
+    if not isinstance(raw, dict):
+        raise CorruptError(f"checkpoint: scenario is not a table: {type(raw).__name__}")
+    try:
+        return parse_scenario(raw, origin="checkpoint")
+    except ScenarioError as error:
+        raise CorruptError(f"checkpoint: {error}") from None
 
 
 def restore(sim: Simulation, state: dict[str, Any]) -> None:
-    """Put a freshly prepared simulation into the checkpoint's state."""
+    """Put a freshly prepared simulation into the checkpoint's state, checked against it."""
+    _check_fits(sim, state)
     for name in _BATTERY:
         getattr(sim.battery, name)[...] = state["battery"][name].numpy()
     sim.trained[...] = state["trained"].numpy()
@@ -71,6 +192,82 @@ def restore(sim: Simulation, state: dict[str, Any]) -> None:
     sim.global_weights = state["global_weights"]
     sim.first_round = int(state["next_round"])
     sim.env = type(sim.env)(initial_time=state["now_s"])
+
+
+def _check_fits(sim: Simulation, state: dict[str, Any]) -> None:
+    """Every array has the shape and type the scenario gives it, and values in range."""
+    battery = _table(state["battery"], "battery")
+    for name in _BATTERY:
+        _same_as(battery.get(name), getattr(sim.battery, name), f"battery.{name}")
+    for name in ("remaining_j", "used_j"):
+        values = battery[name].numpy()
+        if not (np.isfinite(values) & (values >= 0)).all():
+            raise CorruptError(f"checkpoint: battery.{name} must be finite and >= 0")
+    _same_as(state["trained"], sim.trained, "trained")
+    if (state["trained"].numpy() < 0).any():
+        raise CorruptError("checkpoint: trained counts must be >= 0")
+    _check_trace(_table(state["trace"], "trace"), sim)
+    _check_rows(state["round_rows"], state["next_round"], state["now_s"])
+    weights = state["global_weights"]
+    if sim.global_weights is None:
+        if weights is not None:
+            raise CorruptError("checkpoint: global_weights given for a timing-only run")
+    else:
+        _same_as(weights, sim.global_weights.cpu(), "global_weights")
+
+
+def _table(value: object, key: str) -> dict[str, torch.Tensor]:
+    if not isinstance(value, dict):
+        raise CorruptError(f"checkpoint: {key} must be a table of tensors")
+    return value
+
+
+def _same_as(value: object, like: np.ndarray | torch.Tensor, key: str) -> None:
+    """``value`` is a tensor with the shape and dtype of ``like``."""
+    expected = like if isinstance(like, torch.Tensor) else torch.from_numpy(np.asarray(like))
+    if not isinstance(value, torch.Tensor):
+        raise CorruptError(f"checkpoint: {key} must be a tensor: {type(value).__name__}")
+    if value.shape != expected.shape or value.dtype != expected.dtype:
+        raise CorruptError(
+            f"checkpoint: {key} must be {expected.dtype} of shape {tuple(expected.shape)}: "
+            f"{value.dtype} of shape {tuple(value.shape)}"
+        )
+
+
+def _check_trace(trace: dict[str, torch.Tensor], sim: Simulation) -> None:
+    """The trace's columns as the recorder stores them, one length, finite times >= 0."""
+    if set(trace) != set(sim.trace.columns):
+        raise CorruptError(f"checkpoint: trace columns must be {', '.join(sim.trace.columns)}")
+    lengths = {len(column) for column in trace.values() if isinstance(column, torch.Tensor)}
+    if len(lengths) != 1:
+        raise CorruptError("checkpoint: trace columns must be tensors of one length")
+    dtypes = sim.trace.rows.dtype
+    for name, column in trace.items():
+        if column.ndim != 1 or column.numpy().dtype != dtypes[name]:
+            raise CorruptError(f"checkpoint: trace.{name} must be 1-d {dtypes[name]}")
+    for name in ("t_start", "t_end"):
+        times = trace[name].numpy()
+        if not (np.isfinite(times) & (times >= 0)).all():
+            raise CorruptError(f"checkpoint: trace.{name} must be finite and >= 0")
+
+
+def _check_rows(rows: object, rounds: int, now_s: float) -> None:
+    """One summary row per finished cloud round, in order, none after the clock."""
+    if not isinstance(rows, list) or len(rows) != rounds:
+        raise CorruptError(f"checkpoint: round_rows must hold {rounds} rows (one per round)")
+    for index, row in enumerate(rows):
+        if not isinstance(row, dict) or row.get("cloud_round") != index:
+            raise CorruptError(f"checkpoint: round_rows[{index}] must be cloud round {index}")
+        time_s = row.get("sim_time_s")
+        if not isinstance(time_s, float | int) or not 0 <= time_s <= now_s:
+            raise CorruptError(
+                f"checkpoint: round_rows[{index}].sim_time_s must be in [0, now_s = {now_s}]"
+            )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _plain(row: dict[str, Any]) -> dict[str, Any]:

@@ -11,14 +11,17 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from hierfl.checkpoint import CHECKPOINT, checkpoint_scenario, load_checkpoint
+from hierfl.checkpoint import checkpoint_scenario, load_checkpoint
 from hierfl.chrome_trace import write_chrome_trace
 from hierfl.errors import HierflError
+from hierfl.plugins import check_references
 from hierfl.profiles import BUILTIN_PROFILES
 from hierfl.results import Result, compare_table, read_result
+from hierfl.rundir import claim, finish, load_options, save_options
 from hierfl.scenario import Scenario, load_scenario
 from hierfl.sim.runner import resume as resume_run
 from hierfl.sim.runner import simulate
@@ -30,8 +33,10 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-out_console = Console()
-err_console = Console(stderr=True)
+# Text is never read as rich markup unless a print asks for it: names, paths and messages
+# are the user's, and "[/bold]" or "[low, high]" must print as typed.
+out_console = Console(markup=False)
+err_console = Console(stderr=True, markup=False)
 _state = {"debug": False}
 
 
@@ -60,46 +65,93 @@ def run(
     seed: Annotated[int | None, typer.Option(help="Override the scenario seed.")] = None,
     rounds: Annotated[int | None, typer.Option(help="Override run.cloud_rounds.")] = None,
     quiet: Annotated[bool, typer.Option(help="Plain lines, no progress bar.")] = False,
-    force: Annotated[bool, typer.Option(help="Write into a non-empty --out folder.")] = False,
-    plots: Annotated[bool, typer.Option(help="Draw timeline, accuracy and energy PNGs.")] = True,
+    force: Annotated[
+        bool, typer.Option(help="Write into a non-empty --out folder, removing an old run's files.")
+    ] = False,
+    plots: Annotated[
+        bool | None,
+        typer.Option(
+            "--plots/--no-plots",
+            help="Draw timeline, accuracy and energy PNGs (default: yes; --resume: as the run "
+            "it resumes).",
+            show_default=False,
+        ),
+    ] = None,
     trace: Annotated[
-        bool, typer.Option(help="Write trace.json (about 300 bytes per event).")
-    ] = True,
+        bool | None,
+        typer.Option(
+            "--trace/--no-trace",
+            help="Write trace.json, about 300 bytes per event (default: yes; --resume: as the "
+            "run it resumes).",
+            show_default=False,
+        ),
+    ] = None,
     resume: Annotated[
         Path | None, typer.Option(help="Continue the run in this folder from its last checkpoint.")
     ] = None,
+    allow_code: Annotated[
+        bool,
+        typer.Option(
+            help="With --resume: run the code (package.module:Name) a checkpoint names even "
+            "when your hierfl did not write it."
+        ),
+    ] = False,
 ) -> None:
     """Simulate SCENARIO and write its run folder (tables, summary, model, trace.json, plots).
 
     A checkpoint after every cloud round lets --resume DIR finish a killed run exactly.
     `hierfl plot DIR` writes the figures and trace.json of a run written without them.
     """
+    asked = {"plots": plots, "trace": trace}
     if resume is not None:
-        if scenario or set_ or seed is not None or rounds is not None or out:
-            raise HierflError("--resume DIR takes no SCENARIO, --out, --set, --seed or --rounds")
-        state = load_checkpoint(resume)
-        resolved = checkpoint_scenario(state)
-        folder = resume
-        result = _with_progress(
-            resolved, quiet, lambda report: resume_run(folder, report, state=state)
-        )
-    else:
-        if scenario is None:
-            raise HierflError("run: give a SCENARIO file, or --resume DIR")
-        resolved = _resolve(scenario, set_, seed, rounds)
-        folder = out or Path("runs") / resolved.name
-        if folder.exists() and any(folder.iterdir()) and not force:
-            raise HierflError(f"--out {folder}: folder is not empty (use --force to write into it)")
+        if scenario or set_ or seed is not None or rounds is not None or out or force:
+            raise HierflError(
+                "--resume DIR takes no SCENARIO, --out, --set, --seed, --rounds or --force"
+            )
+        result = _resume(resume, quiet, asked, allow_code)
+        _print_summary(result, resume)
+        return
+    if scenario is None:
+        raise HierflError("run: give a SCENARIO file, or --resume DIR")
+    if allow_code:
+        raise HierflError("--allow-code goes with --resume DIR (a scenario you run names its code)")
+    resolved = _resolve(scenario, set_, seed, rounds)
+    check_references(resolved)
+    folder = out or Path("runs") / resolved.name
+    options = {name: value is not False for name, value in asked.items()}
+    with claim(folder, force=force):
+        save_options(folder, options)
         result = _with_progress(
             resolved, quiet, lambda report: simulate(resolved, report, checkpoint_dir=folder)
         )
-    result.write(folder)
-    if trace:
-        write_chrome_trace(result, folder / "trace.json")
-    if plots:
-        _draw(result, folder)
-    (folder / CHECKPOINT).unlink(missing_ok=True)
+        _write_outputs(result, folder, options)
     _print_summary(result, folder)
+
+
+def _resume(folder: Path, quiet: bool, asked: dict[str, bool | None], allow_code: bool) -> Result:
+    """Finish the run in ``folder`` from its checkpoint; outputs as asked, else as at first."""
+    if not folder.is_dir():
+        raise HierflError(f"--resume {folder}: no such folder")
+    with claim(folder, resume=True):
+        state = load_checkpoint(folder, allow_code)
+        resolved = checkpoint_scenario(state)
+        check_references(resolved)
+        options = load_options(folder, asked)
+        result = _with_progress(
+            resolved, quiet, lambda report: resume_run(folder, report, state=state)
+        )
+        _write_outputs(result, folder, options)
+    return result
+
+
+def _write_outputs(result: Result, folder: Path, options: dict[str, bool]) -> None:
+    """Tables, summary and model, then trace.json and figures as asked; then no checkpoint."""
+    result.write(folder)
+    if options["trace"]:
+        write_chrome_trace(result, folder / "trace.json")
+    if options["plots"]:
+        _draw(result, folder)
+    finish(folder)
 
 
 def _draw(result: Result, folder: Path) -> None:
@@ -114,7 +166,7 @@ def plot(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None
     result = read_result(run_dir)
     write_chrome_trace(result, run_dir / "trace.json")
     _draw(result, run_dir)
-    out_console.print(f"plots written to {run_dir}")
+    out_console.print(f"plots written to {run_dir}", highlight=False)
 
 
 @app.command()
@@ -141,7 +193,7 @@ def compare(
     for row in frame.itertuples(index=False):
         table.add_row(*(_cell(value) for value in row))
     out_console.print(table)
-    out_console.print(f"figure: {out}")
+    out_console.print(f"figure: {out}", highlight=False)
 
 
 COMPARE_HEADERS = {
@@ -291,11 +343,15 @@ def validate(
         list[str], typer.Option("--set", help="Override KEY.PATH=VALUE (repeat).")
     ] = [],  # noqa: B006
 ) -> None:
-    """Check scenario files; print each resolved scenario (defaults filled in) or its errors."""
+    """Check scenario files; print each resolved scenario (defaults filled in) or its errors.
+
+    Code a scenario names (package.module:Name) is found and read, never run.
+    """
     failed = False
     for path in scenarios:
         try:
             scenario = load_scenario(path, set_)
+            check_references(scenario)
         except HierflError as error:
             failed = True
             for message in getattr(error, "messages", [str(error)]):
@@ -323,7 +379,7 @@ def profiles() -> None:
         table.add_row(name, _kib(p.memory_kb), f"{p.compute_mflops:,.0f}", link, battery, power)
     out_console.print(table)
     for name, p in BUILTIN_PROFILES.items():
-        out_console.print(f"[bold]{name}[/bold]: {p.source}", soft_wrap=True)
+        out_console.print(f"[bold]{name}[/bold]: {escape(p.source)}", markup=True, soft_wrap=True)
 
 
 def _kib(memory_kb: float) -> str:
@@ -343,6 +399,12 @@ def _interrupted() -> None:
     sys.exit(INTERRUPTED)
 
 
+def _fail(message: str) -> None:
+    """One line on stderr, exit status 2."""
+    err_console.print(f"error: {message}", highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
 def main() -> None:
     """Console entry point: one line and exit 2 for bad input, no traceback unless --debug."""
     try:
@@ -350,12 +412,19 @@ def main() -> None:
     except HierflError as error:
         if _state["debug"]:
             traceback.print_exc()
-        err_console.print(f"error: {error}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+        _fail(str(error))
     except typer.Exit as done:
         sys.exit(done.exit_code)
-    except (typer.Abort, KeyboardInterrupt):
+    except typer.Abort as abort:  # click turns EOFError into Abort, as it does Ctrl-C
+        if isinstance(abort.__context__, EOFError):
+            _fail(f"unexpected end of input: {abort.__context__}")
         _interrupted()
+    except KeyboardInterrupt:
+        _interrupted()
+    except OSError as error:  # the system refused a file: say which, and why
+        if _state["debug"]:
+            traceback.print_exc()
+        _fail(f"{error.filename or 'system'}: {error.strerror or error}")
     except Exception as error:  # click usage errors carry their own exit code
         usage_code = getattr(error, "exit_code", None)
         if usage_code is None:

@@ -19,3 +19,11 @@ class ScenarioError(HierflError, ValueError):
 
 class ModelDoesNotFitError(ScenarioError):
     """No device of the fleet has the memory to train the scenario's model."""
+
+
+class OutputError(HierflError):
+    """A file or folder hierfl writes cannot be: names the path and the system's reason."""
+
+
+class CorruptError(HierflError):
+    """A file hierfl wrote (checkpoint, run folder) does not read back as it was written."""

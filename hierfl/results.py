@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -15,10 +17,12 @@ from typing import Any
 import pandas as pd
 import torch
 
-from hierfl.errors import HierflError
+from hierfl.errors import CorruptError, HierflError, OutputError
 
 UPLINK_KINDS = ("upload", "edge_upload")
 RUN_FILES = ("events.parquet", "rounds.csv", "devices.csv", "summary.json")
+TEMP_SUFFIX = ".hierfl-tmp"
+"""Ends the name of every temporary file ``atomic_write`` makes: a later run clears them."""
 
 
 @dataclass(frozen=True)
@@ -40,29 +44,13 @@ class Result:
         out.mkdir(parents=True, exist_ok=True)
         if self.model is not None:
             tensors = {name: t.detach().clone() for name, t in self.model.items()}
-            atomic_write(out / "model.pt", lambda p: torch.save(tensors, p))
+            atomic_write(out / "model.pt", lambda p: save_torch(tensors, p))
         atomic_write(out / "events.parquet", lambda p: self.events.to_parquet(p, index=False))
         atomic_write(out / "rounds.csv", lambda p: self.rounds.to_csv(p, index=False))
         atomic_write(out / "devices.csv", lambda p: self.devices.to_csv(p, index=False))
         text = json.dumps(_jsonable(self.summary), indent=2)
         atomic_write(out / "summary.json", lambda p: Path(p).write_text(text + "\n"))
         return out
-
-
-def read_result(folder: str | Path) -> Result:
-    """Load a run folder written by ``Result.write``."""
-    folder = Path(folder)
-    missing = [name for name in RUN_FILES if not (folder / name).is_file()]
-    if missing:
-        raise HierflError(f"{folder}: not a run folder (missing {', '.join(missing)})")
-    model = folder / "model.pt"
-    return Result(
-        events=pd.read_parquet(folder / "events.parquet"),
-        rounds=pd.read_csv(folder / "rounds.csv"),
-        devices=pd.read_csv(folder / "devices.csv"),
-        summary=json.loads((folder / "summary.json").read_text()),
-        model=torch.load(model, weights_only=True) if model.is_file() else None,
-    )
 
 
 def compare_table(
@@ -88,16 +76,37 @@ def compare_table(
 
 
 def atomic_write(path: Path, write: Callable[[str], object]) -> None:
-    """Call ``write`` on a temporary file beside ``path``, then rename it into place."""
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """Call ``write`` on a temporary file beside ``path``, then rename it into place.
+
+    The temporary file is ``.NAME.RANDOM.hierfl-tmp``: a process killed mid-write leaves
+    one behind, which the next run into the folder removes (``hierfl.rundir``). A system
+    error (disk full, no permission) is an OutputError naming the path.
+    """
+    try:
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.",
+                                        suffix=TEMP_SUFFIX)
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
     os.close(handle)
     try:
         write(temp)
         os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(temp, path)
+    except OSError as error:
+        raise OutputError(f"cannot write {path}: {error.strerror or error}") from None
     finally:
         if os.path.exists(temp):
             os.unlink(temp)
+
+
+def save_torch(value: object, path: str | Path) -> None:
+    """``torch.save`` whose bytes depend on ``value`` alone, not on the file's name.
+
+    Given a path, torch names the archive inside after the file (here a random temporary
+    name); given an open file it names it ``archive``.
+    """
+    with open(path, "wb") as file:
+        torch.save(value, file)
 
 
 def _umask() -> int:
@@ -167,3 +176,96 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):
         return _jsonable(value.item())
     return value
+
+
+ROUND_COLUMNS = ("cloud_round", "sim_time_s", "accuracy", "loss", "devices_trained",
+                 "bytes_up", "energy_j", "mean_battery")
+EVENT_NUMBERS = ("t_start", "t_end", "cloud_round", "edge_round", "bytes", "energy_j")
+DEVICE_COLUMNS = ("device", "profile", "edge", "energy_j", "battery", "rounds_trained",
+                  "dropped")
+SUMMARY_TYPES: dict[str, tuple[type, ...]] = {
+    "name": (str,),
+    "seed": (int,),
+    "scenario": (dict,),
+    "target_accuracy": (int, float, type(None)),
+    "time_to_target_s": (int, float, type(None)),
+    "energy_to_target_j": (int, float, type(None)),
+    "rounds_to_target": (int, type(None)),
+    "infrastructure_energy_j": (int, float, type(None)),
+}
+
+
+def read_result(folder: str | Path) -> Result:
+    """Load a run folder written by ``Result.write``.
+
+    A file that does not read back as hierfl wrote it is a CorruptError naming the file.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise HierflError(f"{folder}: not a run folder (not a folder)")
+    missing = [name for name in RUN_FILES if not (folder / name).is_file()]
+    if missing:
+        raise HierflError(f"{folder}: not a run folder (missing {', '.join(missing)})")
+    model = folder / "model.pt"
+    with _reading(folder / "events.parquet"):
+        events = pd.read_parquet(folder / "events.parquet")
+        _check_columns(events, EVENT_NUMBERS, ("kind", "node", "edge"))
+    with _reading(folder / "rounds.csv"):
+        rounds = pd.read_csv(folder / "rounds.csv")
+        _check_columns(rounds, ROUND_COLUMNS, ())
+    with _reading(folder / "devices.csv"):
+        devices = pd.read_csv(folder / "devices.csv")
+        _check_columns(devices, (), DEVICE_COLUMNS)
+    with _reading(folder / "summary.json"):
+        summary = _check_summary(json.loads((folder / "summary.json").read_text()))
+    tensors = None
+    if model.is_file():
+        with _reading(model):
+            tensors = _check_model(torch.load(io.BytesIO(model.read_bytes()), weights_only=True))
+    return Result(events, rounds, devices, summary, tensors)
+
+
+class _Unreadable(ValueError):
+    """A run-folder file parsed, but not into what hierfl writes."""
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Turn any failure to read ``path`` back into one CorruptError line naming it."""
+    try:
+        yield
+    except Exception as error:  # parquet, CSV, JSON and torch readers raise many kinds
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise CorruptError(f"{path}: cannot read it back as hierfl wrote it: {reason}") from None
+
+
+def _check_columns(table: pd.DataFrame, numbers: tuple[str, ...], others: tuple[str, ...]) -> None:
+    """The columns hierfl's readers use are there, numbers are numeric, and rows exist."""
+    missing = [name for name in (*numbers, *others) if name not in table.columns]
+    if missing:
+        raise _Unreadable(f"missing columns {', '.join(missing)}")
+    text = [name for name in numbers if not pd.api.types.is_numeric_dtype(table[name])]
+    if text:
+        raise _Unreadable(f"columns {', '.join(text)} are not numbers")
+    if table.empty:
+        raise _Unreadable("no rows")
+
+
+def _check_summary(summary: object) -> dict[str, Any]:
+    """A JSON object whose keys hierfl reads have the types it wrote."""
+    if not isinstance(summary, dict):
+        raise _Unreadable(f"not a JSON object: {type(summary).__name__}")
+    for key, types in SUMMARY_TYPES.items():
+        value = summary.get(key)
+        if key in summary and (isinstance(value, bool) or not isinstance(value, types)):
+            raise _Unreadable(f"{key} is {value!r}")
+    return summary
+
+
+def _check_model(tensors: object) -> dict[str, torch.Tensor]:
+    """Named tensors, as ``Result.write`` saves them."""
+    if not isinstance(tensors, dict) or not all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in tensors.items()
+    ):
+        raise _Unreadable("not a dict of named tensors")
+    return tensors

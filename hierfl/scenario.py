@@ -23,6 +23,8 @@ from hierfl.errors import ScenarioError
 from hierfl.profiles import BUILTIN_PROFILES, Profile
 
 _CUSTOM_NAME = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+"""A name that is one plain folder name on every system: no separator, no '..', no space."""
 MODEL_NAMES = ("tiny", "compact", "mobile", "dscnn")
 POLICY_NAMES = ("all", "random", "battery")
 DIRECTIONS = ("uplink_kbps", "downlink_kbps")  # a new bandwidth_kbps replaces a built-in's
@@ -267,7 +269,11 @@ class DeviceGroup(_Frozen):
 class Scenario(_Frozen):
     """A whole experiment, as resolved from a TOML file and overrides."""
 
-    name: str = Field("scenario", description="names the run folder and the summary")
+    name: str = Field(
+        "scenario",
+        description="names the run folder and the summary: letters, digits, '.', '_', '-' "
+        "(starting with a letter or digit, at most 100 characters)",
+    )
     seed: int = Field(0, ge=0, description="root of every random stream")
     run: RunConfig = RunConfig()
     data: DataConfig = DataConfig()
@@ -278,6 +284,17 @@ class Scenario(_Frozen):
     variability: VariabilityConfig = VariabilityConfig()
     devices: tuple[DeviceGroup, ...] = Field(min_length=1, description="device groups")
     profiles: dict[str, Profile] = Field(default_factory=dict, description="define or override")
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, value: str) -> str:
+        """The name becomes a folder (runs/NAME): nothing that could leave runs/."""
+        if not SAFE_NAME.fullmatch(value):
+            raise ValueError(
+                "must be letters, digits, '.', '_' or '-', starting with a letter or "
+                f"digit, at most 100 characters: {value!r}"
+            )
+        return value
 
     @field_validator("devices", mode="before")
     @classmethod
@@ -395,6 +412,8 @@ def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ())
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ScenarioError(f"{path}: no such scenario file") from None
+    except OSError as error:
+        raise ScenarioError(f"{path}: cannot read the scenario file: {error.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ScenarioError(f"{path}: not valid TOML: {error}") from None
     return parse_scenario(apply_overrides(raw, overrides), origin=str(path))

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
+from clirun import invoke
 
 ROOT = Path(__file__).parents[1]
 TUTORIAL = str(ROOT / "scenarios" / "tutorial066.toml")
@@ -254,3 +257,203 @@ def test_no_trace_skips_only_trace_json(tmp_path):
     names = {p.name for p in out.iterdir()}
     assert "trace.json" not in names
     assert {"events.parquet", "rounds.csv", "devices.csv", "summary.json"} <= names
+
+
+# --- trust: names, markup, --out checks, locks, --force, disk full (issue 12) ---
+
+
+def in_tmp(tmp_path: Path, monkeypatch, text: str = GOOD) -> str:
+    """Work in ``tmp_path`` (so default runs/NAME land there) with a small scenario file."""
+    monkeypatch.chdir(tmp_path)
+    return write(tmp_path, text)
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes."""
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("name", ['"../../escaped"', '"/tmp/abs"', '"a\\nb"', '""', '"a b"'])
+def test_unsafe_names_are_refused(tmp_path, monkeypatch, name):
+    """A name that is not one plain folder name is one line, exit 2, and nothing written."""
+    scenario = in_tmp(tmp_path, monkeypatch)
+    before = tree(tmp_path.parent)
+    done = invoke("run", scenario, "--quiet", "--set", f"name={name}")
+    assert done.one_error_line, done
+    assert "name: must be letters, digits" in done.err
+    assert tree(tmp_path.parent) == before
+
+
+def test_markup_in_user_text_prints_as_typed(tmp_path, monkeypatch):
+    """'[/bold]' in a value and '[low, high]' in a rule reach stderr verbatim, on one line."""
+    scenario = in_tmp(tmp_path, monkeypatch)
+    bold = invoke("run", scenario, "--set", "model.name=[/bold]")
+    assert bold.one_error_line, bold
+    assert "'[/bold]'" in bold.err
+    bracket = invoke("run", scenario, "--set", "data.samples_per_device=[5, 1]")
+    assert bracket.one_error_line, bracket
+    assert "[low, high]" in bracket.err
+    listed = invoke("validate", str(tmp_path / "[red]x.toml"))
+    assert listed.one_error_line and "[red]x.toml" in listed.err
+
+
+@pytest.mark.parametrize(
+    ("where", "needle"),
+    [("f", "is a file, not a folder"), ("f/run", "a folder above it is a file")],
+)
+def test_out_that_cannot_be_a_folder_is_one_line(tmp_path, monkeypatch, where, needle):
+    """--out naming a file, or a path under a file, is one line, exit 2, files untouched."""
+    scenario = in_tmp(tmp_path, monkeypatch)
+    (tmp_path / "f").write_text("a file")
+    out = tmp_path / where
+    before = tree(tmp_path)
+    done = invoke("run", scenario, "--out", str(out), "--quiet")
+    assert done.one_error_line, done
+    assert needle in done.err
+    assert tree(tmp_path) == before
+
+
+def test_read_only_out_is_found_before_round_one(tmp_path, monkeypatch):
+    """A folder that refuses files stops the run before it simulates anything.
+
+    (Tests may run as root, whom a read-only mode does not stop, so the refusal is the
+    system's PermissionError raised where hierfl first creates a file in the folder.)
+    """
+    scenario = in_tmp(tmp_path, monkeypatch)
+    (tmp_path / "ro").mkdir()
+
+    def refuse(path):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr("hierfl.rundir._open_lock", refuse)
+    monkeypatch.setattr("hierfl.cli.simulate", lambda *a, **k: pytest.fail("simulated"))
+    done = invoke("run", scenario, "--out", str(tmp_path / "ro"), "--quiet")
+    assert done.one_error_line, done
+    assert "cannot write into it: Permission denied" in done.err
+
+
+def test_disk_full_while_writing_is_one_line_and_resumable(tmp_path, monkeypatch):
+    """ENOSPC while writing a table: one line naming the file, no temporary file left,
+    and the checkpoint stays so that --resume finishes the run once there is room."""
+    scenario = in_tmp(tmp_path, monkeypatch)
+    out = tmp_path / "run"
+
+    def full(self, path, **kwargs):
+        Path(path).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(pd.DataFrame, "to_parquet", full)
+        done = invoke("run", scenario, "--out", str(out), "--quiet", "--no-plots")
+    assert done.one_error_line, done
+    assert f"cannot write {out / 'events.parquet'}: No space left on device" in done.err
+    assert not list(out.glob(".*tmp")) and not (out / "events.parquet").exists()
+    assert (out / "checkpoint.pt").exists()
+    resumed = invoke("run", "--resume", str(out), "--quiet")
+    assert resumed.code == 0, resumed
+    assert (out / "events.parquet").exists() and not (out / "checkpoint.pt").exists()
+    assert not (out / "timeline.png").exists()  # the original --no-plots holds on resume
+
+
+def test_validate_a_folder_is_one_line(tmp_path):
+    """`validate DIR` says the path is not a readable scenario file: exit 2, one line."""
+    done = invoke("validate", str(tmp_path))
+    assert done.one_error_line, done
+    assert "cannot read the scenario file: Is a directory" in done.err
+
+
+def test_validate_refuses_a_custom_model_that_run_cannot_import(tmp_path, monkeypatch):
+    """validate finds the module a scenario names as run would, without running it."""
+    scenario = in_tmp(tmp_path, monkeypatch)
+    missing = invoke("validate", scenario, "--set", "model.name=nosuchmodule_12:Wide")
+    assert missing.one_error_line, missing
+    assert "model.name: cannot load 'nosuchmodule_12:Wide'" in missing.err
+    (tmp_path / "wide_12.py").write_text(
+        "raise SystemExit('imported')\nclass Wide:\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = invoke("validate", scenario, "--set", "model.name=wide_12:Wide")
+    assert found.code == 0, found  # found and read, never imported (it would exit)
+
+
+def test_policy_with_a_wrong_signature_leaves_no_out(tmp_path, monkeypatch):
+    """A custom policy that cannot take (candidates, battery, fraction, rng) is one line
+    and leaves no --out folder, whether its source shows it or only its import does."""
+    scenario = in_tmp(tmp_path, monkeypatch)
+    (tmp_path / "pol_12.py").write_text(
+        "def bad(candidates):\n    return candidates\n\n"
+        "def make():\n    return lambda candidates, battery: candidates\n\nmade = make()\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("bad", "made"):
+        out = tmp_path / f"out-{name}"
+        policy = f"selection.policy=pol_12:{name}"
+        done = invoke("run", scenario, "--out", str(out), "--set", policy)
+        assert done.one_error_line, done
+        assert "a policy takes (candidates, battery, fraction, rng)" in done.err
+        assert not out.exists()
+
+
+def test_force_clears_the_old_runs_outputs(tmp_path, monkeypatch):
+    """--force removes every file a run writes (and stale temporary files) before the new
+    run writes; files hierfl does not write stay."""
+    scenario = in_tmp(tmp_path, monkeypatch)
+    out = tmp_path / "run"
+    out.mkdir()
+    old = ["model.pt", "trace.json", "timeline.png", "accuracy.png", "energy.png",
+           "checkpoint.pt", "summary.json", ".summary.json.abc.hierfl-tmp"]
+    for name in [*old, "keep.txt"]:
+        (out / name).write_text("old")
+    done = invoke("run", scenario, "--out", str(out), "--quiet", "--no-plots", "--no-trace",
+                  "--force")
+    assert done.code == 0, done
+    names = {p.name for p in out.iterdir()}
+    assert names == {"events.parquet", "rounds.csv", "devices.csv", "summary.json", "keep.txt"}
+    assert (out / "summary.json").read_text() != "old"
+
+
+def test_a_held_out_folder_refuses_a_second_run(tmp_path, monkeypatch):
+    """While one run holds --out, a second one (even with --force) is one line, exit 2,
+    and writes nothing; once released, the folder is usable again."""
+    from hierfl.rundir import claim
+
+    scenario = in_tmp(tmp_path, monkeypatch)
+    out = tmp_path / "run"
+    with claim(out):
+        done = invoke("run", scenario, "--out", str(out), "--quiet", "--force")
+        assert done.one_error_line, done
+        assert "another hierfl run is writing into it" in done.err
+        assert [p.name for p in out.iterdir()] == [".hierfl.lock"]
+    assert list(out.iterdir()) == []  # the holder released it and wrote nothing
+    assert invoke("run", scenario, "--out", str(out), "--quiet", "--no-plots").code == 0
+
+
+def test_two_processes_into_one_out(tmp_path):
+    """A second `hierfl run` into the --out of a run in progress is refused at once."""
+    out = tmp_path / "run"
+    first = subprocess.Popen(
+        [sys.executable, "-m", "hierfl", "run", TUTORIAL, "--rounds", "200", "--quiet",
+         "--no-plots", "--no-trace", "--out", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "checkpoint.pt").exists() and first.poll() is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        second = hierfl("run", TUTORIAL, "--rounds", "2", "--quiet", "--force", "--out", str(out))
+        assert second.returncode == 2 and "another hierfl run is writing into it" in second.stderr
+        assert len(second.stderr.strip().splitlines()) == 1
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+
+
+def test_model_pt_is_byte_deterministic(tmp_path, monkeypatch):
+    """Two runs of one scenario and seed write byte-identical model.pt files."""
+    scenario = in_tmp(tmp_path, monkeypatch, GOOD.replace("learning = false", "learning = true")
+                      + "[model]\nname = 'tiny'\n")
+    for out in ("a", "b"):
+        done = invoke("run", scenario, "--out", out, "--quiet", "--no-plots", "--no-trace")
+        assert done.code == 0, done
+    assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from torch import nn
 
@@ -23,11 +24,41 @@ def test_cached_count_is_reused(tmp_path, monkeypatch):
     model = build_model("tiny", (32,), 10, seed=0)
     assert forward_flops(model, torch.zeros(1, 32), "tiny|10") == 1344
     stored = json.loads(cache_file().read_text())
-    assert list(stored.values()) == [1344]
+    assert [entry["flops"] for entry in stored.values()] == [1344]
+    monkeypatch.setattr("hierfl.learn.flops.count_flops", lambda *_: pytest.fail("recounted"))
+    assert model_stats(model, (32,), "tiny|10").forward_flops == 1344
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda entry: {**entry, "flops": 7},
+        lambda entry: {**entry, "flops": -1},
+        lambda entry: {**entry, "flops": "1344"},
+        lambda entry: {**entry, "mac": "00" * 32},
+        lambda entry: {**entry, "mac": "not hex"},
+        lambda entry: 7,
+    ],
+)
+def test_edited_cache_entry_is_recounted(tmp_path, monkeypatch, edit):
+    """An edited count (or MAC) fails its HMAC under the user's key: it is counted afresh."""
+    monkeypatch.setenv("HIERFL_CACHE_DIR", str(tmp_path))
+    model = build_model("tiny", (32,), 10, seed=0)
+    forward_flops(model, torch.zeros(1, 32), "tiny|10")
+    stored = json.loads(cache_file().read_text())
     key = next(iter(stored))
-    cache_file().write_text(json.dumps({key: 7}))
-    assert model_stats(model, (32,), "tiny|10").forward_flops == 7
-    assert model_stats(model, (32,)).forward_flops == 1344  # no key: counted afresh
+    cache_file().write_text(json.dumps({key: edit(stored[key])}))
+    assert model_stats(model, (32,), "tiny|10").forward_flops == 1344
+    assert json.loads(cache_file().read_text())[key]["flops"] == 1344
+
+
+def test_cache_key_follows_the_model_structure(tmp_path, monkeypatch):
+    """Two models under one name but of different structure get their own counts."""
+    monkeypatch.setenv("HIERFL_CACHE_DIR", str(tmp_path))
+    narrow, wide = nn.Sequential(nn.Linear(4, 3)), nn.Sequential(nn.Linear(4, 5))
+    assert forward_flops(narrow, torch.zeros(1, 4), "same") == 2 * 4 * 3
+    assert forward_flops(wide, torch.zeros(1, 4), "same") == 2 * 4 * 5
+    assert len(json.loads(cache_file().read_text())) == 2
 
 
 def test_unwritable_cache_only_costs_a_recount(tmp_path, monkeypatch):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import json
 import os
 import signal
 import subprocess
@@ -12,9 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from clirun import invoke
 
 import hierfl
-from hierfl.checkpoint import CHECKPOINT, load_checkpoint
+from hierfl.checkpoint import CHECKPOINT, MAGIC, load_checkpoint, write_state
 from hierfl.errors import HierflError
 from hierfl.sim.runner import resume, simulate
 
@@ -53,10 +56,13 @@ def test_resume_in_process_equals_uninterrupted(tmp_path, mode):
 
 
 def test_checkpoint_is_data_loaded_weights_only(tmp_path):
-    """The checkpoint loads with torch.load(weights_only=True) and names its scenario."""
+    """Between its magic and its checksums, a checkpoint is a torch file that loads with
+    torch.load(weights_only=True) and names its scenario."""
     scenario = hierfl.load_scenario(TUTORIAL, ["run.cloud_rounds=2"])
     simulate(scenario, checkpoint_dir=tmp_path)
-    state = torch.load(tmp_path / CHECKPOINT, weights_only=True)
+    data = (tmp_path / CHECKPOINT).read_bytes()
+    assert data.startswith(MAGIC)
+    state = torch.load(io.BytesIO(data[len(MAGIC) : -64]), weights_only=True)
     assert state["next_round"] == 2
     assert '"cloud_rounds": 2' in state["scenario"]
 
@@ -88,7 +94,8 @@ def wait_for_round(folder: Path, proc: subprocess.Popen, at_least: int) -> None:
 
 
 def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
-    """A run killed with SIGKILL mid-way and resumed from the CLI equals an uninterrupted run."""
+    """A run killed with SIGKILL mid-way and resumed from the CLI equals an uninterrupted run;
+    the temporary file of a write the kill cut short is gone afterwards."""
     args = [str(TUTORIAL), "--rounds", "40", "--quiet", "--no-plots"]
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     assert cli("run", *args, "--out", str(whole)).wait(timeout=600) == 0
@@ -97,10 +104,12 @@ def test_sigkill_then_resume_equals_uninterrupted(tmp_path):
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=60)
     assert not (killed / "summary.json").exists(), "the run finished before it was killed"
+    (killed / ".checkpoint.pt.k1ll3d.hierfl-tmp").write_bytes(b"a write cut short")
     resumed = cli("run", "--resume", str(killed), "--quiet", "--no-plots")
     assert resumed.wait(timeout=600) == 0, resumed.stderr.read()
     assert_same(hierfl.results.read_result(whole), hierfl.results.read_result(killed))
     assert not (killed / CHECKPOINT).exists()
+    assert not list(killed.glob(".*")), "temporary or bookkeeping files left behind"
 
 
 def test_ctrl_c_exits_130_with_a_hint_and_a_resumable_folder(tmp_path):
@@ -124,3 +133,147 @@ def test_ctrl_c_exits_130_with_a_hint_and_a_resumable_folder(tmp_path):
     resumed = cli("run", "--resume", str(out), "--quiet", "--no-plots")
     assert resumed.wait(timeout=600) == 0
     assert len(hierfl.results.read_result(out).rounds) == 40
+
+
+# --- damaged and foreign checkpoints (issue 12) ---
+
+
+@pytest.fixture
+def stopped(tmp_path, make_scenario) -> Path:
+    """A run folder whose 3-round timing-only run stopped after cloud round 0."""
+    scenario = make_scenario(run={"cloud_rounds": 3})
+    folder = tmp_path / "run"
+
+    def stop_after_round_0(row: dict) -> None:
+        raise Stop
+
+    with pytest.raises(Stop):
+        simulate(scenario, on_round=stop_after_round_0, checkpoint_dir=folder)
+    return folder
+
+
+def damage(path: Path, how: str) -> None:
+    data = path.read_bytes()
+    if how == "empty":
+        path.write_bytes(b"")
+    elif how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    else:  # flip one byte at a relative position
+        at = int(float(how) * (len(data) - 1))
+        path.write_bytes(data[:at] + bytes([data[at] ^ 0x01]) + data[at + 1 :])
+
+
+@pytest.mark.parametrize("how", ["empty", "truncated", "0", "0.3", "0.5", "0.97", "1"])
+def test_damaged_checkpoint_is_one_line_and_kept(stopped, how):
+    """An emptied, cut or one-byte-flipped checkpoint: exit 2, one line, the file kept."""
+    damage(stopped / CHECKPOINT, how)
+    before = (stopped / CHECKPOINT).read_bytes()
+    done = invoke("run", "--resume", str(stopped), "--quiet")
+    assert done.one_error_line, done
+    assert str(stopped / CHECKPOINT) in done.err
+    assert (stopped / CHECKPOINT).read_bytes() == before
+    assert not (stopped / "summary.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("edit", "needle"),
+    [
+        (lambda s: s.update(next_round=4), "next_round must be in [1, cloud_rounds = 3]: 4"),
+        (lambda s: s.update(next_round=0), "next_round must be in [1, cloud_rounds = 3]: 0"),
+        (lambda s: s.update(now_s=float("nan")), "now_s must be a finite time >= 0"),
+        (lambda s: s.update(trained=torch.zeros(5, dtype=torch.int64)), "trained must be"),
+        (lambda s: s["battery"].update(remaining_j=-s["battery"]["remaining_j"]),
+         "battery.remaining_j must be finite and >= 0"),
+        (lambda s: s.update(round_rows=[]), "round_rows must hold 1 rows"),
+        (lambda s: s.update(scenario="{"), "scenario is not JSON"),
+        (lambda s: s.update(format=1), "checkpoint format 1 unknown"),
+    ],
+)
+def test_checkpoint_out_of_range_is_refused(stopped, edit, needle):
+    """A checkpoint with a valid checksum but numbers that do not fit its scenario (a round
+    beyond cloud_rounds, wrong shapes, negative energy) is one line and exit 2."""
+    state = load_checkpoint(stopped)
+    edit(state)
+    write_state(state, stopped / CHECKPOINT)
+    done = invoke("run", "--resume", str(stopped), "--quiet")
+    assert done.one_error_line, done
+    assert needle in done.err
+
+
+EVIL = """
+from pathlib import Path
+Path(__file__).with_name("ran").write_text("imported")
+
+def pick(candidates, battery, fraction, rng):
+    return list(candidates)
+"""
+
+
+def test_checkpoint_naming_code_needs_your_signature_or_allow_code(stopped, tmp_path,
+                                                                   monkeypatch):
+    """A checkpoint naming package.module:Name that your hierfl did not write (another key)
+    is refused before the module is found or run; --allow-code runs it; one your hierfl
+    wrote resumes as its command line named it."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "evil_12.py").write_text(EVIL)
+    monkeypatch.syspath_prepend(str(code))
+    state = load_checkpoint(stopped)
+    raw = json.loads(state["scenario"])
+    raw["selection"]["policy"] = "evil_12:pick"
+    state["scenario"] = json.dumps(raw)
+    with monkeypatch.context() as elsewhere:
+        elsewhere.setenv("HIERFL_CACHE_DIR", str(tmp_path / "another-account"))
+        write_state(state, stopped / CHECKPOINT)
+    refused = invoke("run", "--resume", str(stopped), "--quiet")
+    assert refused.one_error_line, refused
+    assert "selection.policy='evil_12:pick'" in refused.err and "--allow-code" in refused.err
+    assert not (code / "ran").exists() and "evil_12" not in sys.modules
+    write_state(state, stopped / CHECKPOINT)  # now signed with this account's key
+    mine = invoke("run", "--resume", str(stopped), "--quiet", "--no-plots")
+    assert mine.code == 0, mine
+    assert (code / "ran").exists()
+
+
+def test_allow_code_runs_a_foreign_checkpoints_code(stopped, tmp_path, monkeypatch):
+    """--allow-code resumes a checkpoint from elsewhere that names code."""
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "evil_13.py").write_text(EVIL)
+    monkeypatch.syspath_prepend(str(code))
+    state = load_checkpoint(stopped)
+    raw = json.loads(state["scenario"])
+    raw["selection"]["policy"] = "evil_13:pick"
+    state["scenario"] = json.dumps(raw)
+    with monkeypatch.context() as elsewhere:
+        elsewhere.setenv("HIERFL_CACHE_DIR", str(tmp_path / "another-account"))
+        write_state(state, stopped / CHECKPOINT)
+    done = invoke("run", "--resume", str(stopped), "--quiet", "--no-plots", "--allow-code")
+    assert done.code == 0, done
+    assert (code / "ran").exists()
+
+
+def test_resume_writes_the_outputs_the_original_command_asked_for(tmp_path, monkeypatch):
+    """A run started with --no-plots --no-trace resumes without them; --trace on the resume
+    command line adds trace.json."""
+    scenario = tmp_path / "s.toml"
+    scenario.write_text("[run]\ncloud_rounds = 2\nlearning = false\n"
+                        "[[devices]]\nprofile = 'mcu'\ncount = 2\n")
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    def stop_before_writing(out: Path) -> None:
+        with monkeypatch.context() as patch:
+            patch.setattr("hierfl.cli._write_outputs", interrupted)
+            done = invoke("run", str(scenario), "--out", str(out), "--quiet", "--no-plots",
+                          "--no-trace")
+        assert done.code == 130 and (out / CHECKPOINT).exists()
+
+    tables = {"events.parquet", "rounds.csv", "devices.csv", "summary.json"}
+    stop_before_writing(tmp_path / "a")
+    assert invoke("run", "--resume", str(tmp_path / "a"), "--quiet").code == 0
+    assert {p.name for p in (tmp_path / "a").iterdir()} == tables
+    stop_before_writing(tmp_path / "b")
+    assert invoke("run", "--resume", str(tmp_path / "b"), "--quiet", "--trace").code == 0
+    assert {p.name for p in (tmp_path / "b").iterdir()} == {*tables, "trace.json"}

@@ -1,32 +1,33 @@
 """Forward FLOPs counted by torch's FlopCounterMode, remembered on disk for built-in models.
 
 Counting runs the model under a dispatch mode whose first use imports TorchDynamo (about
-1.5 s, more than a whole small run). A built-in model's count depends only on its name,
-input shape, classes and the torch version, so those counts are kept in a small JSON file
-(``$HIERFL_CACHE_DIR``, else ``$XDG_CACHE_HOME/hierfl``, else ``~/.cache/hierfl``).
-Custom models are always counted afresh.
+1.5 s, more than a whole small run). A built-in model's count depends only on its structure
+and input shape and on the torch version, so those counts are kept in a small JSON file in
+the user's hierfl folder (``hierfl.cache``). Each entry is keyed by a hash of the model's
+structure (its modules, parameter and buffer shapes) and carries an HMAC under the user's
+key: an entry that was edited, or that no longer matches the model, is counted afresh, so
+the cache can change how long a run takes but never what it reports. Custom models are
+always counted afresh (their ``forward`` may differ where their modules do not).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-import os
 from pathlib import Path
 
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from hierfl.cache import cache_dir, sign, user_key, verify
+from hierfl.errors import OutputError
 from hierfl.results import atomic_write
 
 
 def cache_file() -> Path:
     """Where remembered counts live."""
-    explicit = os.environ.get("HIERFL_CACHE_DIR")
-    if explicit:
-        return Path(explicit) / "flops.json"
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "hierfl" / "flops.json"
+    return cache_dir() / "flops.json"
 
 
 def count_flops(model: nn.Module, sample: torch.Tensor) -> int:
@@ -42,20 +43,52 @@ def count_flops(model: nn.Module, sample: torch.Tensor) -> int:
     return counter.get_total_flops()
 
 
+def structure_key(model: nn.Module, sample: torch.Tensor) -> str:
+    """A hash of what a count depends on: modules, tensor shapes, input shape, torch version."""
+    tensors = [
+        (name, tuple(t.shape), str(t.dtype))
+        for name, t in [*model.named_parameters(), *model.named_buffers()]
+    ]
+    text = repr((repr(model), tensors, tuple(sample.shape[1:]), str(sample.dtype),
+                 torch.__version__))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def forward_flops(model: nn.Module, sample: torch.Tensor, cache_key: str | None = None) -> int:
     """``count_flops``, looked up in and added to the disk cache when ``cache_key`` is given."""
-    if cache_key is None:
+    if not cache_key:
         return count_flops(model, sample)
-    key = f"{cache_key}|{tuple(sample.shape[1:])}|torch {torch.__version__}"
-    path = cache_file()
+    key = f"{cache_key}|{structure_key(model, sample)}"
+    path, secret = cache_file(), user_key()
     known = _read(path)
-    if key not in known:
-        known[key] = count_flops(model, sample)
-        _write(path, known)
-    return int(known[key])
+    flops = _trusted(known.get(key), key, secret)
+    if flops is None:
+        flops = count_flops(model, sample)
+        if secret is not None:
+            known[key] = {"flops": flops, "mac": sign(_signed(key, flops), secret).hex()}
+            _write(path, known)
+    return flops
 
 
-def _read(path: Path) -> dict[str, int]:
+def _signed(key: str, flops: int) -> bytes:
+    return f"{key}={flops}".encode()
+
+
+def _trusted(entry: object, key: str, secret: bytes | None) -> int | None:
+    """The entry's count when it is well formed and its HMAC checks out, else None."""
+    if not isinstance(entry, dict):
+        return None
+    flops, mac = entry.get("flops"), entry.get("mac")
+    if type(flops) is not int or flops < 0 or not isinstance(mac, str):
+        return None
+    try:
+        tag = bytes.fromhex(mac)
+    except ValueError:
+        return None
+    return flops if verify(_signed(key, flops), tag, secret) else None
+
+
+def _read(path: Path) -> dict[str, object]:
     try:
         found = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -63,10 +96,10 @@ def _read(path: Path) -> dict[str, int]:
     return found if isinstance(found, dict) else {}
 
 
-def _write(path: Path, known: dict[str, int]) -> None:
+def _write(path: Path, known: dict[str, object]) -> None:
     """Best effort: a cache that cannot be written only costs the next run the recount."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write(path, lambda temp: Path(temp).write_text(json.dumps(known, indent=1)))
-    except OSError:
+    except (OSError, OutputError):
         pass

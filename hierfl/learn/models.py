@@ -6,7 +6,6 @@ forward pass on one sample, and activation elements per sample.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 from collections.abc import Callable
@@ -17,6 +16,7 @@ from torch import nn
 
 from hierfl.errors import ScenarioError
 from hierfl.learn.flops import forward_flops
+from hierfl.plugins import load_object
 from hierfl.scenario import MODEL_NAMES
 
 __all__ = ["MODEL_NAMES", "ModelStats", "SequentialNet", "build_model", "model_stats"]
@@ -94,11 +94,7 @@ _ZOO: dict[str, Factory] = {"tiny": _tiny, "compact": _compact, "mobile": _mobil
 
 def _custom(name: str) -> Factory:
     """Resolve ``"package.module:Class"`` to a factory passing the shape keywords it accepts."""
-    module_name, _, class_name = name.partition(":")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as error:
-        raise ScenarioError(f"model.name: cannot import {name!r}: {error}") from None
+    cls = load_object(name, "model.name")
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise ScenarioError(f"model.name: {name!r} must be an nn.Module subclass, got {cls!r}")
     accepted = inspect.signature(cls).parameters

@@ -1,0 +1,175 @@
+"""Run folders: one writer at a time, checked before round 1, old outputs cleared on --force.
+
+``hierfl run`` claims its ``--out`` folder before anything is simulated: it creates the
+folder, takes an exclusive lock (``.hierfl.lock``, an ``flock`` the system drops when the
+process dies, even by SIGKILL), removes temporary files a killed writer left behind, and
+refuses a folder that holds anything else unless ``--force``, which first removes every
+file a run writes (``KNOWN_OUTPUTS``). A second run into the same folder is refused at
+once with one line; so is a folder that cannot be created or written.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+from hierfl.checkpoint import CHECKPOINT
+from hierfl.errors import HierflError, OutputError
+from hierfl.results import RUN_FILES, TEMP_SUFFIX, atomic_write
+
+LOCK = ".hierfl.lock"
+OPTIONS = ".hierfl-run.json"
+"""What the command asked to write (plots, trace.json), for ``--resume`` to do the same."""
+KNOWN_OUTPUTS = (
+    *RUN_FILES,
+    "model.pt",
+    "trace.json",
+    "timeline.png",
+    "accuracy.png",
+    "energy.png",
+    "links.csv",
+    "error.txt",
+    CHECKPOINT,
+    OPTIONS,
+)
+
+
+@dataclass
+class RunFolder:
+    """A claimed run folder: ``created`` when this process made it."""
+
+    path: Path
+    created: bool
+
+
+@contextmanager
+def claim(folder: Path, force: bool = False, resume: bool = False) -> Iterator[RunFolder]:
+    """Hold ``folder`` for one run; on a HierflError, remove it again if this run made it
+    and wrote nothing there yet (a run refused before round 1 leaves no empty folder)."""
+    created = _make(folder)
+    try:
+        handle = _lock(folder)
+    except HierflError:
+        _remove_if_bare(folder, created)
+        raise
+    try:
+        _clear(folder, force, resume)
+        yield RunFolder(folder, created)
+    except HierflError:
+        _remove_if_bare(folder, created)
+        raise
+    finally:
+        (folder / LOCK).unlink(missing_ok=True)  # before unlocking: see _lock
+        os.close(handle)
+
+
+def _make(folder: Path) -> bool:
+    """Create ``folder`` (and its parents); True when it did not exist."""
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"--out {folder}: is a file, not a folder")
+    try:
+        folder.mkdir(parents=True)
+    except FileExistsError:
+        if not folder.is_dir():
+            raise OutputError(f"--out {folder}: is a file, not a folder") from None
+        return False
+    except NotADirectoryError:
+        raise OutputError(f"--out {folder}: a folder above it is a file") from None
+    except OSError as error:
+        raise OutputError(f"--out {folder}: cannot create it: {error.strerror}") from None
+    return True
+
+
+def _lock(folder: Path) -> int:
+    """Open and ``flock`` the folder's lock file without waiting; the file descriptor."""
+    path = folder / LOCK
+    for _ in range(3):
+        try:
+            handle = _open_lock(path)
+        except OSError as error:
+            raise OutputError(f"--out {folder}: cannot write into it: {error.strerror}") from None
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(handle)
+            raise OutputError(
+                f"--out {folder}: another hierfl run is writing into it (it holds {LOCK})"
+            ) from None
+        if _same_file(handle, path):
+            return handle
+        os.close(handle)  # its holder removed it between our open and lock: take a new one
+    raise OutputError(f"--out {folder}: another hierfl run is writing into it (it holds {LOCK})")
+
+
+def _open_lock(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+
+
+def _same_file(handle: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(handle), path.stat())
+    except FileNotFoundError:
+        return False
+
+
+def _clear(folder: Path, force: bool, resume: bool) -> None:
+    """Remove stale temporary files; refuse other files, or remove the known ones on --force."""
+    for temp in folder.glob(f".*{TEMP_SUFFIX}"):
+        temp.unlink(missing_ok=True)
+    if resume:
+        return
+    others = sorted(p.name for p in folder.iterdir() if p.name not in (LOCK, OPTIONS))
+    if others and CHECKPOINT in others and not force:
+        raise HierflError(
+            f"--out {folder}: holds an unfinished run (hierfl run --resume {folder} finishes "
+            "it; --force starts over)"
+        )
+    if others and not force:
+        raise HierflError(f"--out {folder}: folder is not empty (use --force to write into it)")
+    for name in KNOWN_OUTPUTS:
+        path = folder / name
+        if path.is_file():
+            try:
+                path.unlink()
+            except OSError as error:
+                raise OutputError(f"--force: cannot remove {path}: {error.strerror}") from None
+
+
+def _remove_if_bare(folder: Path, created: bool) -> None:
+    """Remove a folder this run created if it holds nothing but hierfl's own bookkeeping."""
+    if not created or any(p.name not in (LOCK, OPTIONS) for p in folder.iterdir()):
+        return  # a checkpoint or an output is there: keep it, and what --resume needs
+    for name in (OPTIONS, LOCK):
+        (folder / name).unlink(missing_ok=True)
+    with suppress(OSError):
+        folder.rmdir()
+
+
+def save_options(folder: Path, options: dict[str, bool]) -> None:
+    """Record what the command asked to write, for a later ``--resume``."""
+    atomic_write(folder / OPTIONS, lambda temp: Path(temp).write_text(json.dumps(options)))
+
+
+def load_options(folder: Path, given: dict[str, bool | None]) -> dict[str, bool]:
+    """``given`` where set, else what the original command asked for, else True."""
+    try:
+        saved = json.loads((folder / OPTIONS).read_text())
+    except (OSError, ValueError):
+        saved = {}
+    if not isinstance(saved, dict):
+        saved = {}
+    return {
+        name: value if value is not None else saved.get(name) is not False
+        for name, value in given.items()
+    }
+
+
+def finish(folder: Path) -> None:
+    """Remove the checkpoint and the recorded options once every output is written."""
+    for name in (CHECKPOINT, OPTIONS):
+        (folder / name).unlink(missing_ok=True)
