@@ -35,12 +35,13 @@ from hierfl.scenario import Scenario, parse_scenario
 from hierfl.sim.engine import Simulation
 
 CHECKPOINT = "checkpoint.pt"
-FORMAT = 2
+FORMAT = 3
 MAGIC = b"HIERFLCK"
 _HASH = 32
-_BATTERY = ("remaining_j", "settled_s", "alive", "died_s", "used_j")
+_BATTERY = ("remaining_j", "settled_s", "alive", "died_s", "used_j", "tail_end_s")
+_LINKS = ("carried_bytes", "flows")
 _KEYS = ("format", "scenario", "next_round", "now_s", "global_weights", "battery", "trained",
-         "trace", "round_rows")
+         "links", "link_steps", "trace", "round_rows")
 
 
 def save_checkpoint(sim: Simulation, folder: Path, next_round: int) -> Path:
@@ -53,6 +54,8 @@ def save_checkpoint(sim: Simulation, folder: Path, next_round: int) -> Path:
         "global_weights": sim.global_weights,
         "battery": {name: torch.from_numpy(getattr(sim.battery, name).copy()) for name in _BATTERY},
         "trained": torch.from_numpy(sim.trained.copy()),
+        "links": {name: torch.from_numpy(getattr(sim.link_log, name).copy()) for name in _LINKS},
+        "link_steps": [torch.from_numpy(rows.copy()) for rows in sim.link_log.steps],
         "trace": {
             name: torch.from_numpy(sim.trace.rows[name].copy()) for name in sim.trace.columns
         },
@@ -187,6 +190,9 @@ def restore(sim: Simulation, state: dict[str, Any]) -> None:
     for name in _BATTERY:
         getattr(sim.battery, name)[...] = state["battery"][name].numpy()
     sim.trained[...] = state["trained"].numpy()
+    for name in _LINKS:
+        getattr(sim.link_log, name)[...] = state["links"][name].numpy()
+    sim.link_log.steps[:] = [rows.numpy() for rows in state["link_steps"]]
     sim.trace.load({name: column.numpy() for name, column in state["trace"].items()})
     sim.round_rows[:] = state["round_rows"]
     sim.global_weights = state["global_weights"]
@@ -206,6 +212,7 @@ def _check_fits(sim: Simulation, state: dict[str, Any]) -> None:
     _same_as(state["trained"], sim.trained, "trained")
     if (state["trained"].numpy() < 0).any():
         raise CorruptError("checkpoint: trained counts must be >= 0")
+    _check_links(state, sim)
     _check_trace(_table(state["trace"], "trace"), sim)
     _check_rows(state["round_rows"], state["next_round"], state["now_s"])
     weights = state["global_weights"]
@@ -232,6 +239,28 @@ def _same_as(value: object, like: np.ndarray | torch.Tensor, key: str) -> None:
             f"checkpoint: {key} must be {expected.dtype} of shape {tuple(expected.shape)}: "
             f"{value.dtype} of shape {tuple(value.shape)}"
         )
+
+
+def _check_links(state: dict[str, Any], sim: Simulation) -> None:
+    """Link totals shaped as the scenario's links; load steps on known links, in order."""
+    links = _table(state["links"], "links")
+    for name in _LINKS:
+        _same_as(links.get(name), getattr(sim.link_log, name), f"links.{name}")
+        if (links[name].numpy() < 0).any():
+            raise CorruptError(f"checkpoint: links.{name} must be >= 0")
+    steps = state["link_steps"]
+    if not isinstance(steps, list) or not all(isinstance(s, torch.Tensor) for s in steps):
+        raise CorruptError("checkpoint: link_steps must be a list of tensors")
+    n_links = len(sim.links.names)
+    for rows in (s.numpy() for s in steps):
+        if rows.ndim != 2 or rows.shape[1] != 4 or rows.dtype != np.float64:
+            raise CorruptError("checkpoint: link_steps must be float64 rows of 4")
+        link, start, end, load = rows.T
+        if not ((link >= 0) & (link < n_links) & (link == np.round(link))).all():
+            raise CorruptError(f"checkpoint: link_steps name links outside [0, {n_links})")
+        if not (np.isfinite(rows).all() and (start >= 0).all() and (end >= start).all()
+                and (load > 0).all()):
+            raise CorruptError("checkpoint: link_steps must be finite steps forward in time")
 
 
 def _check_trace(trace: dict[str, torch.Tensor], sim: Simulation) -> None:

@@ -27,22 +27,19 @@ def compute_s(flops: float, compute_mflops: float) -> float:
     return flops / (compute_mflops * 1e6)
 
 
-def hop_s(payload_bytes: int, bandwidth_kbps: float, latency_ms: float) -> float:
-    """Seconds for one store-and-forward hop: latency plus serialization.
-
-    >>> hop_s(1000, 100, 50)
-    0.13
-    """
-    return latency_ms / 1000 + 8 * payload_bytes / (bandwidth_kbps * 1000)
-
-
 def transfer_s(payload_bytes: int, hops: Iterable[tuple[float, float]]) -> float:
-    """Seconds to move ``payload_bytes`` over ``hops`` of (bandwidth_kbps, latency_ms).
+    """Seconds to move ``payload_bytes`` over ``hops`` of (bandwidth_kbps, latency_ms) with
+    no other flow about: the path latency, then the bytes at the slowest link's rate
+    (cut-through, as the flow model has it; ``sim.flows`` shares links between flows).
 
-    >>> transfer_s(1000, [(100, 50), (8000, 20)])
-    0.151
+    >>> round(transfer_s(1000, [(100, 50), (8000, 20)]), 12)
+    0.15
     """
-    return sum(hop_s(payload_bytes, bandwidth, latency) for bandwidth, latency in hops)
+    hops = list(hops)
+    if not hops:
+        return 0.0
+    latency_s = sum(latency for _, latency in hops) / 1000
+    return latency_s + 8 * payload_bytes / (1000 * min(bandwidth for bandwidth, _ in hops))
 
 
 def aggregate_flops(n_params: int, n_updates: int) -> int:

@@ -20,6 +20,7 @@ import torch
 from hierfl.errors import CorruptError, HierflError, OutputError
 
 UPLINK_KINDS = ("upload", "edge_upload")
+BACKHAUL_KINDS = ("cloud_download", "edge_upload")
 RUN_FILES = ("events.parquet", "rounds.csv", "devices.csv", "summary.json")
 TEMP_SUFFIX = ".hierfl-tmp"
 """Ends the name of every temporary file ``atomic_write`` makes: a later run clears them."""
@@ -34,6 +35,8 @@ class Result:
     devices: pd.DataFrame
     summary: dict[str, Any]
     model: dict[str, torch.Tensor] | None = None
+    links: pd.DataFrame | None = None
+    link_load: pd.DataFrame | None = None
 
     def write(self, out_dir: str | Path) -> Path:
         """Write the run folder of DESIGN.md; each file appears whole or not at all.
@@ -48,6 +51,12 @@ class Result:
         atomic_write(out / "events.parquet", lambda p: self.events.to_parquet(p, index=False))
         atomic_write(out / "rounds.csv", lambda p: self.rounds.to_csv(p, index=False))
         atomic_write(out / "devices.csv", lambda p: self.devices.to_csv(p, index=False))
+        if self.links is not None:
+            atomic_write(out / "links.csv", lambda p: self.links.to_csv(p, index=False))
+        if self.link_load is not None:
+            atomic_write(
+                out / "link_load.parquet", lambda p: self.link_load.to_parquet(p, index=False)
+            )
         text = json.dumps(_jsonable(self.summary), indent=2)
         atomic_write(out / "summary.json", lambda p: Path(p).write_text(text + "\n"))
         return out
@@ -115,12 +124,22 @@ def _umask() -> int:
     return current
 
 
-def rounds_table(rows: list[dict[str, Any]], events: pd.DataFrame) -> pd.DataFrame:
-    """One row per cloud round, per-round figures from cumulative tallies and the events."""
+def rounds_table(
+    rows: list[dict[str, Any]], events: pd.DataFrame, cloud_only: bool = False
+) -> pd.DataFrame:
+    """One row per cloud round, per-round figures from cumulative tallies and the events.
+
+    ``bytes_backhaul`` counts what crossed the edges' backhauls, both ways: the edges'
+    models in a hierarchy, every device's transfer in ``cloud_only`` (through its edge).
+    """
     table = pd.DataFrame(rows)
-    uplink = events.loc[events["kind"].isin(UPLINK_KINDS), ["cloud_round", "bytes"]]
-    bytes_up = uplink.groupby("cloud_round")["bytes"].sum()
-    table["bytes_up"] = table["cloud_round"].map(bytes_up).fillna(0).astype("int64")
+    kind = events["kind"]
+    crossed = kind.isin(BACKHAUL_KINDS)
+    if cloud_only:
+        crossed |= kind.isin(("download", "upload")) & events["edge"].notna()
+    for column, rows_ in (("bytes_up", kind.isin(UPLINK_KINDS)), ("bytes_backhaul", crossed)):
+        tally = events.loc[rows_, ["cloud_round", "bytes"]].groupby("cloud_round")["bytes"].sum()
+        table[column] = table["cloud_round"].map(tally).fillna(0).astype("int64")
     trained = table["devices_trained"]
     table["devices_trained"] = trained.diff().fillna(trained).astype("int64")
     used_j = table.pop("energy_used_j")
@@ -133,6 +152,7 @@ def rounds_table(rows: list[dict[str, Any]], events: pd.DataFrame) -> pd.DataFra
             "loss",
             "devices_trained",
             "bytes_up",
+            "bytes_backhaul",
             "energy_j",
             "mean_battery",
         ]
@@ -222,7 +242,16 @@ def read_result(folder: str | Path) -> Result:
     if model.is_file():
         with _reading(model):
             tensors = _check_model(torch.load(io.BytesIO(model.read_bytes()), weights_only=True))
-    return Result(events, rounds, devices, summary, tensors)
+    links = load = None
+    if (folder / "links.csv").is_file():
+        with _reading(folder / "links.csv"):
+            links = pd.read_csv(folder / "links.csv", keep_default_na=False)
+            _check_columns(links, ("bytes", "utilisation_peak"), ("link",), rows=False)
+    if (folder / "link_load.parquet").is_file():
+        with _reading(folder / "link_load.parquet"):
+            load = pd.read_parquet(folder / "link_load.parquet")
+            _check_columns(load, ("t_start", "t_end", "utilisation"), ("link",), rows=False)
+    return Result(events, rounds, devices, summary, tensors, links, load)
 
 
 class _Unreadable(ValueError):
@@ -239,15 +268,18 @@ def _reading(path: Path) -> Iterator[None]:
         raise CorruptError(f"{path}: cannot read it back as hierfl wrote it: {reason}") from None
 
 
-def _check_columns(table: pd.DataFrame, numbers: tuple[str, ...], others: tuple[str, ...]) -> None:
-    """The columns hierfl's readers use are there, numbers are numeric, and rows exist."""
+def _check_columns(
+    table: pd.DataFrame, numbers: tuple[str, ...], others: tuple[str, ...], rows: bool = True
+) -> None:
+    """The columns hierfl's readers use are there, numbers are numeric, and (``rows``) rows
+    exist."""
     missing = [name for name in (*numbers, *others) if name not in table.columns]
     if missing:
         raise _Unreadable(f"missing columns {', '.join(missing)}")
     text = [name for name in numbers if not pd.api.types.is_numeric_dtype(table[name])]
     if text:
         raise _Unreadable(f"columns {', '.join(text)} are not numbers")
-    if table.empty:
+    if rows and table.empty:
         raise _Unreadable("no rows")
 
 

@@ -33,6 +33,7 @@ KNOWN_OUTPUTS = (
     "accuracy.png",
     "energy.png",
     "links.csv",
+    "link_load.parquet",
     "error.txt",
     CHECKPOINT,
     OPTIONS,

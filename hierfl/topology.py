@@ -1,9 +1,10 @@
-"""Scenario -> cloud, edges and devices; routes as lists of hops.
+"""Scenario -> cloud, edges and devices, and each device's access link.
 
-Cloud and edges live in a NetworkX graph (the backbone, where routes are searched); each
-device has exactly one link, to its edge (or to the cloud without edges), so the fleet's
-access links are numpy columns beside the graph: a million devices cost a few arrays, not
-a million graph nodes. ``Topology.graph`` still gives the whole graph, built on demand.
+Cloud and edges live in a NetworkX graph (the backbone, with the backhauls); each device
+has exactly one link, to its edge (or to the cloud without edges), so the fleet's access
+links are numpy columns beside the graph: a million devices cost a few arrays, not a
+million graph nodes. ``Topology.graph`` still gives the whole graph, built on demand. The
+shared links that flows contend for (cells, backhauls, core) are ``sim.network.Links``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pyarrow.compute as pc
 from hierfl.scenario import DeviceGroup, Scenario
 
 CLOUD = "cloud"
-Hop = tuple[float, float]  # (bandwidth_kbps, latency_ms); a cohort's may hold arrays
+Hop = tuple[float, float]  # (bandwidth_kbps, latency_ms)
 STRINGS = pd.Index([""]).dtype  # the dtype pandas gives strings: str from pandas 3, object before
 
 
@@ -104,9 +105,11 @@ def device_names(profiles: Sequence[str]) -> pd.Index:
 class Topology:
     """The backbone graph plus the fleet's order: names, profiles, edges and access links.
 
-    ``graph`` routes between its nodes; a device it does not hold reaches ``parent(i)``
-    over its access link, ``access_kbps[i]`` / ``access_ms[i]``. Without those columns the
-    devices' links are read from ``graph`` (a graph built by hand).
+    ``graph`` holds the cloud, the edges and their backhauls; a device it does not hold
+    reaches ``parent(i)`` over its access link, ``access_kbps[i]`` / ``access_ms[i]``
+    (``access_up_kbps`` and ``access_down_kbps`` per direction, ``access_kbps`` unless
+    given). Without those columns the devices' links are read from ``graph`` (a graph
+    built by hand).
 
     Names come as lists (``devices``, ``profiles``, ``edges``) and, for the tables, as
     columns: ``names`` (an Index), ``profile_of`` (codes into ``profile_names``) and
@@ -122,6 +125,8 @@ class Topology:
         edges: list[str],
         access_kbps: np.ndarray | None = None,
         access_ms: np.ndarray | None = None,
+        access_up_kbps: np.ndarray | None = None,
+        access_down_kbps: np.ndarray | None = None,
     ) -> None:
         self.backbone = graph
         self.names = pd.Index(devices, dtype=STRINGS)  # an Index of strings is kept as it is
@@ -135,11 +140,11 @@ class Topology:
             access_ms = [link["latency_ms"] for link in links]
         self.access_kbps = np.asarray(access_kbps, dtype=np.float64).reshape(-1)
         self.access_ms = np.asarray(access_ms, dtype=np.float64).reshape(-1)
+        self.access_up_kbps = self.access_kbps if access_up_kbps is None else access_up_kbps
+        self.access_down_kbps = self.access_kbps if access_down_kbps is None else access_down_kbps
         order = np.argsort(self.edge_of, kind="stable")
         bounds = np.searchsorted(self.edge_of[order], np.arange(len(edges) + 1))
         self._members = np.split(order, bounds[1:-1]) if edges else []
-        self._routes: dict[tuple[str, str], tuple[Hop, ...]] = {}
-        self._numbers: dict[str, int] | None = None
         self._graph = graph if len(self.names) == 0 or self.names[0] in graph else None
 
     @cached_property
@@ -165,37 +170,6 @@ class Topology:
         """A device's access link, as (bandwidth_kbps, latency_ms)."""
         return (float(self.access_kbps[device]), float(self.access_ms[device]))
 
-    def device_route(self, devices: np.ndarray, other: str, outward: bool) -> tuple[Hop, ...]:
-        """Hops between ``devices`` (all under one parent) and node ``other``, as columns.
-
-        ``outward``: from the devices to ``other``, else from ``other`` to them. The access
-        hop holds one bandwidth and one latency per device; the others are shared.
-        """
-        parent = self.parent(int(devices[0]))
-        access = (self.access_kbps[devices], self.access_ms[devices])
-        if outward:
-            return (access, *self.hops(parent, other))
-        return (*self.hops(other, parent), access)
-
-    def hops(self, source: str, target: str) -> tuple[Hop, ...]:
-        """Links on the lowest-latency path, as (bandwidth_kbps, latency_ms).
-
-        A device has a single link, so its route is that link plus its parent's route;
-        routes between backbone nodes are searched once and remembered.
-        """
-        if source == target:
-            return ()
-        device = self._number(source)
-        if device is not None:
-            return (self.access(device), *self.hops(self.parent(device), target))
-        device = self._number(target)
-        if device is not None:
-            return (*self.hops(source, self.parent(device)), self.access(device))
-        key = (source, target)
-        if key not in self._routes:
-            self._routes[key] = self._search(source, target)
-        return self._routes[key]
-
     @property
     def graph(self) -> nx.Graph:
         """The whole graph, devices and their access links included (built once, on demand)."""
@@ -210,29 +184,6 @@ class Topology:
             self._graph = graph
         return self._graph
 
-    def _number(self, name: str) -> int | None:
-        """The device called ``name`` when the backbone does not hold it; None otherwise."""
-        if name in self.backbone:
-            return None
-        if self._numbers is None:
-            self._numbers = {device: i for i, device in enumerate(self.devices)}
-        return self._numbers.get(name)
-
-    def _search(self, source: str, target: str) -> tuple[Hop, ...]:
-        graph = self.backbone
-        if graph.degree(source) == 1:
-            (via,) = graph[source]
-            return (_link(graph, source, via), *self.hops(via, target))
-        if graph.degree(target) == 1:
-            (via,) = graph[target]
-            return (*self.hops(source, via), _link(graph, via, target))
-        path = nx.shortest_path(graph, source, target, weight="latency_ms")
-        return tuple(_link(graph, u, v) for u, v in zip(path, path[1:], strict=False))
-
-
-def _link(graph: nx.Graph, u: str, v: str) -> Hop:
-    return (graph[u][v]["bandwidth_kbps"], graph[u][v]["latency_ms"])
-
 
 def build_topology(scenario: Scenario) -> Topology:
     """Cloud, edges under it over the backhaul, devices under edges over their access links."""
@@ -246,13 +197,19 @@ def build_topology(scenario: Scenario) -> Topology:
 
     graph = nx.Graph()
     graph.add_node(CLOUD, kind="cloud", profile=topo.cloud_profile)
-    backhaul = topo.backhaul
-    for edge in edges:
+    for e, edge in enumerate(edges):
+        backhaul = topo.backhaul_of(e)
         graph.add_node(edge, kind="edge", profile=topo.edge_profile)
         graph.add_edge(
             edge, CLOUD, bandwidth_kbps=backhaul.bandwidth_kbps, latency_ms=backhaul.latency_ms
         )
     links = [scenario.profile(group.profile) for group in groups]
-    kbps = np.array([link.bandwidth_kbps for link in links], dtype=np.float64)
-    ms = np.array([link.latency_ms for link in links], dtype=np.float64)
-    return Topology(graph, devices, profiles, edge_of, edges, kbps[group_of], ms[group_of])
+
+    def column(get) -> np.ndarray:
+        return np.array([get(link) for link in links], dtype=np.float64)[group_of]
+
+    return Topology(
+        graph, devices, profiles, edge_of, edges,
+        column(lambda p: p.bandwidth_kbps), column(lambda p: p.latency_ms),
+        column(lambda p: p.up_kbps), column(lambda p: p.down_kbps),
+    )

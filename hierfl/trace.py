@@ -18,6 +18,10 @@ KINDS = (
     "skip",
     "dropout",
     "late",
+    "tail",
+    "nic_tx",
+    "nic_rx",
+    "idle",
 )
 KIND = {name: code for code, name in enumerate(KINDS)}
 

@@ -53,6 +53,8 @@ def test_run_writes_the_run_folder(tmp_path):
         "devices.csv",
         "energy.png",
         "events.parquet",
+        "link_load.parquet",
+        "links.csv",
         "model.pt",
         "rounds.csv",
         "summary.json",

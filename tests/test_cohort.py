@@ -4,94 +4,25 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
-from strategies import timing_scenarios
 
 import hierfl
 from hierfl.policies import select_battery
-from hierfl.scenario import DeviceGroup, Scenario
-from hierfl.sim import cohort, edge
+from hierfl.scenario import DeviceGroup
+from hierfl.sim import cohort
 from hierfl.sim.battery import FleetBattery, Fractions
-from hierfl.sim.cohort import per_device_processes
-from hierfl.topology import build_topology, device_names, interleave_groups
+from hierfl.topology import device_names, interleave_groups
 from hierfl.trace import COLUMNS, EVENT_DTYPE, KINDS, Trace, event_order
 
 TABLES = ("events", "rounds", "devices")
-
-
-def both_paths(scenario: Scenario) -> tuple[hierfl.Result, hierfl.Result]:
-    """The run as cohorts, and as one SimPy process per device."""
-    fast = hierfl.run(scenario)
-    with per_device_processes():
-        slow = hierfl.run(scenario)
-    return fast, slow
 
 
 def assert_same_tables(fast: hierfl.Result, slow: hierfl.Result) -> None:
     for table in TABLES:
         pd.testing.assert_frame_equal(getattr(fast, table), getattr(slow, table),
                                       check_exact=True, obj=table)
-
-
-def mixed_fleet(make_scenario, weak_profile, count: int, learning: bool, samples: list[int],
-                fraction: float) -> Scenario:
-    """``count`` devices of each of mcu, soc, mobile and a weak board that drops out; 3 edges,
-    3 cloud rounds of 2 edge rounds, int8 + pruning, random selection of ``fraction``."""
-    weak = {**weak_profile, "battery_mah": 0.3, "power_idle_w": 0.01}
-    return make_scenario(
-        run={"cloud_rounds": 3, "edge_rounds": 2, "learning": learning},
-        data={"samples_per_device": samples},
-        compression={"quantize": "int8", "prune_ratio": 0.3},
-        selection={"policy": "random", "fraction": fraction, "min_battery": 0.1},
-        topology={"edges": 3},
-        devices=[{"profile": p, "count": count} for p in ("mcu", "soc", "mobile", "weak")],
-        profiles={"weak": weak},
-    )
-
-
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(scenario=timing_scenarios())
-def test_cohorts_equal_per_device_processes(scenario):
-    """Cohorts give exactly the events, rounds and devices tables of per-device processes."""
-    assert_same_tables(*both_paths(scenario))
-
-
-def test_cohorts_equal_per_device_processes_on_a_larger_fleet(make_scenario, weak_profile):
-    """300 devices, 3 edges, 2 edge rounds, random selection, dropouts: identical tables."""
-    fast, slow = both_paths(mixed_fleet(make_scenario, weak_profile, 75, False, [20, 80], 0.5))
-    assert_same_tables(fast, slow)
-    assert fast.devices["dropped"].any() and (fast.devices["rounds_trained"] > 0).any()
-
-
-def test_learning_cohorts_equal_per_device_processes(make_scenario, weak_profile):
-    """With training: the same events; the same learning, to float rounding of the batches.
-
-    Cohorts train at the end of an edge round, per-device processes as the first device
-    finishes computing, so the jobs that share a batch can differ.
-    """
-    fast, slow = both_paths(mixed_fleet(make_scenario, weak_profile, 10, True, [20, 60], 0.6))
-    pd.testing.assert_frame_equal(fast.events, slow.events, check_exact=True)
-    for table in ("rounds", "devices"):
-        pd.testing.assert_frame_equal(getattr(fast, table), getattr(slow, table),
-                                      check_exact=False, rtol=1e-5, atol=1e-6, obj=table)
-    torch.testing.assert_close(fast.model, slow.model, rtol=1e-5, atol=1e-6)
-    assert fast.devices["dropped"].any() and fast.rounds["accuracy"].notna().all()
-
-
-def test_runs_without_device_processes(make_scenario, monkeypatch):
-    """No device gets a SimPy process of its own, with or without learning."""
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("a device process in a timing-only run")
-
-    monkeypatch.setattr(edge, "device_round", forbidden)
-    for learning in (False, True):
-        result = hierfl.run(make_scenario(run={"learning": learning},
-                                          devices=[{"profile": "mcu", "count": 5}]))
-        assert (result.devices["rounds_trained"] == 2).all()
 
 
 def test_selection_draws_do_not_depend_on_other_edges():
@@ -268,25 +199,6 @@ def test_device_names_are_padded_to_the_fleet():
     assert device_names(["mcu"] * 100)[0] == "mcu-00"
     assert device_names(["mcu"] * 101)[-1] == "mcu-100"
     assert device_names([]).tolist() == []
-
-
-@pytest.mark.parametrize("mode, edges", [("hierarchical", 2), ("cloud_only", 2), ("cloud_only", 0)])
-def test_device_routes_match_the_graph(make_scenario, mode, edges):
-    """Access links as columns route like the whole graph: per device, both directions."""
-    scenario = make_scenario(
-        topology={"mode": mode, "edges": edges},
-        devices=[{"profile": "mcu", "count": 3}, {"profile": "mobile", "count": 2}])
-    topo = build_topology(scenario)
-    graph = topo.graph
-    for device, name in enumerate(topo.devices):
-        parent = topo.parent(device)
-        assert graph[name][parent] == {"bandwidth_kbps": topo.access_kbps[device],
-                                       "latency_ms": topo.access_ms[device]}
-        for outward, hops in ((True, topo.hops(name, "cloud")), (False, topo.hops("cloud", name))):
-            route = topo.device_route(np.array([device]), "cloud", outward)
-            assert [tuple(np.ravel(hop).tolist()) for hop in route] == [tuple(h) for h in hops]
-    if edges:
-        assert [topo.members(e).tolist() for e in range(edges)] == [[0, 2, 4], [1, 3]]
 
 
 def test_updates_encoded_in_chunks_equal_one_array(make_scenario, monkeypatch):

@@ -12,7 +12,6 @@ from hierfl.costs import (
     compute_s,
     energy_j,
     fits_in_memory,
-    hop_s,
     seconds_until_empty,
     train_bytes,
     train_flops,
@@ -36,23 +35,21 @@ def test_compute_s():
     assert compute_s(5e9, 5000) == pytest.approx(1.0, rel=1e-12)
 
 
-def test_hop_s():
-    """One hop costs latency_ms / 1000 + 8 * bytes / (bandwidth_kbps * 1000)."""
+def test_transfer_s_one_link():
+    """One link costs latency_ms / 1000 + 8 * bytes / (bandwidth_kbps * 1000)."""
     # 50 / 1000 + 8 * 1000 / 100_000 = 0.05 + 0.08 = 0.13
-    assert hop_s(1000, 100, 50) == pytest.approx(0.13, rel=1e-12)
-    # the dense compact model over an mcu link: 0.05 + 8 * 18088 / 100_000 = 1.49704
-    assert hop_s(18088, 100, 50) == pytest.approx(1.49704, rel=1e-12)
-    # zero latency leaves serialization alone: 8 * 125 / 1000 = 1 s
-    assert hop_s(125, 1, 0) == pytest.approx(1.0, rel=1e-12)
-
-
-def test_transfer_s_multi_hop():
-    """transfer_s is store-and-forward: the sum of every hop's latency and serialization."""
-    # hop 1: 0.050 + 8 * 1000 / 100_000   = 0.050 + 0.080 = 0.130
-    # hop 2: 0.020 + 8 * 1000 / 8_000_000 = 0.020 + 0.001 = 0.021
-    # total 0.151
-    assert transfer_s(1000, [(100, 50), (8000, 20)]) == pytest.approx(0.151, rel=1e-12)
     assert transfer_s(1000, [(100, 50)]) == pytest.approx(0.13, rel=1e-12)
+    # the dense compact model over an mcu link: 0.05 + 8 * 18088 / 100_000 = 1.49704
+    assert transfer_s(18088, [(100, 50)]) == pytest.approx(1.49704, rel=1e-12)
+    # zero latency leaves serialization alone: 8 * 125 / 1000 = 1 s
+    assert transfer_s(125, [(1, 0)]) == pytest.approx(1.0, rel=1e-12)
+
+
+def test_transfer_s_is_cut_through():
+    """Over a path, the latencies add up and the bytes flow at the slowest link's rate."""
+    # latency 0.050 + 0.020 = 0.070; bytes 8 * 1000 / 100_000 = 0.080 (the 100 kbps link)
+    assert transfer_s(1000, [(100, 50), (8000, 20)]) == pytest.approx(0.15, rel=1e-12)
+    assert transfer_s(1000, [(8000, 20), (100, 50)]) == pytest.approx(0.15, rel=1e-12)
     assert transfer_s(1000, []) == 0
 
 

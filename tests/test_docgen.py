@@ -192,7 +192,7 @@ def test_outputs_page_names_every_file(small_run):
 def test_outputs_page_names_every_column(small_run):
     """Every column of the events, rounds and devices tables is described."""
     result, _ = small_run
-    for table in (result.events, result.rounds, result.devices):
+    for table in (result.events, result.rounds, result.devices, result.links, result.link_load):
         assert not _outputs_missing(table.columns)
 
 

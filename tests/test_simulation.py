@@ -14,7 +14,8 @@ import hierfl
 from hierfl.results import Result
 from hierfl.scenario import Scenario
 
-INTERVALS = ("download", "compute", "upload")
+INTERVALS = ("download", "compute", "upload", "tail")
+RUN_LONG = ("idle",)  # an infrastructure node's idle draw spans the whole run
 AFTER_MODEL = ("download", "compute", "upload", "skip", "edge_aggregate", "edge_upload")
 TOL = 1e-12
 
@@ -32,6 +33,9 @@ def check_causality(result: Result, scenario: Scenario) -> None:
     """Every rule of DESIGN.md's causality list, and a few the clock implies."""
     events = result.events.assign(kind=kinds(result.events), node=names(result.events["node"]),
                                   edge=names(result.events["edge"]))
+    idle = events[events["kind"].isin(RUN_LONG)]
+    assert (idle["t_start"] == 0).all() and (idle["t_end"] == result.summary["sim_time_s"]).all()
+    events = events[~events["kind"].isin(RUN_LONG)]
     hierarchical = scenario.topology.mode == "hierarchical"
     assert (events["t_end"] >= events["t_start"]).all(), "an interval ends before it starts"
     assert (events["t_start"] >= 0).all()
@@ -104,7 +108,8 @@ def check_causality(result: Result, scenario: Scenario) -> None:
 
     # battery energy by category is the energy of the device's events
     devices = result.devices.set_index("device")
-    for category, kind in (("compute", "compute"), ("tx", "upload"), ("rx", "download")):
+    for category, kind in (("compute", "compute"), ("tx", "upload"), ("rx", "download"),
+                           ("tail", "tail")):
         spent = events[events["kind"] == kind].groupby("node")["energy_j"].sum()
         spent = spent.reindex(devices.index, fill_value=0.0)
         np.testing.assert_allclose(devices[f"energy_{category}_j"], spent, rtol=1e-9, atol=1e-12)
@@ -230,6 +235,8 @@ def test_timing_pinned_by_hand_hierarchical(make_scenario):
         ("edge_upload", BACKHAUL_S, DENSE_BYTES, 12.0),
         ("cloud_aggregate", AGGREGATE_S, 0, 30.0),
     ]
+    infrastructure = events[events["kind"].isin(["nic_tx", "nic_rx", "idle"])]
+    events = events.drop(infrastructure.index)
     assert events["kind"].tolist() == [kind for kind, *_ in spans]
     now = 0.0
     for (kind, seconds, nbytes, power_w), row in zip(spans, events.itertuples(), strict=True):
@@ -245,24 +252,39 @@ def test_timing_pinned_by_hand_hierarchical(make_scenario):
     assert device["energy_idle_j"] == pytest.approx(0.0008 * idle_s, rel=1e-9)
     assert device["energy_j"] == pytest.approx(
         0.3 * ACCESS_S + 0.2 * COMPUTE_S + 0.95 * ACCESS_S + 0.0008 * idle_s, rel=1e-9)
+    # the NICs (12 W each way) work while their own flows are active; both nodes idle at 10 W
+    nic = infrastructure.assign(node=infrastructure["node"].astype(str))
+    nic = nic.set_index(["node", "kind"])["energy_j"]
+    assert nic[("cloud", "nic_tx")] == pytest.approx(12.0 * BACKHAUL_S, rel=1e-9)
+    assert nic[("edge-0", "nic_tx")] == pytest.approx(12.0 * ACCESS_S, rel=1e-9)
+    assert nic[("edge-0", "nic_rx")] == pytest.approx(12.0 * ACCESS_S, rel=1e-9)
+    assert nic[("cloud", "nic_rx")] == pytest.approx(12.0 * BACKHAUL_S, rel=1e-9)
+    assert nic[("cloud", "idle")] == nic[("edge-0", "idle")] == pytest.approx(10.0 * now)
 
 
 def test_timing_pinned_by_hand_cloud_only(make_scenario):
-    """cloud_only: the update pays access then backhaul; the radio only the access hop."""
+    """cloud_only: one flow per transfer over access and backhaul, cut-through: the path's
+    latency (50 + 20 ms), then the bytes at the slower link's rate; the radio works the
+    whole flow."""
     scenario = make_scenario(run={"cloud_rounds": 1}, devices=[{"profile": "mcu", "count": 1}],
                              topology={"mode": "cloud_only", "edges": 1})
     result = hierfl.run(scenario)
     events = result.events.assign(kind=kinds(result.events))
-    assert events["kind"].tolist() == ["download", "compute", "upload", "cloud_aggregate"]
-    download, compute, upload, aggregate = events.itertuples()
+    device = events[events["node"].astype(str) == "mcu-0"]
+    assert device["kind"].tolist() == ["download", "compute", "upload"]
+    download, compute, upload = device.itertuples()
+    flow_s = (50 + 20) / 1000 + 8 * DENSE_BYTES / (100 * 1000)  # 1.51704
     assert download.t_start == 0.0
-    assert download.t_end == pytest.approx(BACKHAUL_S + ACCESS_S, rel=1e-12)
-    assert download.energy_j == pytest.approx(0.3 * ACCESS_S, rel=1e-9)
-    assert compute.t_end == pytest.approx(BACKHAUL_S + ACCESS_S + COMPUTE_S, rel=1e-12)
-    assert upload.t_end == pytest.approx(2 * (BACKHAUL_S + ACCESS_S) + COMPUTE_S, rel=1e-12)
-    assert upload.energy_j == pytest.approx(0.95 * ACCESS_S, rel=1e-9)
+    assert download.t_end == pytest.approx(flow_s, rel=1e-12)
+    assert download.energy_j == pytest.approx(0.3 * flow_s, rel=1e-9)
+    assert compute.t_end == pytest.approx(flow_s + COMPUTE_S, rel=1e-12)
+    assert upload.t_end == pytest.approx(2 * flow_s + COMPUTE_S, rel=1e-12)
+    assert upload.energy_j == pytest.approx(0.95 * flow_s, rel=1e-9)
+    (aggregate,) = events[events["kind"] == "cloud_aggregate"].itertuples()
     assert aggregate.t_start == upload.t_end
     assert aggregate.t_end == pytest.approx(upload.t_end + AGGREGATE_S, rel=1e-12)
+    assert not events["kind"].isin(["cloud_download", "edge_upload", "edge_aggregate"]).any()
+    assert result.rounds["bytes_backhaul"].tolist() == [2 * DENSE_BYTES]
 
 
 def test_compressed_upload_is_shorter(make_scenario):

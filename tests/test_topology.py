@@ -7,7 +7,7 @@ import pytest
 
 from hierfl.profiles import BUILTIN_PROFILES
 from hierfl.scenario import DeviceGroup
-from hierfl.topology import CLOUD, Topology, assign_edges, build_topology, interleave_groups
+from hierfl.topology import CLOUD, assign_edges, build_topology, interleave_groups
 
 SEED_FLEET = (
     DeviceGroup(profile="mcu", count=7),
@@ -76,39 +76,14 @@ def test_custom_profile_sets_access_link(make_scenario, weak_profile):
     assert topo.graph["weak-0"]["edge-0"] == {"bandwidth_kbps": 33, "latency_ms": 7}
 
 
-def test_cloud_only_route_crosses_access_then_backhaul(make_scenario):
-    """In cloud_only with edges, device -> cloud is two hops: access link, then backhaul."""
-    scenario = make_scenario(
-        topology={"mode": "cloud_only", "edges": 2,
-                  "backhaul": {"bandwidth_kbps": 7000, "latency_ms": 9}},
-    )
-    topo = build_topology(scenario)
-    mcu = BUILTIN_PROFILES["mcu"]
-    assert topo.hops("mcu-1", CLOUD) == ((mcu.bandwidth_kbps, mcu.latency_ms), (7000, 9))
-    assert topo.hops(CLOUD, "mcu-1") == ((7000, 9), (mcu.bandwidth_kbps, mcu.latency_ms))
 
-
-def test_cloud_only_without_edges_is_one_hop(make_scenario):
-    """With edges = 0 devices hang under the cloud: one hop, their access link."""
+def test_cloud_only_without_edges_hangs_devices_under_the_cloud(make_scenario):
+    """With edges = 0 devices hang under the cloud, over their access links alone."""
     scenario = make_scenario(topology={"mode": "cloud_only", "edges": 0})
     topo = build_topology(scenario)
-    mcu = BUILTIN_PROFILES["mcu"]
     assert topo.edges == [] and topo.edge_of.tolist() == [-1, -1]
     assert topo.parent(0) == CLOUD
-    assert topo.hops("mcu-0", CLOUD) == ((mcu.bandwidth_kbps, mcu.latency_ms),)
-
-
-def test_hops_take_the_lowest_latency_path():
-    """Routes minimise total latency, not hop count: two 10 ms hops beat one 500 ms link."""
-    graph = nx.Graph()
-    graph.add_edge("a", "c", bandwidth_kbps=1e6, latency_ms=500)
-    graph.add_edge("a", "b", bandwidth_kbps=100, latency_ms=10)
-    graph.add_edge("b", "c", bandwidth_kbps=200, latency_ms=10)
-    topo = Topology(graph, devices=[], profiles=[], edge_of=[], edges=[])
-    assert topo.hops("a", "c") == ((100, 10), (200, 10))
-    graph["a"]["c"]["latency_ms"] = 5
-    fresh = Topology(graph, devices=[], profiles=[], edge_of=[], edges=[])
-    assert fresh.hops("a", "c") == ((1e6, 5),)
+    assert topo.graph["mcu-0"][CLOUD]["bandwidth_kbps"] == BUILTIN_PROFILES["mcu"].bandwidth_kbps
 
 
 @pytest.mark.parametrize("n", [1, 10, 11])

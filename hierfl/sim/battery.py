@@ -6,24 +6,51 @@ cohort of devices and a single device's process go through the same arithmetic.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from hierfl.costs import energy_j, seconds_until_empty
 
-CATEGORIES = ("compute", "tx", "rx", "idle")
+CATEGORIES = ("compute", "tx", "rx", "idle", "tail")
 CATEGORY = {name: k for k, name in enumerate(CATEGORIES)}
+
+
+@dataclass(frozen=True)
+class Settled:
+    """What settling brought: ``died`` (a mask over the devices settled), and the pieces of
+    radio tail charged: ``tail_devices`` drew ``tail_j`` from ``tail_from_s`` to ``tail_to_s``.
+    """
+
+    died: np.ndarray
+    tail_devices: np.ndarray
+    tail_from_s: np.ndarray
+    tail_to_s: np.ndarray
+    tail_j: np.ndarray
 
 
 class FleetBattery:
     """Remaining joules per device; idle drain is settled lazily but to the exact instant.
 
     ``capacity_j`` is ``inf`` for mains-powered devices, which never run out. Devices
-    passed together must be distinct.
+    passed together must be distinct. After a transfer the radio stays ``tail_s`` in its
+    tail state, drawing ``tail_w`` instead of idle power until the tail ends or the next
+    phase begins (a transfer that starts within a tail pays no tail for the overlap).
     """
 
-    def __init__(self, capacity_j: np.ndarray, idle_w: np.ndarray) -> None:
+    def __init__(
+        self,
+        capacity_j: np.ndarray,
+        idle_w: np.ndarray,
+        tail_w: np.ndarray | None = None,
+        tail_s: np.ndarray | None = None,
+    ) -> None:
         self.capacity_j = np.asarray(capacity_j, dtype=np.float64)
         self.idle_w = np.asarray(idle_w, dtype=np.float64)
+        n = len(self.capacity_j)
+        self.tail_w = np.zeros(n) if tail_w is None else np.asarray(tail_w, dtype=np.float64)
+        self.tail_s = np.zeros(n) if tail_s is None else np.asarray(tail_s, dtype=np.float64)
+        self.tail_end_s = np.full(n, -np.inf)
         self.remaining_j = self.capacity_j.copy()
         self.settled_s = np.zeros(len(self.capacity_j))
         self.alive = np.ones(len(self.capacity_j), dtype=bool)
@@ -36,34 +63,56 @@ class FleetBattery:
         with np.errstate(invalid="ignore"):
             return np.where(np.isinf(capacity_j), 1.0, self.remaining_j[devices] / capacity_j)
 
-    def settle_idle(self, devices: np.ndarray, now_s: np.ndarray | float) -> np.ndarray:
-        """Drain idle power of living ``devices`` up to ``now_s``; return those that died."""
-        return devices[self.idle_deaths(devices, now_s)]
-
     def idle_deaths(self, devices: np.ndarray, now_s: np.ndarray | float) -> np.ndarray:
-        """Settle idle drain of living ``devices`` up to ``now_s`` (one time, or one each).
+        """Settle living ``devices`` up to ``now_s``; a mask of those that died (``settle``)."""
+        return self.settle(devices, now_s).died
 
-        Returns a mask over ``devices``: True where the battery emptied while idle, at the
-        exact instant ``settled_s + remaining_j / idle_w``.
+    def settle(self, devices: np.ndarray, now_s: np.ndarray | float) -> Settled:
+        """Drain the tail, then idle power of living ``devices`` up to ``now_s`` (one time or
+        one each), to the exact instant a battery empties: ``settled_s + remaining_j / power``.
         """
         now_s = per_device(now_s, len(devices))
-        died = np.zeros(np.shape(devices), dtype=bool)
+        died = np.zeros(len(devices), dtype=bool)
         living = self.alive[devices]
         living = slice(None) if living.all() else np.flatnonzero(living)
         devices, now_s = devices[living], now_s[living]
-        need_j = energy_j(self.idle_w[devices], now_s - self.settled_s[devices])
-        dies = need_j > self.remaining_j[devices]
+        from_s = self.settled_s[devices]
+        tail_to_s = np.clip(self.tail_end_s[devices], from_s, now_s)
+        tail_j = energy_j(self.tail_w[devices], tail_to_s - from_s)
+        idle_j = energy_j(self.idle_w[devices], now_s - tail_to_s)
+        left_j = self.remaining_j[devices]
+        in_tail = tail_j > left_j
+        dies = in_tail | (tail_j + idle_j > left_j)
+        settled_s = now_s
         if dies.any():
+            settled_s = now_s.copy()
+            k = np.flatnonzero(in_tail)
+            tail_to_s[k] = from_s[k] + _until_empty(left_j[k], self.tail_w[devices[k]])
+            tail_j[k], idle_j[k] = left_j[k], 0.0
+            settled_s[k] = tail_to_s[k]
+            k = np.flatnonzero(dies & ~in_tail)
+            idle_j[k] = left_j[k] - tail_j[k]
+            settled_s[k] = tail_to_s[k] + _until_empty(idle_j[k], self.idle_w[devices[k]])
             died[living] = dies
+        self.used_j[:, CATEGORY["tail"]][devices] += tail_j  # 1-d indexing: 2x faster
+        self.used_j[:, CATEGORY["idle"]][devices] += idle_j
+        self.remaining_j[devices] -= tail_j + idle_j
+        self.settled_s[devices] = settled_s
+        if dies.any():
             dead = devices[dies]
-            last_s = _until_empty(self.remaining_j[dead], self.idle_w[dead])
-            self._empty(dead, self.settled_s[dead] + last_s, "idle")
-            lives = ~dies
-            devices, now_s, need_j = devices[lives], now_s[lives], need_j[lives]
-        self.used_j[:, CATEGORY["idle"]][devices] += need_j  # 1-d indexing: 2x faster
-        self.remaining_j[devices] -= need_j
-        self.settled_s[devices] = now_s
-        return died
+            self.remaining_j[dead] = 0.0
+            self.died_s[dead] = settled_s[dies]
+            self.alive[dead] = False
+        piece = tail_to_s > from_s
+        return Settled(died, devices[piece], from_s[piece], tail_to_s[piece], tail_j[piece])
+
+    def start_tails(self, devices: np.ndarray, end_s: np.ndarray) -> None:
+        """Transfers of ``devices`` ended at ``end_s``: their radios enter the tail state."""
+        self.tail_end_s[devices] = end_s + self.tail_s[devices]
+
+    def run_out(self, devices: np.ndarray, at_s: np.ndarray, category: str) -> None:
+        """``devices`` emptied their batteries at ``at_s`` in a phase of ``category``."""
+        self._empty(devices, at_s, category)
 
     def draw(
         self, device: int, start_s: float, seconds: float, power_w: float, category: str

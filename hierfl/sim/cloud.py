@@ -1,15 +1,14 @@
-"""Cloud process: cloud rounds of HierFAVG, or of cloud-only FedAvg with edges as relays."""
+"""Cloud process: cloud rounds of HierFAVG, or of cloud-only FedAvg with edges as routers."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from hierfl.learn.trainer import evaluate
+from hierfl.sim.cohort import CLOUD_NODE, until
 from hierfl.sim.device import Process, settle
-from hierfl.sim.edge import aggregate_at, edge_cloud_round, train_devices
+from hierfl.sim.edge import aggregate_at, backhaul, edge_cloud_round, train_devices
 from hierfl.sim.engine import Simulation, Update
-
-CLOUD_NODE = 0
 
 
 def cloud(sim: Simulation) -> Process:
@@ -35,12 +34,27 @@ def cloud(sim: Simulation) -> Process:
 
 
 def _gather_edges(sim: Simulation, cloud_round: int) -> Process:
+    """Send the global model to every edge that has devices, let each play its edge rounds,
+    then bring up the models of those that got updates. An edge without devices takes no
+    part: it receives nothing and sends nothing."""
+    edges = np.flatnonzero([len(sim.topo.members(e)) for e in range(len(sim.topo.edges))])
+    now = sim.env.now
+    received_s = backhaul(
+        sim, edges, "cloud_download", sim.dense_bytes, np.full(len(edges), now), cloud_round
+    )
     runs = [
-        sim.env.process(edge_cloud_round(sim, edge, sim.global_weights, cloud_round))
-        for edge in range(len(sim.topo.edges))
+        sim.env.process(edge_cloud_round(sim, int(e), sim.global_weights, cloud_round, t))
+        for e, t in zip(edges, received_s, strict=True)
     ]
     yield sim.env.all_of(runs)
-    updates: list[Update] = [run.value for run in runs if run.value is not None]
+    sent = [(e, *run.value) for e, run in zip(edges, runs, strict=True) if run.value]
+    if not sent:
+        return []
+    senders = np.array([e for e, _, _ in sent], dtype=np.int64)
+    ready_s = np.array([t for _, _, t in sent])
+    end_s = backhaul(sim, senders, "edge_upload", sim.uplink_bytes, ready_s, cloud_round)
+    yield from until(sim.env, float(end_s.max()))
+    updates: list[Update] = [update for _, update, _ in sent]
     return updates
 
 

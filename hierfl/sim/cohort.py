@@ -1,67 +1,57 @@
-"""An edge round's devices as one cohort: phases over numpy arrays, exact dropout instants.
+"""An edge round's devices as one cohort: phases over numpy arrays, flows over shared links.
 
-The devices an edge selected are simulated together: their download, compute and upload
-intervals, battery draws and dropout instants come from the cost formulas over arrays, their
-events go to the trace in bulk, and the edge's process waits, with one timeout per phase
-of the device that ends last (three at most), until the last upload ends or the last
-device drops out; then the updates that arrived are trained (in one batch with every job
-pending) and encoded. That is exact because the devices of a cohort share nothing (no
-shared links yet) and payload sizes depend on shapes alone. ``device.device_round`` is the
-same edge round with one SimPy process per device; it goes through the same ``run_phase``,
-so the phase and battery rules exist once, and tests hold the two paths to the same events.
+The devices an edge selected are simulated together, up front: their downloads start when
+the edge sends the model, each one's compute when its download ends, each one's upload when
+its compute ends. Transfers are flows over the shared links (``network.transfer``), so a
+cohort's downloads share its cell as SimGrid would share them; batteries drain and empty at
+exact instants, and every interval goes to the trace in bulk. That is exact because nothing
+outside the cohort uses its links at the time: a cell serves one edge, whose rounds follow
+one another, and uplink and downlink are separate links. The edge's process then waits
+until the cohort's last device is done, and the updates that arrived are trained (in one
+batch with every job pending) and encoded.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterator, Sequence
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import simpy
 import torch
 
 from hierfl.costs import compute_s, train_flops
 from hierfl.sim import network
 from hierfl.sim.battery import per_device
 from hierfl.sim.engine import Simulation, Update
-from hierfl.sim.network import Transfer
-from hierfl.topology import CLOUD
+from hierfl.sim.network import DOWN, UP, bytes_per_s, merge_intervals
+from hierfl.sim.variability import STREAM_BANDWIDTH, STREAM_COMPUTE, lognormal
 
 PHASES = {  # kind -> (battery category, Fleet column of the power drawn)
     "download": ("rx", "power_rx_w"),
     "compute": ("compute", "power_compute_w"),
     "upload": ("tx", "power_tx_w"),
 }
-
-_PER_DEVICE: ContextVar[bool] = ContextVar("hierfl_per_device", default=False)
-
-
-@contextmanager
-def per_device_processes() -> Iterator[None]:
-    """Run edge rounds with one SimPy process per device (``device.device_round``)."""
-    token = _PER_DEVICE.set(True)
-    try:
-        yield
-    finally:
-        _PER_DEVICE.reset(token)
-
-
-def in_cohorts() -> bool:
-    """Whether edge rounds run as cohorts: always, unless ``per_device_processes`` is on."""
-    return not _PER_DEVICE.get()
+CLOUD_NODE = 0
 
 
 @dataclass(frozen=True)
 class PhaseEnd:
-    """How one phase ended for each device that entered it.
-
-    ``wait_s``: seconds from the phase's start until the device moves on: the phase's
-    length when ``done``, else until its dropout instant (0 when that had already passed).
-    """
+    """How one phase ended for each device that entered it: ``done``, or not (its battery
+    emptied), at ``end_s``."""
 
     done: np.ndarray
-    wait_s: np.ndarray
+    end_s: np.ndarray
+
+
+def until(env: simpy.Environment, t_s: float) -> Generator:
+    """Wait until the clock reads at least ``t_s`` (a plain ``t_s - now`` can fall an ulp
+    short, and an aggregation would then start before the transfer it waits for ends)."""
+    delay = t_s - env.now
+    if delay > 0:
+        while env.now + delay < t_s:
+            delay = np.nextafter(delay, np.inf)
+        yield env.timeout(delay)
 
 
 def play(
@@ -82,12 +72,12 @@ def play(
     Returns the Updates that arrived, in the order of ``devices``.
     """
     jobs = [sim.submit(int(d), model, *rounds) for d in devices] if sim.learning else None
-    arrived, waits_s = simulate(sim, devices, sim.env.now, down_bytes, sim.uplink_bytes, rounds)
+    arrived, end_s = simulate(sim, devices, sim.env.now, down_bytes, sim.uplink_bytes, rounds)
     if jobs is not None:
         for k in np.setdiff1d(np.arange(len(devices)), arrived):
             sim.trainer.cancel(jobs[k])
-    for wait_s in waits_s:
-        yield sim.env.timeout(wait_s)
+    if len(devices):
+        yield from until(sim.env, float(end_s.max()))
     senders, samples = devices[arrived], sim.fleet.samples[devices[arrived]]
     if jobs is None:
         return Arrivals(senders, samples)
@@ -134,28 +124,21 @@ def simulate(
     down_bytes: int,
     up_bytes: int,
     rounds: tuple[int, int],
-) -> tuple[np.ndarray, list[float]]:
+) -> tuple[np.ndarray, np.ndarray]:
     """Download, compute and upload for ``devices`` from ``start_s``, recorded in the trace.
 
-    Returns the positions (in ``devices``) of those whose update arrived, and the waits (one
-    per phase it entered, none zero) after which the last device's process ends: its upload
-    done, or dropped out.
+    Returns the positions (in ``devices``) of those whose update arrived, and when each
+    device was done: its upload ended, or its battery emptied.
     """
-    phases = (("download", down_bytes), ("compute", 0), ("upload", up_bytes))
-    waits_s = np.zeros((len(phases), len(devices)))
     now_s = np.full(len(devices), start_s, dtype=np.float64)
     going = np.arange(len(devices))
-    for k, (kind, nbytes) in enumerate(phases):
+    for kind, nbytes in (("download", down_bytes), ("compute", 0), ("upload", up_bytes)):
         if len(going) == 0:
             break
         end = run_phase(sim, devices[going], now_s[going], kind, nbytes, rounds)
-        waits_s[k, going] = end.wait_s
-        now_s[going] += end.wait_s
+        now_s[going] = end.end_s
         going = going[end.done]
-    if len(devices) == 0:
-        return going, []
-    last = int(np.argmax(now_s))
-    return going, [float(w) for w in waits_s[:, last] if w > 0]
+    return going, now_s
 
 
 def run_phase(
@@ -163,84 +146,130 @@ def run_phase(
     devices: np.ndarray,
     start_s: np.ndarray,
     kind: str,
-    nbytes: np.ndarray | int,
+    nbytes: int,
     rounds: tuple[int, int],
 ) -> PhaseEnd:
     """Record one phase of ``devices`` starting at ``start_s``; drain their batteries.
 
-    The radio (or CPU) works from ``start_s + radio_lead_s`` for ``radio_s``; idle drain is
-    settled up to then. A battery that empties before stops the device at that instant: its
-    interval ends there, delivers 0 bytes, and a ``dropout`` follows.
+    Idle drain (and radio tails) are settled up to ``start_s`` first. A battery that empties
+    stops the device at that instant: its interval ends there, delivers 0 bytes, and a
+    ``dropout`` follows.
     """
     category, column = PHASES[kind]
-    span = phase_span(sim, devices, kind, nbytes)
-    n = len(devices)
-    total_s, radio_s, nbytes = (per_device(x, n) for x in (span.total_s, span.radio_s, nbytes))
-    radio_start_s = start_s + span.radio_lead_s
-    done = ~sim.battery.idle_deaths(devices, radio_start_s)
-    busy = slice(None) if done.all() else np.flatnonzero(done)
-    working = devices[busy]
+    died = settle(sim, devices, start_s, rounds)
+    end_s = np.where(died, sim.battery.died_s[devices], 0.0)
+    done = ~died
+    working, begun_s = devices[done], start_s[done]
     power_w = getattr(sim.fleet, column)[working]
-    lasted_s = sim.battery.draw_many(
-        working, radio_start_s[busy], radio_s[busy], power_w, category)
-    cut = lasted_s < radio_s[busy]
-    end_s, sent = start_s[busy] + total_s[busy], nbytes[busy]
-    if cut.any():
-        end_s = np.where(cut, radio_start_s[busy] + lasted_s, end_s)
-        sent = np.where(cut, 0, sent)
-        done[busy] = ~cut
-    node, edge = trace_nodes(sim, working)
-    sim.trace.extend(kind, node, edge, start_s[busy], end_s, *rounds, sent, power_w * lasted_s)
-    wait_s = total_s.copy()
-    if not done.all():
-        dropped = ~done
-        died_s = record_dropouts(sim, devices[dropped], rounds)
-        began_s = start_s[dropped]
-        wait_s[dropped] = np.where(died_s > began_s, died_s - began_s, 0.0)
-    return PhaseEnd(done, wait_s)
-
-
-def phase_span(
-    sim: Simulation, devices: np.ndarray, kind: str, nbytes: np.ndarray | int
-) -> Transfer:
-    """How long each device's phase lasts, and when and how long its radio or CPU works."""
     if kind == "compute":
-        samples = sim.fleet.samples[devices]
-        flops = train_flops(sim.stats.forward_flops, samples, sim.scenario.run.local_epochs)
-        seconds = compute_s(flops, sim.fleet.compute_mflops[devices])
-        return Transfer(seconds, seconds, 0.0)
-    return transfer_span(sim, devices, nbytes, upward=kind == "upload")
+        finished_s, delivered = _compute(sim, working, begun_s, power_w, rounds[0])
+    else:
+        finished_s, delivered = _transfer(sim, working, begun_s, kind, nbytes, power_w, rounds)
+    node, edge = trace_nodes(sim, working)
+    sent = np.where(delivered, nbytes, 0)
+    sim.trace.extend(kind, node, edge, begun_s, finished_s, *rounds, sent,
+                     power_w * (finished_s - begun_s))
+    end_s[done] = finished_s
+    done[done] = delivered
+    record_dropouts(sim, working[~delivered], rounds)
+    return PhaseEnd(done, end_s)
 
 
-def transfer_span(
-    sim: Simulation, devices: np.ndarray, nbytes: np.ndarray | int, upward: bool
-) -> Transfer:
-    """Transfers between ``devices`` and their aggregator (their edge, or the cloud)."""
-    if sim.scenario.topology.mode == "hierarchical":  # one edge's devices
-        return _route_span(sim, devices, nbytes, upward)
-    edge_of = sim.topo.edge_of[devices]
-    edges = np.unique(edge_of)
-    if len(edges) == 1:
-        return _route_span(sim, devices, nbytes, upward)
-    spans = np.empty((3, len(devices)))
-    nbytes = per_device(nbytes, len(devices))
-    for edge in edges:
-        mine = edge_of == edge
-        span = _route_span(sim, devices[mine], nbytes[mine], upward)
-        for row, values in enumerate((span.total_s, span.radio_s, span.radio_lead_s)):
-            spans[row, mine] = values
-    return Transfer(*spans)
+def _compute(
+    sim: Simulation, devices: np.ndarray, start_s: np.ndarray, power_w: np.ndarray,
+    cloud_round: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Local training: its length from the FLOPs; ends and whether the battery lasted."""
+    samples = sim.fleet.samples[devices]
+    flops = train_flops(sim.stats.forward_flops, samples, sim.scenario.run.local_epochs)
+    sigma = sim.scenario.variability.compute_sigma
+    mflops = sim.fleet.compute_mflops[devices] * lognormal(
+        sim.scenario.seed, STREAM_COMPUTE, devices, cloud_round, sigma)
+    seconds = per_device(compute_s(flops, mflops), len(devices))
+    lasted_s = sim.battery.draw_many(devices, start_s, seconds, power_w, "compute")
+    return start_s + lasted_s, lasted_s >= seconds
 
 
-def _route_span(
-    sim: Simulation, devices: np.ndarray, nbytes: np.ndarray | int, upward: bool
-) -> Transfer:
-    """Transfers of devices under one parent: over their access links and the backbone."""
-    topo = sim.topo
-    hierarchical = sim.scenario.topology.mode == "hierarchical"
-    other = topo.parent(int(devices[0])) if hierarchical else CLOUD
-    hops = topo.device_route(devices, other, outward=upward)
-    return network.upload(nbytes, hops) if upward else network.download(nbytes, hops)
+def _transfer(
+    sim: Simulation,
+    devices: np.ndarray,
+    start_s: np.ndarray,
+    kind: str,
+    nbytes: int,
+    power_w: np.ndarray,
+    rounds: tuple[int, int],
+) -> tuple[np.ndarray, np.ndarray]:
+    """Flows between ``devices`` and their aggregator; the radio draws for each whole flow.
+
+    A sender whose battery would empty mid-flow stops at that instant (the flow's ``stop_s``),
+    which frees its share of the links for the others.
+    """
+    up = kind == "upload"
+    topo, battery = sim.topo, sim.battery
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stop_s = start_s + np.where(power_w > 0, battery.remaining_j[devices] / power_w, np.inf)
+    kbps = (topo.access_up_kbps if up else topo.access_down_kbps)[devices]
+    sigma = sim.scenario.variability.bandwidth_sigma
+    kbps = kbps * lognormal(sim.scenario.seed, STREAM_BANDWIDTH, devices, rounds[0], sigma)
+    to_cloud = sim.scenario.topology.mode == "cloud_only"
+    paths, latency_s = sim.links.device_paths(topo.edge_of[devices], UP if up else DOWN, to_cloud)
+    latency_s = latency_s + topo.access_ms[devices] / 1000
+    flows = network.transfer(
+        sim.link_log, start_s, nbytes, bytes_per_s(kbps), paths, latency_s, stop_s)
+    end_s, done = flows.end_s, flows.done.copy()
+    category = PHASES[kind][0]
+    sent = np.flatnonzero(done)
+    seconds = end_s[sent] - start_s[sent]
+    lasted_s = battery.draw_many(devices[sent], start_s[sent], seconds, power_w[sent], category)
+    short = lasted_s < seconds  # emptied by rounding at the very end: lost all the same
+    done[sent[short]] = False
+    end_s[sent[short]] = start_s[sent[short]] + lasted_s[short]
+    battery.run_out(devices[~flows.done], end_s[~flows.done], category)
+    battery.start_tails(devices[done], end_s[done])
+    _record_nic(sim, devices, start_s, end_s, up, rounds)
+    return end_s, done
+
+
+def _record_nic(
+    sim: Simulation, devices: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, up: bool,
+    rounds: tuple[int, int],
+) -> None:
+    """The aggregator's NIC works while any of its flows is active: the union of the flows."""
+    topology = sim.scenario.topology
+    if not len(devices):
+        return
+    if topology.mode == "hierarchical":
+        node = sim.edge_node(int(sim.topo.edge_of[devices[0]]))
+        profile = sim.scenario.profile(topology.edge_profile)
+    else:
+        node, profile = CLOUD_NODE, sim.scenario.profile(topology.cloud_profile)
+    record_nic(sim, node, "nic_rx" if up else "nic_tx", start_s, end_s, profile, rounds)
+
+
+def record_nic(
+    sim: Simulation, node: int, kind: str, start_s: np.ndarray, end_s: np.ndarray, profile,
+    rounds: tuple[int, int],
+) -> None:
+    """``nic_tx`` or ``nic_rx`` events of ``node`` over the union of its flows' intervals."""
+    begin_s, finish_s = merge_intervals(start_s, end_s)
+    power_w = profile.power_rx_w if kind == "nic_rx" else profile.power_tx_w
+    edge = node if node > CLOUD_NODE else -1
+    sim.trace.extend(kind, node, edge, begin_s, finish_s, *rounds, 0,
+                     power_w * (finish_s - begin_s))
+
+
+def settle(
+    sim: Simulation, devices: np.ndarray, now_s: np.ndarray | float, rounds: tuple[int, int]
+) -> np.ndarray:
+    """Drain tails and idle power of ``devices`` to ``now_s``; record the ``tail`` pieces and
+    the dropouts. Returns the mask of devices that died."""
+    settled = sim.battery.settle(devices, now_s)
+    if len(settled.tail_devices):
+        node, edge = trace_nodes(sim, settled.tail_devices)
+        sim.trace.extend("tail", node, edge, settled.tail_from_s, settled.tail_to_s, *rounds,
+                         0, settled.tail_j)
+    record_dropouts(sim, devices[settled.died], rounds)
+    return settled.died
 
 
 def trace_nodes(sim: Simulation, devices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

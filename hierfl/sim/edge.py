@@ -1,15 +1,22 @@
-"""Edge process: receive the global model, run edge rounds over its devices, send the result up."""
+"""Edge process: wait for the global model, run edge rounds over its devices, hand the result up.
+
+Transfers between edges and the cloud are played in batches, one per cloud round and
+direction (``backhaul``): every edge's download starts when the cloud round starts, and the
+uploads start when each edge is ready, so the core link is shared as the flows overlap.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from hierfl.costs import aggregate_flops, compute_s, transfer_s
-from hierfl.sim import cohort
+from hierfl.costs import aggregate_flops, compute_s
+from hierfl.sim import cohort, network
 from hierfl.sim.battery import Fractions
-from hierfl.sim.device import Process, device_round, eligible
+from hierfl.sim.cohort import CLOUD_NODE, record_nic, until
+from hierfl.sim.device import Process, eligible
 from hierfl.sim.engine import STREAM_SELECTION, Simulation, Update
+from hierfl.sim.network import DOWN, UP
 
 
 def train_devices(
@@ -27,16 +34,8 @@ def train_devices(
     candidates = eligible(sim, devices, cloud_round, edge_round)
     rng = selection_rng(sim, cloud_round, edge_round, edge)
     chosen = sim.policy(candidates, Fractions(sim.battery), sim.scenario.selection.fraction, rng)
-    down_bytes = sim.dense_bytes
-    if cohort.in_cohorts():
-        chosen = np.asarray(chosen, dtype=np.int64)
-        return (yield from cohort.play(sim, chosen, model, down_bytes, (cloud_round, edge_round)))
-    runs = [
-        sim.env.process(device_round(sim, device, model, down_bytes, cloud_round, edge_round))
-        for device in chosen
-    ]
-    yield sim.env.all_of(runs)
-    return [run.value for run in runs if run.value is not None]
+    chosen = np.asarray(chosen, dtype=np.int64)
+    return (yield from cohort.play(sim, chosen, model, sim.dense_bytes, (cloud_round, edge_round)))
 
 
 def selection_rng(
@@ -79,12 +78,14 @@ def aggregate_at(
 
 
 def edge_cloud_round(
-    sim: Simulation, edge: int, global_model: torch.Tensor | None, cloud_round: int
+    sim: Simulation, edge: int, global_model: torch.Tensor | None, cloud_round: int,
+    received_s: float,
 ) -> Process:
-    """One cloud round at one edge: download, ``edge_rounds`` edge rounds, upload."""
+    """One cloud round at one edge, from the end of its download (``received_s``): its
+    ``edge_rounds`` edge rounds. Returns its Update and when it was ready to send it (None
+    if nothing arrived)."""
+    yield from until(sim.env, received_s)
     node = sim.edge_node(edge)
-    yield from backhaul(sim, edge, "cloud_download", sim.dense_bytes, cloud_round)
-
     devices = sim.topo.members(edge)
     model, samples = global_model, 0
     for edge_round in range(sim.scenario.run.edge_rounds):
@@ -97,17 +98,26 @@ def edge_cloud_round(
     if samples == 0:
         return None
     payload = None if global_model is None else sim.encode([model], global_model)[0]
-    yield from backhaul(sim, edge, "edge_upload", sim.uplink_bytes, cloud_round)
-    return Update(edge, payload, samples)
+    return Update(edge, payload, samples), sim.env.now
 
 
-def backhaul(sim: Simulation, edge: int, kind: str, nbytes: int, cloud_round: int) -> Process:
-    """An edge's model transfer with the cloud: ``cloud_download`` or ``edge_upload``."""
-    name, down = sim.topo.edges[edge], kind == "cloud_download"
-    hops = sim.topo.hops("cloud", name) if down else sim.topo.hops(name, "cloud")
-    profile = sim.scenario.profile(sim.scenario.topology.edge_profile)
-    seconds = transfer_s(nbytes, hops)
-    energy_j = (profile.power_rx_w if down else profile.power_tx_w) * seconds
-    node, now = sim.edge_node(edge), sim.env.now
-    sim.trace.record(kind, node, node, now, now + seconds, cloud_round, -1, nbytes, energy_j)
-    yield sim.env.timeout(seconds)
+def backhaul(
+    sim: Simulation, edges: np.ndarray, kind: str, nbytes: int, start_s: np.ndarray,
+    cloud_round: int,
+) -> np.ndarray:
+    """Model transfers between ``edges`` and the cloud, ``cloud_download`` or ``edge_upload``,
+    from ``start_s``, as one batch of flows; returns when each ended."""
+    down = kind == "cloud_download"
+    paths, latency_s = sim.links.edge_paths(edges, DOWN if down else UP)
+    flows = network.transfer(sim.link_log, start_s, nbytes, np.inf, paths, latency_s)
+    topology = sim.scenario.topology
+    profile = sim.scenario.profile(topology.edge_profile)
+    power_w = profile.power_rx_w if down else profile.power_tx_w
+    nodes = sim.edge_node(0) + edges
+    end_s = flows.end_s
+    sim.trace.extend(kind, nodes, nodes, start_s, end_s, cloud_round, -1, nbytes,
+                     power_w * (end_s - start_s))
+    cloud = sim.scenario.profile(topology.cloud_profile)
+    record_nic(sim, CLOUD_NODE, "nic_tx" if down else "nic_rx", start_s, end_s, cloud,
+               (cloud_round, -1))
+    return end_s

@@ -22,6 +22,7 @@ from hierfl.limits import check_memory, input_elements
 from hierfl.policies import Selection, resolve_selection
 from hierfl.scenario import MODEL_NAMES, Scenario
 from hierfl.sim.battery import FleetBattery
+from hierfl.sim.network import LinkLog, Links
 from hierfl.topology import CLOUD, Topology, build_topology, string_index
 from hierfl.trace import Trace
 
@@ -54,6 +55,7 @@ class Fleet:
         capacity = column(
             lambda p: np.inf if p.mains_powered else capacity_j(p.battery_mah, p.voltage_v)
         )
+        tail_w, tail_s = column(lambda p: p.power_tail_w), column(lambda p: p.tail_s)
         fleet = cls(
             samples=samples,
             compute_mflops=column(lambda p: p.compute_mflops),
@@ -63,7 +65,7 @@ class Fleet:
             fits=column(lambda p: fits_in_memory(p.memory_kb, needed_bytes)).astype(bool),
             mains=np.isinf(capacity),
         )
-        return fleet, FleetBattery(capacity, column(lambda p: p.power_idle_w))
+        return fleet, FleetBattery(capacity, column(lambda p: p.power_idle_w), tail_w, tail_s)
 
 
 @dataclass
@@ -82,6 +84,8 @@ class Simulation:
     scenario: Scenario
     env: simpy.Environment
     topo: Topology
+    links: Links
+    link_log: LinkLog
     fleet: Fleet
     battery: FleetBattery
     trace: Trace
@@ -211,10 +215,13 @@ def prepare(
             model, data, run.local_epochs, run.batch_size, run.learning_rate, run.device
         )
     trace = Trace(string_index([CLOUD, *topo.edges]).append(topo.names))
+    links = Links.build(scenario.topology, topo.edges)
     return Simulation(
         scenario=scenario,
         env=simpy.Environment(),
         topo=topo,
+        links=links,
+        link_log=LinkLog(links),
         fleet=fleet,
         battery=battery,
         trace=trace,

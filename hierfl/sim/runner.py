@@ -70,11 +70,24 @@ def _play(
     sim.on_round = after_round
     sim.env.process(cloud(sim))
     sim.env.run()
+    record_idle(sim)
     events = sim.trace.to_frame()
-    rounds = rounds_table(sim.round_rows, events)
+    rounds = rounds_table(sim.round_rows, events, sim.scenario.topology.mode == "cloud_only")
     devices = devices_table(sim)
     model = None if sim.global_weights is None else sim.space.unflatten(sim.global_weights)
-    return Result(events, rounds, devices, summarize(sim, rounds, devices, events), model)
+    summary = summarize(sim, rounds, devices, events)
+    links = sim.link_log.table(float(sim.env.now))
+    return Result(events, rounds, devices, summary, model, links, sim.link_log.load_table())
+
+
+def record_idle(sim: Simulation) -> None:
+    """Edges and the cloud draw their idle power the whole run: one ``idle`` event each."""
+    topology, now_s = sim.scenario.topology, float(sim.env.now)
+    edges = sim.edge_node(0) + np.arange(len(sim.topo.edges))
+    nodes = np.r_[0, edges]
+    idle_w = np.r_[sim.scenario.profile(topology.cloud_profile).power_idle_w,
+                   np.full(len(edges), sim.scenario.profile(topology.edge_profile).power_idle_w)]
+    sim.trace.extend("idle", nodes, np.r_[-1, edges], 0.0, now_s, -1, -1, 0, idle_w * now_s)
 
 
 def devices_table(sim: Simulation) -> pd.DataFrame:
