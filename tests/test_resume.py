@@ -33,6 +33,8 @@ def assert_same(a: hierfl.Result, b: hierfl.Result) -> None:
     pd.testing.assert_frame_equal(a.events, b.events)
     pd.testing.assert_frame_equal(a.rounds, b.rounds)
     pd.testing.assert_frame_equal(a.devices, b.devices)
+    pd.testing.assert_frame_equal(a.links, b.links)
+    pd.testing.assert_frame_equal(a.link_load, b.link_load)
     assert a.model.keys() == b.model.keys()
     assert all(torch.equal(a.model[name], b.model[name]) for name in a.model)
 
