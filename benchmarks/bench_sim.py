@@ -24,9 +24,13 @@ a 300-device warm-up (imports and torch's lazy initialisation are not counted), 
 - tracemalloc peak: the Python heap's peak during a second, traced run (slower; skip it
   with ``--no-tracemalloc``).
 
+With ``--cells N`` the network is shared: N edges (devices / N per edge), each with a
+54 Mbit/s Wi-Fi cell (2 ms) and its own backhaul (100, 200, ... Mbit/s, 20 ms), and a
+1 Gbit/s core (5 ms): every transfer is a flow at its max-min fair share.
+
 Run: ``python benchmarks/bench_sim.py [--sizes 10000 100000 1000000] [--repeat 3]
-[--no-tracemalloc] [--profile]`` (``--profile`` prints a pyinstrument profile of the
-largest size's runs).
+[--cells 10] [--no-tracemalloc] [--profile]`` (``--profile`` prints a pyinstrument
+profile of the largest size's runs).
 """
 
 from __future__ import annotations
@@ -52,10 +56,21 @@ SIZES = (10_000, 100_000, 1_000_000)
 DEVICES_PER_EDGE = 1000
 
 
-def scenario(devices: int) -> Scenario:
-    """The tutorial fleet scaled to ``devices`` (a multiple of 3 is split evenly)."""
+def scenario(devices: int, cells: int = 0) -> Scenario:
+    """The tutorial fleet scaled to ``devices`` (a multiple of 3 is split evenly); with
+    ``cells``, that many edges, each with a shared cell and its own backhaul, and a core."""
     third, extra = divmod(devices, 3)
     counts = [third + (k < extra) for k in range(3)]
+    topology = {"mode": "hierarchical", "edges": max(1, devices // DEVICES_PER_EDGE),
+                "assign": "round_robin"}
+    if cells:
+        topology.update(
+            edges=cells,
+            cell={"bandwidth_kbps": 54_000, "latency_ms": 2},
+            backhaul=[{"bandwidth_kbps": 100_000 * (1 + e), "latency_ms": 20}
+                      for e in range(cells)],
+            core={"bandwidth_kbps": 1_000_000, "latency_ms": 5},
+        )
     raw = {
         "name": f"bench-{devices}",
         "seed": 42,
@@ -65,8 +80,7 @@ def scenario(devices: int) -> Scenario:
         "model": {"name": "compact"},
         "compression": {"quantize": "int8", "prune_ratio": 0.3, "payload": "delta"},
         "selection": {"policy": "battery", "fraction": 0.5, "min_battery": 0.1},
-        "topology": {"mode": "hierarchical", "edges": max(1, devices // DEVICES_PER_EDGE),
-                     "assign": "round_robin"},
+        "topology": topology,
         "devices": [{"profile": p, "count": c} for p, c in zip(("mcu", "soc", "mobile"), counts,
                                                                 strict=True)],
     }
@@ -111,7 +125,7 @@ def table_bytes(events) -> int:
     )
 
 
-def traced_run(devices: int) -> tuple[int, int]:
+def traced_run(devices: int, cells: int) -> tuple[int, int]:
     """(Python heap peak, bytes held by the Trace at the last round's close), tracemalloc."""
     held = []
 
@@ -121,16 +135,16 @@ def traced_run(devices: int) -> tuple[int, int]:
         held.append(sum(trace.size for trace in snapshot.traces))
 
     tracemalloc.start(8)  # frames enough to see trace.py above numpy's own
-    hierfl.run(scenario(devices), on_round=measure)
+    hierfl.run(scenario(devices, cells), on_round=measure)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return peak, held[-1]
 
 
-def measure_one(devices: int, traced: bool, profile: bool, repeat: int) -> dict:
+def measure_one(devices: int, traced: bool, profile: bool, repeat: int, cells: int) -> dict:
     """All figures of one size, in this process; times are the best of ``repeat`` runs."""
-    hierfl.run(scenario(300))
-    chosen = scenario(devices)
+    hierfl.run(scenario(300, min(cells, 3)))
+    chosen = scenario(devices, cells)
     before = rss_bytes()
     profiler = None
     if profile:
@@ -167,7 +181,7 @@ def measure_one(devices: int, traced: bool, profile: bool, repeat: int) -> dict:
         "sim_wall_s": min(simulation_wall_s(chosen) for _ in range(repeat)),
     }
     if traced:
-        heap_peak, trace_bytes = traced_run(devices)
+        heap_peak, trace_bytes = traced_run(devices, cells)
         figures["tracemalloc_peak"] = heap_peak
         figures["trace_bytes_per_event"] = trace_bytes / events
     return figures
@@ -199,18 +213,21 @@ def main() -> None:
     parser.add_argument("--no-tracemalloc", action="store_true")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--repeat", type=int, default=3, help="runs per size (best is shown)")
+    parser.add_argument("--cells", type=int, default=0, help="edges with a shared cell each")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
         print(json.dumps(
-            measure_one(args.one, not args.no_tracemalloc, args.profile, args.repeat)))
+            measure_one(args.one, not args.no_tracemalloc, args.profile, args.repeat,
+                        args.cells)))
         return
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
           f"events/s and ratio use wall time; "
           f"peak RSS = ru_maxrss of a child process per size")
     print(HEADER)
     for i, devices in enumerate(args.sizes):
-        command = [sys.executable, __file__, "--one", str(devices), "--repeat", str(args.repeat)]
+        command = [sys.executable, __file__, "--one", str(devices), "--repeat", str(args.repeat),
+                   "--cells", str(args.cells)]
         if args.no_tracemalloc:
             command.append("--no-tracemalloc")
         if args.profile and i == len(args.sizes) - 1:
