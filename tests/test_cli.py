@@ -410,7 +410,8 @@ def test_force_clears_the_old_runs_outputs(tmp_path, monkeypatch):
                   "--force")
     assert done.code == 0, done
     names = {p.name for p in out.iterdir()}
-    assert names == {"events.parquet", "rounds.csv", "devices.csv", "summary.json", "keep.txt"}
+    assert names == {"events.parquet", "rounds.csv", "devices.csv", "summary.json", "keep.txt",
+                     "links.csv", "link_load.parquet"}
     assert (out / "summary.json").read_text() != "old"
 
 

@@ -272,7 +272,8 @@ def test_resume_writes_the_outputs_the_original_command_asked_for(tmp_path, monk
                           "--no-trace")
         assert done.code == 130 and (out / CHECKPOINT).exists()
 
-    tables = {"events.parquet", "rounds.csv", "devices.csv", "summary.json"}
+    tables = {"events.parquet", "rounds.csv", "devices.csv", "summary.json", "links.csv",
+              "link_load.parquet"}
     stop_before_writing(tmp_path / "a")
     assert invoke("run", "--resume", str(tmp_path / "a"), "--quiet").code == 0
     assert {p.name for p in (tmp_path / "a").iterdir()} == tables
