@@ -19,7 +19,7 @@ from hierfl.checkpoint import checkpoint_scenario, load_checkpoint
 from hierfl.chrome_trace import write_chrome_trace
 from hierfl.errors import HierflError
 from hierfl.plugins import check_references
-from hierfl.profiles import BUILTIN_PROFILES
+from hierfl.profiles import BUILTIN_PROFILES, Profile
 from hierfl.results import Result, compare_table, read_result
 from hierfl.rundir import claim, finish, load_options, save_options
 from hierfl.scenario import Scenario, load_scenario
@@ -375,11 +375,21 @@ def profiles() -> None:
             f"compute {p.power_compute_w:g}\ntx {p.power_tx_w:g}\nrx {p.power_rx_w:g}\n"
             f"idle {p.power_idle_w:g}"
         )
-        link = f"{p.bandwidth_kbps:,.0f} kbps\n{p.latency_ms:g} ms"
-        table.add_row(name, _kib(p.memory_kb), f"{p.compute_mflops:,.0f}", link, battery, power)
+        if p.tail_s > 0:
+            power += f"\ntail {p.power_tail_w:g} for {p.tail_s:g} s"
+        table.add_row(name, _kib(p.memory_kb), f"{p.compute_mflops:,.0f}", _link(p), battery, power)
     out_console.print(table)
     for name, p in BUILTIN_PROFILES.items():
         out_console.print(f"[bold]{name}[/bold]: {escape(p.source)}", markup=True, soft_wrap=True)
+
+
+def _link(p: Profile) -> str:
+    """'10,000 kbps', or '6,000 up' over '13,000 down kbps' when the directions differ; latency."""
+    if p.up_kbps == p.down_kbps:
+        rate = f"{p.up_kbps:,.0f} kbps"
+    else:
+        rate = f"{p.up_kbps:,.0f} up\n{p.down_kbps:,.0f} down kbps"
+    return f"{rate}\n{p.latency_ms:g} ms"
 
 
 def _kib(memory_kb: float) -> str:

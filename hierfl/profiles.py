@@ -1,8 +1,8 @@
 """Device and node profiles: memory, compute, link and power figures, each with its source.
 
-The seed tutorial gives memory, MFLOP/s, battery and bandwidth; the power
-figures come from the datasheets and measurements cited in ``source`` (see
-docs/profiles.md for the arithmetic behind each number).
+``mcu``, ``soc`` and ``mobile`` keep the seed tutorial's memory, MFLOP/s, battery and
+bandwidth; the other built-ins take every figure from the datasheets, measurements and
+papers cited in ``source`` (docs/profiles.md shows the arithmetic behind each number).
 """
 
 from __future__ import annotations
@@ -127,6 +127,111 @@ BUILTIN_PROFILES: dict[str, Profile] = {
             "NVIDIA Jetson AGX Xavier (32 GB, mains-powered). FP32 ~1.4 TFLOP/s and the 30 W "
             "power mode from NVIDIA's Jetson AGX Xavier module datasheet; idle ~10 W; "
             "gigabit Ethernet."
+        ),
+    ),
+    "esp32s3_wifi": Profile(
+        memory_kb=512,
+        compute_mflops=60,
+        bandwidth_kbps=20_000,
+        latency_ms=5,
+        battery_mah=500,
+        voltage_v=3.7,
+        power_compute_w=0.20,
+        power_tx_w=0.95,
+        power_rx_w=0.30,
+        power_idle_w=0.0008,
+        source=(
+            "ESP32-S3 (512 KB SRAM, 240 MHz) on 2.4 GHz Wi-Fi. Link: ESP-IDF Programming Guide, "
+            "Wi-Fi Driver, ESP32-S3 Wi-Fi throughput table: TCP TX and RX 20 Mbit/s air in lab. "
+            "Compute: madflight TestFLOPS (qqqlab/madflight, tools/TestFLOPS) measured "
+            "61.43 MFLOP/s on an ESP32-S3 at 240 MHz. Power: as the mcu profile (ESP32-S3 "
+            "datasheet). Latency 5 ms and a 500 mAh LiPo are assumptions."
+        ),
+    ),
+    "rpi4": Profile(
+        memory_kb=4 * 1024 * 1024,
+        compute_mflops=8000,
+        bandwidth_kbps=941_000,
+        latency_ms=1,
+        voltage_v=5.0,
+        power_compute_w=6.4,
+        power_tx_w=3.2,
+        power_rx_w=3.2,
+        power_idle_w=2.9,
+        source=(
+            "Raspberry Pi 4 Model B 4 GB on gigabit Ethernet, mains-powered. Compute: HPL "
+            "about 8 GFLOP/s on Raspberry Pi OS 64-bit (B. Feiereisen, 'Benchmarking the "
+            "Raspberry Pi 4', 2022). Link: iperf3 941 Mbit/s (mpr-projects.com, 'RPi NAS part "
+            "3', 2024). Power at 5 V: idle 575 mA, 400% CPU 1280 mA (linuxhint.com, 'power "
+            "consumption of Raspberry Pi'). Transfer power idle + 0.3 W and 1 ms latency are "
+            "assumptions."
+        ),
+    ),
+    "phone_lte": Profile(
+        memory_kb=2 * 1024 * 1024,
+        compute_mflops=50_000,
+        bandwidth_kbps=6000,
+        uplink_kbps=6000,
+        downlink_kbps=13_000,
+        latency_ms=30,
+        battery_mah=4000,
+        voltage_v=3.85,
+        power_compute_w=3.5,
+        power_tx_w=3.918,
+        power_rx_w=1.964,
+        power_idle_w=0.025,
+        tail_s=11.576,
+        power_tail_w=1.060,
+        source=(
+            "Smartphone on LTE. Rates: median uplink 6 and downlink 13 Mbit/s (Huang et al., "
+            "'A Close Examination of Performance and Power Characteristics of 4G LTE "
+            "Networks', MobiSys 2012). Radio power from that paper's LTE model "
+            "P = 438.39 mW/Mbps * up + 51.97 mW/Mbps * down + 1288.04 mW, and its tail: "
+            "11.576 s at 1060 mW. Compute and CPU power as the mobile profile; suspend "
+            "25 mW (Carroll & Heiser, USENIX ATC 2010). 2 GiB for training, 30 ms latency "
+            "and the 4000 mAh cell are assumptions."
+        ),
+    ),
+    "nbiot_node": Profile(
+        memory_kb=256,
+        compute_mflops=31,
+        bandwidth_kbps=20,
+        uplink_kbps=25,
+        downlink_kbps=20,
+        latency_ms=1000,
+        battery_mah=2000,
+        voltage_v=3.7,
+        power_compute_w=0.011,
+        power_tx_w=0.17,
+        power_rx_w=0.17,
+        power_idle_w=0.00001,
+        source=(
+            "Sensor node on NB-IoT (Nordic nRF9160: Cortex-M33 at 64 MHz, 256 KB RAM). "
+            "Rates: Cat-NB1 peaks of about 200 kbit/s down and 250 kbit/s up, sustained "
+            "about ten times less (Anritsu, 'Determining peak data rates for NB-IoT'). "
+            "Power at 3.7 V: 45 mA balanced TX/RX at 10 dBm, PSM floor 2.7 uA (nRF9160 "
+            "product specification, modem current consumption). Compute: madflight "
+            "TestFLOPS 82.57 MFLOP/s on a 168 MHz Cortex-M4F, scaled to 64 MHz. CPU power, "
+            "1 s latency and the 2000 mAh cell are assumptions."
+        ),
+    ),
+    "jetson_edge": Profile(
+        memory_kb=8 * 1024 * 1024,
+        compute_mflops=2_088_960,
+        bandwidth_kbps=1_000_000,
+        latency_ms=1,
+        voltage_v=19.0,
+        power_compute_w=25.0,
+        power_tx_w=7.0,
+        power_rx_w=7.0,
+        power_idle_w=7.0,
+        source=(
+            "NVIDIA Jetson Orin Nano 8 GB (Super), mains-powered edge server, gigabit "
+            "Ethernet. 8 GB LPDDR5, 1024 CUDA cores (Jetson Orin Nano module data sheet); "
+            "1.02 GHz GPU clock and 7-25 W power modes with JetPack 6.1 'Super' (NVIDIA's "
+            "Super Developer Kit data sheet, Dec 2024, as summarised by B. Sapui's 'Jetson "
+            "Orin Nano Super' deep dive). FP32 peak 1024 * 2 * 1.02e9 = 2.09 TFLOP/s. "
+            "Training at 25 W; idle and transfers taken at the 7 W mode's cap."
         ),
     ),
 }

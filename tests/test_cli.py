@@ -195,11 +195,13 @@ def test_validate_prints_resolved_scenario_or_errors(tmp_path):
 
 
 def test_profiles_lists_builtins_with_sources():
-    """`profiles` shows every built-in profile and where its figures come from."""
+    """`profiles` shows every built-in profile, its directions and tail, and its sources."""
     done = hierfl("profiles")
     assert done.returncode == 0
-    for name in ("mcu", "soc", "mobile", "edge_server", "datasheet"):
+    for name in ("mcu", "soc", "mobile", "edge_server", "datasheet", "esp32s3_wifi", "rpi4",
+                 "phone_lte", "nbiot_node", "jetson_edge"):
         assert name in done.stdout
+    assert "13,000" in done.stdout and "11.576" in done.stdout, "phone_lte downlink and tail"
 
 
 def test_plot_redraws_and_compare_overlays(tmp_path):

@@ -311,11 +311,20 @@ def test_without_new_keys_nothing_changes(make_scenario):
 
 
 def test_shipped_scenarios_keep_one_backhaul_table(scenario_files):
-    """Every scenario file written before per-edge links still resolves its backhaul as a table."""
+    """Every shipped scenario file still resolves its backhaul as one table."""
     for path in scenario_files:
-        if path.name == "network.toml":
-            continue
         assert isinstance(hierfl.load_scenario(path).topology.backhaul, LinkConfig), path
+
+
+def test_network_example_uses_every_network_key(scenario_files):
+    """scenarios/network.toml has per-edge cells, a core, variability and sourced profiles."""
+    scenario = hierfl.load_scenario(next(p for p in scenario_files if p.stem == "network"))
+    topology = scenario.topology
+    assert [topology.cell_of(e).bandwidth_kbps for e in range(3)] == [30000, 60000, 20000]
+    assert topology.core is not None and topology.edge_profile == "jetson_edge"
+    assert scenario.variability.compute_sigma > 0 and scenario.variability.bandwidth_sigma > 0
+    assert {g.profile for g in scenario.devices} == {"esp32s3_wifi", "phone_lte", "rpi4",
+                                                      "nbiot_node"}
 
 
 def test_per_edge_links_survive_overrides(tmp_path):
