@@ -311,15 +311,18 @@ def test_without_new_keys_nothing_changes(make_scenario):
 
 
 def test_shipped_scenarios_keep_one_backhaul_table(scenario_files):
-    """Every shipped scenario file still resolves its backhaul as one table."""
+    """Every scenario file written before per-edge links still resolves its backhaul as a table."""
     for path in scenario_files:
-        assert isinstance(hierfl.load_scenario(path).topology.backhaul, LinkConfig), path
+        if path.stem != "network":
+            assert isinstance(hierfl.load_scenario(path).topology.backhaul, LinkConfig), path
 
 
 def test_network_example_uses_every_network_key(scenario_files):
-    """scenarios/network.toml has per-edge cells, a core, variability and sourced profiles."""
+    """scenarios/network.toml has per-edge backhauls and cells, a core, variability, sourced
+    profiles."""
     scenario = hierfl.load_scenario(next(p for p in scenario_files if p.stem == "network"))
     topology = scenario.topology
+    assert [topology.backhaul_of(e).bandwidth_kbps for e in range(3)] == [50000, 10000, 2000]
     assert [topology.cell_of(e).bandwidth_kbps for e in range(3)] == [30000, 60000, 20000]
     assert topology.core is not None and topology.edge_profile == "jetson_edge"
     assert scenario.variability.compute_sigma > 0 and scenario.variability.bandwidth_sigma > 0
