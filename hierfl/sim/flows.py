@@ -21,6 +21,7 @@ import heapq
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 
 TIE = 1e-12  # relative: link levels this close saturate at the same time
 
@@ -53,7 +54,8 @@ def max_min_rates(
     capacity_bytes_s = np.asarray(capacity_bytes_s, dtype=float)
     cap_bytes_s = np.asarray(cap_bytes_s, dtype=float)
     paths = _as_paths(paths, len(cap_bytes_s))
-    classes, inverse = _classes(cap_bytes_s, paths, capacity_bytes_s)
+    _check(cap_bytes_s, paths, capacity_bytes_s)
+    classes, inverse = _classes(cap_bytes_s, paths, len(capacity_bytes_s))
     counts = np.bincount(inverse, minlength=len(classes.cap)).astype(float)
     return classes.rates(counts, capacity_bytes_s)[inverse]
 
@@ -79,10 +81,17 @@ def solve(
     n = len(start_s)
     stop_s = np.full(n, np.inf) if stop_s is None else np.asarray(stop_s, dtype=float)
     paths = _as_paths(paths, n)
-    classes, inverse = _classes(np.asarray(cap_bytes_s, dtype=float), paths, capacity_bytes_s)
-    play = _Play(classes, inverse, size_bytes, capacity_bytes_s)
+    _check(np.asarray(cap_bytes_s, dtype=float), paths, capacity_bytes_s)
+    used, local = np.unique(paths, return_inverse=True)  # the links this batch crosses
+    local = local.reshape(paths.shape) - (used[0] < 0 if len(used) else 0)
+    used = used[used >= 0]
+    classes, inverse = _classes(np.asarray(cap_bytes_s, dtype=float), local, len(used))
+    play = _Play(classes, inverse, size_bytes, capacity_bytes_s[used])
     play.run(start_s, stop_s)
-    return play.solution()
+    solution = play.solution()
+    load = np.zeros((len(solution.load_bytes_s), len(capacity_bytes_s)))
+    load[:, used] = solution.load_bytes_s
+    return Solution(solution.end_s, solution.sent_bytes, solution.done, solution.times_s, load)
 
 
 @dataclass(frozen=True)
@@ -112,21 +121,34 @@ class _Classes:
         return rate
 
 
-def _classes(
-    cap: np.ndarray, paths: np.ndarray, capacity: np.ndarray
-) -> tuple[_Classes, np.ndarray]:
-    """Group flows by cap and set of shared links; return the classes and each flow's."""
-    n = len(cap)
+def _check(cap: np.ndarray, paths: np.ndarray, capacity: np.ndarray) -> None:
     if paths.size and paths.max() >= len(capacity):
         raise ValueError(f"paths name link {paths.max()}, but there are {len(capacity)} links")
     if (capacity <= 0).any() or (cap <= 0).any():
         raise ValueError("every capacity and cap must be > 0")
-    on = np.zeros((n, len(capacity)), dtype=bool)
-    rows, cols = np.nonzero(paths >= 0)
-    on[rows, paths[rows, cols]] = True
-    key = np.column_stack([cap, on.astype(float)])
-    unique, inverse = np.unique(key, axis=0, return_inverse=True)
-    return _Classes(unique[:, 0], unique[:, 1:].astype(bool)), inverse.reshape(-1)
+
+
+def _classes(cap: np.ndarray, paths: np.ndarray, n_links: int) -> tuple[_Classes, np.ndarray]:
+    """Group flows by cap and set of shared links (hashed, O(n)); the classes and each flow's.
+
+    >>> classes, inverse = _classes(np.array([1.0, 2.0, 1.0]), np.array([[0, 1], [0, -1],
+    ...                             [1, 0]]), 2)
+    >>> inverse.tolist(), classes.cap.tolist(), classes.on.tolist()
+    ([0, 1, 0], [1.0, 2.0], [[True, True], [True, False]])
+    """
+    links = np.sort(paths, axis=1)  # a set of links: order and padding do not matter
+    key = np.zeros(len(cap), dtype=np.int64)
+    for column in links.T:  # base n_links + 1, at most a few columns of small numbers
+        key = key * (n_links + 1) + (column + 1)
+    path_of, _ = pd.factorize(key)
+    cap_of, caps = pd.factorize(cap)
+    inverse, first = pd.factorize(path_of.astype(np.int64) * len(caps) + cap_of)
+    one = np.zeros(len(first), dtype=np.int64)
+    one[inverse] = np.arange(len(cap))  # one flow of each class
+    on = np.zeros((len(first), n_links), dtype=bool)
+    rows, cols = np.nonzero(links[one] >= 0)
+    on[rows, links[one][rows, cols]] = True
+    return _Classes(cap[one], on), inverse
 
 
 def _as_paths(paths: np.ndarray, n: int) -> np.ndarray:
@@ -135,8 +157,65 @@ def _as_paths(paths: np.ndarray, n: int) -> np.ndarray:
     return paths[:, None] if paths.ndim == 1 else paths.reshape(n, paths.shape[-1])
 
 
+class _Queue:
+    """One class's active flows by virtual finish value: sorted batches (one per entry
+    instant) under a heap of their heads, so a batch enters with one sort and leaves with
+    one search."""
+
+    def __init__(self) -> None:
+        self.heap: list[tuple[float, int]] = []
+        self.batches: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self.pos: dict[int, int] = {}
+        self.next = 0
+
+    def head(self) -> float:
+        return self.heap[0][0]
+
+    def push(self, finish: np.ndarray, flows: np.ndarray) -> None:
+        order = np.argsort(finish, kind="stable")
+        b, self.next = self.next, self.next + 1
+        self.batches[b], self.pos[b] = (finish[order], flows[order]), 0
+        heapq.heappush(self.heap, (float(finish[order[0]]), b))
+
+    def pop_until(self, limit: float) -> np.ndarray:
+        """Remove and return the flows whose finish value is at most ``limit``."""
+        out = []
+        while self.heap and self.heap[0][0] <= limit:
+            _, b = heapq.heappop(self.heap)
+            finish, flows = self.batches[b]
+            end = int(np.searchsorted(finish, limit, side="right"))
+            out.append(flows[self.pos[b] : end])
+            self._resume(b, end)
+        return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
+
+    def drop_inactive(self, active: np.ndarray) -> None:
+        """Skip flows that left early (stopped) from the head, so the head is an active flow."""
+        while self.heap:
+            b = self.heap[0][1]
+            finish, flows = self.batches[b]
+            pos = self.pos[b]
+            if active[flows[pos]]:
+                return
+            heapq.heappop(self.heap)
+            alive = active[flows[pos:]]
+            self._resume(b, pos + (int(np.argmax(alive)) if alive.any() else len(alive)))
+
+    def _resume(self, b: int, pos: int) -> None:
+        finish = self.batches[b][0]
+        if pos < len(finish):
+            self.pos[b] = pos
+            heapq.heappush(self.heap, (float(finish[pos]), b))
+        else:
+            del self.batches[b], self.pos[b]
+
+    def clear(self) -> None:
+        self.heap.clear()
+        self.batches.clear()
+        self.pos.clear()
+
+
 class _Play:
-    """The event loop of ``solve``: classes share a service counter, flows a heap per class."""
+    """The event loop of ``solve``: classes share a service counter, flows a queue per class."""
 
     def __init__(
         self, classes: _Classes, inverse: np.ndarray, size: np.ndarray, capacity: np.ndarray
@@ -147,7 +226,7 @@ class _Play:
         self.service = np.zeros(k)  # bytes sent per flow of each class since t = 0
         self.rate = np.zeros(k)
         self.count = np.zeros(k)
-        self.heaps: list[list[tuple[float, int]]] = [[] for _ in range(k)]
+        self.queues = [_Queue() for _ in range(k)]
         self.entered = np.zeros(n)  # service of the flow's class when it entered
         self.active = np.zeros(n, dtype=bool)
         self.end_s = np.full(n, np.nan)
@@ -160,6 +239,7 @@ class _Play:
     def run(self, start_s: np.ndarray, stop_s: np.ndarray) -> None:
         """Advance from event to event: entries and stops (known), finishes (computed)."""
         starts = np.argsort(start_s, kind="stable")
+        sorted_starts = start_s[starts]
         stops = np.argsort(stop_s, kind="stable")
         stops = stops[np.isfinite(stop_s[stops])]
         i = j = 0
@@ -174,9 +254,7 @@ class _Play:
             while j < len(stops) and stop_s[stops[j]] <= t:
                 self._stop(stops[j])
                 j += 1
-            entering = i
-            while i < len(starts) and start_s[starts[i]] <= t:
-                i += 1
+            entering, i = i, int(np.searchsorted(sorted_starts, t, side="right"))
             self._enter(starts[entering:i])
             self._rebalance()
 
@@ -184,7 +262,7 @@ class _Play:
         busy = np.flatnonzero(self.count > 0)
         if not len(busy):
             return np.inf, -1
-        head = np.array([self.heaps[k][0][0] for k in busy])
+        head = np.array([self.queues[k].head() for k in busy])
         with np.errstate(divide="ignore"):
             wait = (head - self.service[busy]) / self.rate[busy]
         k = int(np.argmin(wait))
@@ -198,46 +276,48 @@ class _Play:
 
     def _finish(self, k: int) -> None:
         """Every flow of class ``k`` whose bytes are now sent ends (the head exactly now)."""
-        heap = self.heaps[k]
-        self.service[k] = max(self.service[k], heap[0][0])
-        while heap and heap[0][0] <= self.service[k] * (1 + TIE):
-            _, f = heapq.heappop(heap)
-            if self.active[f]:
-                self._leave(f, k, done=True)
+        queue = self.queues[k]
+        self.service[k] = max(self.service[k], queue.head())
+        flows = queue.pop_until(self.service[k] * (1 + TIE))
+        self._leave(flows[self.active[flows]], k, done=True)
+        queue.drop_inactive(self.active)
 
     def _stop(self, f: int) -> None:
         """The sender of ``f`` stops: its flow ends now (before it began: with 0 bytes)."""
         k = int(self.inverse[f])
         if self.active[f]:
-            self._leave(f, k, done=False)
-            heap = self.heaps[k]
-            while heap and not self.active[heap[0][1]]:
-                heapq.heappop(heap)
+            self._leave(np.array([f]), k, done=False)
+            self.queues[k].drop_inactive(self.active)
         elif np.isnan(self.end_s[f]):
             self.end_s[f] = self.now
 
-    def _leave(self, f: int, k: int, done: bool) -> None:
-        self.active[f] = False
-        self.count[k] -= 1
-        self.end_s[f] = self.now
-        self.done[f] = done
-        sent = self.service[k] - self.entered[f]
-        self.sent[f] = self.size[f] if done else min(sent, self.size[f])
+    def _leave(self, flows: np.ndarray, k: int, done: bool) -> None:
+        self.active[flows] = False
+        self.count[k] -= len(flows)
+        self.end_s[flows] = self.now
+        self.done[flows] = done
+        sent = self.service[k] - self.entered[flows]
+        self.sent[flows] = self.size[flows] if done else np.minimum(sent, self.size[flows])
         if not self.count[k]:
-            self.heaps[k].clear()
+            self.queues[k].clear()
 
     def _enter(self, flows: np.ndarray) -> None:
-        for f in flows:
-            if not np.isnan(self.end_s[f]):  # stopped before it began
-                continue
-            k = int(self.inverse[f])
-            if self.size[f] <= 0:
-                self.end_s[f], self.done[f] = self.now, True
-                continue
-            self.active[f] = True
-            self.entered[f] = self.service[k]
-            heapq.heappush(self.heaps[k], (self.service[k] + self.size[f], int(f)))
-            self.count[k] += 1
+        flows = flows[np.isnan(self.end_s[flows])]  # not stopped before they began
+        empty = self.size[flows] <= 0
+        self.end_s[flows[empty]], self.done[flows[empty]] = self.now, True
+        flows = flows[~empty]
+        if not len(flows):
+            return
+        k = self.inverse[flows]
+        self.active[flows] = True
+        self.entered[flows] = self.service[k]
+        finish = self.service[k] + self.size[flows]
+        order = np.argsort(k, kind="stable")
+        classes, first, counts = np.unique(k[order], return_index=True, return_counts=True)
+        self.count[classes] += counts
+        for c, lo, m in zip(classes, first, counts, strict=True):
+            group = order[lo : lo + m]
+            self.queues[c].push(finish[group], flows[group])
 
     def _rebalance(self) -> None:
         self.rate = self.classes.rates(self.count, self.capacity)
