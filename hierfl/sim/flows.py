@@ -81,17 +81,29 @@ def solve(
     n = len(start_s)
     stop_s = np.full(n, np.inf) if stop_s is None else np.asarray(stop_s, dtype=float)
     paths = _as_paths(paths, n)
-    _check(np.asarray(cap_bytes_s, dtype=float), paths, capacity_bytes_s)
-    used, local = np.unique(paths, return_inverse=True)  # the links this batch crosses
-    local = local.reshape(paths.shape) - (used[0] < 0 if len(used) else 0)
+    cap_bytes_s = np.asarray(cap_bytes_s, dtype=float)
+    _check(cap_bytes_s, paths, capacity_bytes_s)
+    end_s, sent, done = np.full(n, np.nan), np.zeros(n), np.zeros(n, dtype=bool)
+    alone = (paths < 0).all(axis=1)  # no shared link: each at its own cap, from its start
+    if not np.isinf(cap_bytes_s[alone]).any():
+        finish_s = start_s[alone] + size_bytes[alone] / cap_bytes_s[alone]
+        stop = stop_s[alone]
+        done[alone] = finish_s <= stop
+        end_s[alone] = np.where(done[alone], finish_s, stop)
+        sent[alone] = np.where(done[alone], size_bytes[alone],
+                               np.clip((stop - start_s[alone]) * cap_bytes_s[alone], 0, None))
+    shared = np.flatnonzero(~alone)
+    used, local = np.unique(paths[shared], return_inverse=True)  # the links crossed
+    local = local.reshape(-1, paths.shape[1]) - (len(used) > 0 and used[0] < 0)
     used = used[used >= 0]
-    classes, inverse = _classes(np.asarray(cap_bytes_s, dtype=float), local, len(used))
-    play = _Play(classes, inverse, size_bytes, capacity_bytes_s[used])
-    play.run(start_s, stop_s)
+    classes, inverse = _classes(cap_bytes_s[shared], local, len(used))
+    play = _Play(classes, inverse, size_bytes[shared], capacity_bytes_s[used])
+    play.run(start_s[shared], stop_s[shared])
     solution = play.solution()
+    end_s[shared], sent[shared], done[shared] = solution.end_s, solution.sent_bytes, solution.done
     load = np.zeros((len(solution.load_bytes_s), len(capacity_bytes_s)))
     load[:, used] = solution.load_bytes_s
-    return Solution(solution.end_s, solution.sent_bytes, solution.done, solution.times_s, load)
+    return Solution(end_s, sent, done, solution.times_s, load)
 
 
 @dataclass(frozen=True)
@@ -250,7 +262,8 @@ class _Play:
             t = min(t_enter, t_stop, t_finish)
             self._advance(t)
             if t == t_finish:
-                self._finish(finishing)
+                for k in finishing:
+                    self._finish(k)
             while j < len(stops) and stop_s[stops[j]] <= t:
                 self._stop(stops[j])
                 j += 1
@@ -258,15 +271,17 @@ class _Play:
             self._enter(starts[entering:i])
             self._rebalance()
 
-    def _next_finish(self) -> tuple[float, int]:
+    def _next_finish(self) -> tuple[float, np.ndarray]:
+        """When the next flows finish, and their classes: every class whose head finishes
+        then (equal flows of different classes end in one event, not one each)."""
         busy = np.flatnonzero(self.count > 0)
         if not len(busy):
-            return np.inf, -1
+            return np.inf, busy
         head = np.array([self.queues[k].head() for k in busy])
         with np.errstate(divide="ignore"):
-            wait = (head - self.service[busy]) / self.rate[busy]
-        k = int(np.argmin(wait))
-        return self.now + max(wait[k], 0.0), int(busy[k])
+            wait = np.maximum((head - self.service[busy]) / self.rate[busy], 0.0)
+        first = wait.min()
+        return self.now + first, busy[wait <= first * (1 + TIE)]
 
     def _advance(self, t: float) -> None:
         if self.now > -np.inf and t > self.now:
