@@ -225,3 +225,27 @@ def test_checkpoint_keeps_links_and_tails(make_scenario, tmp_path):
     for table in ("events", "devices", "links", "link_load"):
         pd.testing.assert_frame_equal(getattr(resumed, table), getattr(whole, table))
     assert (whole.devices["energy_tail_j"] > 0).all()
+
+
+def test_a_sender_that_dies_frees_its_share(make_scenario, weak_profile):
+    """Two boards share a 100 kbps cell: 50 kbps each until the weak one's battery (0.45 J
+    at 0.3 W rx: 1.5 s) empties mid-download; the other then gets the whole cell."""
+    weak = {**weak_profile, "battery_mah": 0.05}  # 0.05 / 1000 * 3600 * 2.5 = 0.45 J
+    board = {**weak_profile, "battery_mah": 500.0}
+    scenario = make_scenario(run={"cloud_rounds": 1},
+                             topology={"edges": 1, "cell": {"bandwidth_kbps": 100}},
+                             devices=[{"profile": "weak", "count": 1},
+                                      {"profile": "board", "count": 1}],
+                             profiles={"weak": weak, "board": board})
+    result = hierfl.run(scenario)
+    downloads = kind_rows(result, "download")
+    downloads = downloads.set_index(downloads["node"].astype(str))
+    begin_s = 0.020 + 8 * DENSE_BYTES / 100_000_000  # the edge has the model (backhaul)
+    assert downloads.loc["weak-0", "t_end"] == pytest.approx(begin_s + 1.5)
+    assert downloads.loc["weak-0", "bytes"] == 0
+    # bytes from begin + 0.05 s at 6_250 B/s each; from the death the board gets 12_500 B/s
+    sent = (1.5 - 0.05) * 6_250
+    assert downloads.loc["board-1", "t_end"] == pytest.approx(
+        begin_s + 1.5 + (DENSE_BYTES - sent) / 12_500)
+    links = result.links.set_index("link")
+    assert links.loc["edge-0 cell down", "bytes"] == round(DENSE_BYTES + sent)
