@@ -50,8 +50,8 @@ class RunFolder:
 
 @contextmanager
 def claim(folder: Path, force: bool = False, resume: bool = False) -> Iterator[RunFolder]:
-    """Hold ``folder`` for one run; on a HierflError, remove it again if this run made it
-    and wrote nothing there yet (a run refused before round 1 leaves no empty folder)."""
+    """Hold ``folder`` for one run; if the run fails, remove the folder again when this run
+    made it and wrote nothing there yet (a run refused before round 1 leaves no folder)."""
     created = _make(folder)
     try:
         handle = _lock(folder)
@@ -61,7 +61,7 @@ def claim(folder: Path, force: bool = False, resume: bool = False) -> Iterator[R
     try:
         _clear(folder, force, resume)
         yield RunFolder(folder, created)
-    except HierflError:
+    except BaseException:  # an error or an interrupt before any round leaves no folder
         _remove_if_bare(folder, created)
         raise
     finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import shutil
 import subprocess
 import sys
 import time
@@ -462,3 +463,86 @@ def test_model_pt_is_byte_deterministic(tmp_path, monkeypatch):
         done = invoke("run", scenario, "--out", out, "--quiet", "--no-plots", "--no-trace")
         assert done.code == 0, done
     assert (tmp_path / "a" / "model.pt").read_bytes() == (tmp_path / "b" / "model.pt").read_bytes()
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory) -> Path:
+    """A finished timing-only run folder, written by the library."""
+    import hierfl
+
+    out = tmp_path_factory.mktemp("finished") / "run"
+    scenario = hierfl.parse_scenario({
+        "run": {"cloud_rounds": 2, "learning": False},
+        "devices": [{"profile": "mcu", "count": 2}],
+    })
+    hierfl.run(scenario).write(out)
+    return out
+
+
+def _edit_csv(name: str, edit):
+    def apply(folder: Path) -> None:
+        edit(pd.read_csv(folder / name)).to_csv(folder / name, index=False)
+
+    return apply
+
+
+def _edit_summary(edit):
+    def apply(folder: Path) -> None:
+        summary = json.loads((folder / "summary.json").read_text())
+        (folder / "summary.json").write_text(json.dumps(edit(summary)))
+
+    return apply
+
+
+BAD_FOLDERS = {
+    "rounds.csv without a column": (
+        _edit_csv("rounds.csv", lambda t: t.drop(columns="sim_time_s")),
+        "rounds.csv: cannot read it back as hierfl wrote it: missing columns sim_time_s",
+    ),
+    "rounds.csv with text for numbers": (
+        _edit_csv("rounds.csv", lambda t: t.assign(energy_j="lots")),
+        "columns energy_j are not numbers",
+    ),
+    "rounds.csv without rows": (_edit_csv("rounds.csv", lambda t: t.iloc[:0]), "no rows"),
+    "devices.csv without a column": (
+        _edit_csv("devices.csv", lambda t: t.drop(columns="edge")), "missing columns edge"
+    ),
+    "summary.json a list": (_edit_summary(lambda s: [s]), "not a JSON object: list"),
+    "summary.json with a text target": (
+        _edit_summary(lambda s: {**s, "target_accuracy": "high"}), "target_accuracy is 'high'"
+    ),
+    "summary.json not JSON": (
+        lambda d: (d / "summary.json").write_text("{"), "summary.json: cannot read it back"
+    ),
+    "events.parquet not parquet": (
+        lambda d: (d / "events.parquet").write_bytes(b"PAR1 not really"),
+        "events.parquet: cannot read it back",
+    ),
+    "model.pt not a torch file": (
+        lambda d: (d / "model.pt").write_bytes(b"not a zip"), "model.pt: cannot read it back"
+    ),
+    "model.pt cut short": (
+        lambda d: (d / "model.pt").write_bytes(b""), "model.pt: cannot read it back"
+    ),
+    "a file where the folder should be": (
+        lambda d: (shutil.rmtree(d), d.write_text("x")), "not a run folder (not a folder)"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FOLDERS))
+@pytest.mark.parametrize("command", ["plot", "compare"])
+def test_plot_and_compare_of_a_bad_folder_are_one_line(finished, tmp_path, case, command):
+    """A run folder whose files are not what hierfl wrote: one line naming the file and
+    the fault, exit 2, and nothing written (no figure, no trace.json)."""
+    folder = tmp_path / "run"
+    shutil.copytree(finished, folder)
+    damage, needle = BAD_FOLDERS[case]
+    damage(folder)
+    before = tree(tmp_path)
+    args = ["plot", str(folder)] if command == "plot" else [
+        "compare", str(folder), str(finished), "--out", str(tmp_path / "cmp.png")]
+    done = invoke(*args)
+    assert done.one_error_line, done
+    assert needle in done.err
+    assert tree(tmp_path) == before
