@@ -6,7 +6,8 @@ Training jobs and selection draws are seeded by (seed, round, device or edge), a
 and the initial model are rebuilt from the seed, so they need no saving.
 
 The file is ``MAGIC``, then the state as ``torch.save`` writes it, then an HMAC of the
-state's SHA-256 under the user's key (``hierfl.cache``), then the SHA-256 of all before it.
+state's SHA-256 under the user's key (``hierfl.cache``), then a SHA-256 checksum over the
+magic, the state's SHA-256 and the HMAC.
 A checkpoint that was truncated, emptied or had one byte changed fails the checksum; one
 whose numbers do not fit the scenario (shapes, ranges, a round beyond ``cloud_rounds``)
 is refused when restored. Tensors are read with ``torch.load(weights_only=True)``, which
@@ -87,14 +88,20 @@ def write_state(state: dict[str, Any], path: Path) -> None:
 
 
 def _seal(state: dict[str, Any], temp: str) -> None:
-    """MAGIC, the state, the HMAC of its SHA-256, the SHA-256 of everything before."""
+    """MAGIC, the state, the HMAC of the state's SHA-256, then the checksum."""
     with open(temp, "wb") as file:
-        whole = _Hashing(file)
-        whole.write(MAGIC)
-        payload = _Hashing(whole)
+        file.write(MAGIC)
+        payload = _Hashing(file)
         torch.save(state, payload)  # to a file object: the archive is named "archive"
-        whole.write(sign(payload.sha.digest(), user_key()))
-        file.write(whole.sha.digest())
+        digest = payload.sha.digest()
+        mac = sign(digest, user_key())
+        file.write(mac + _checksum(digest, mac))
+
+
+def _checksum(digest: bytes, mac: bytes) -> bytes:
+    """SHA-256 over MAGIC, the state's SHA-256 and the MAC: one pass over the state checks
+    every byte of the file."""
+    return hashlib.sha256(MAGIC + digest + mac).digest()
 
 
 def load_checkpoint(folder: Path, allow_code: bool = False) -> dict[str, Any]:
@@ -133,13 +140,14 @@ def _unseal(data: bytes, path: Path) -> tuple[bytes, bool]:
         raise CorruptError(f"{path}: not a hierfl checkpoint (format {FORMAT} expected)")
     if len(data) < len(MAGIC) + 2 * _HASH:
         raise CorruptError(f"{path}: truncated: {len(data)} bytes")
-    body, digest = data[:-_HASH], data[-_HASH:]
-    if hashlib.sha256(body).digest() != digest:
+    payload = data[len(MAGIC) : -2 * _HASH]
+    mac, checksum = data[-2 * _HASH : -_HASH], data[-_HASH:]
+    digest = hashlib.sha256(payload).digest()
+    if _checksum(digest, mac) != checksum:
         raise CorruptError(
             f"{path}: checksum mismatch: the file was damaged or cut short ({len(data)} bytes)"
         )
-    payload, mac = body[len(MAGIC) : -_HASH], body[-_HASH:]
-    return payload, verify(hashlib.sha256(payload).digest(), mac, user_key())
+    return payload, verify(digest, mac, user_key())
 
 
 def _load(payload: bytes, path: Path) -> dict[str, Any]:

@@ -280,3 +280,15 @@ def test_resume_writes_the_outputs_the_original_command_asked_for(tmp_path, monk
     stop_before_writing(tmp_path / "b")
     assert invoke("run", "--resume", str(tmp_path / "b"), "--quiet", "--trace").code == 0
     assert {p.name for p in (tmp_path / "b").iterdir()} == {*tables, "trace.json"}
+
+
+def test_resume_of_a_folder_in_use_is_refused(stopped):
+    """--resume of a folder another hierfl process holds is one line; the checkpoint stays."""
+    from hierfl.rundir import claim
+
+    before = (stopped / CHECKPOINT).read_bytes()
+    with claim(stopped, resume=True):
+        done = invoke("run", "--resume", str(stopped), "--quiet")
+    assert done.one_error_line, done
+    assert "another hierfl run is writing into it" in done.err
+    assert (stopped / CHECKPOINT).read_bytes() == before
