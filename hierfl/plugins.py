@@ -66,6 +66,8 @@ def check_reference(reference: str, key: str) -> None:
     if module_name in sys.modules:  # already imported: importing again runs nothing
         if not hasattr(sys.modules[module_name], attr):
             raise ScenarioError(f"{key}: {reference!r}: {module_name} has no {attr!r}")
+        if key == "selection.policy":
+            _check_call(getattr(sys.modules[module_name], attr), reference)
         return
     spec = find_module(module_name)
     if spec is None:

@@ -120,3 +120,10 @@ def test_loaded_policy_with_a_wrong_signature_is_refused(package):
     with pytest.raises(ScenarioError, match=r"takes \(a, b\); a policy takes"):
         load_object("userpkg.dyn:bad", "selection.policy")
     assert load_object("userpkg.things:good", "selection.policy").__name__ == "good"
+
+
+def test_policy_of_an_imported_module_is_checked_too(package):
+    """Once a module is imported, its policy's signature is still checked before a run."""
+    load_object("userpkg.things:good", "selection.policy")
+    with pytest.raises(ScenarioError, match=r"takes \(candidates\); a policy takes"):
+        check_reference("userpkg.things:one_arg", "selection.policy")
