@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 
 import pytest
 import torch
@@ -68,3 +70,16 @@ def test_unwritable_cache_only_costs_a_recount(tmp_path, monkeypatch):
     monkeypatch.setenv("HIERFL_CACHE_DIR", str(blocker / "sub"))
     model = nn.Sequential(nn.Linear(4, 3))
     assert forward_flops(model, torch.zeros(1, 4), "x") == 2 * 4 * 3
+
+
+def test_stale_temporary_files_are_removed(tmp_path, monkeypatch):
+    """A write's temporary file left over an hour ago (a killed process) is removed at the
+    next write; a fresh one (another process writing now) is kept."""
+    monkeypatch.setenv("HIERFL_CACHE_DIR", str(tmp_path))
+    old, fresh = tmp_path / ".flops.json.a1.hierfl-tmp", tmp_path / ".flops.json.b2.hierfl-tmp"
+    for temp in (old, fresh):
+        temp.write_text("{")
+    two_hours_ago = time.time() - 7200
+    os.utime(old, (two_hours_ago, two_hours_ago))
+    forward_flops(nn.Sequential(nn.Linear(4, 3)), torch.zeros(1, 4), "x")
+    assert not old.exists() and fresh.exists()

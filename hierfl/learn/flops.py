@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
+from contextlib import suppress
 from pathlib import Path
 
 import torch
@@ -22,7 +24,10 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from hierfl.cache import cache_dir, sign, user_key, verify
 from hierfl.errors import OutputError
-from hierfl.results import atomic_write
+from hierfl.results import TEMP_SUFFIX, atomic_write
+
+STALE_S = 3600.0
+"""Age after which a temporary file in the cache is a killed process's leftover, s."""
 
 
 def cache_file() -> Path:
@@ -100,6 +105,20 @@ def _write(path: Path, known: dict[str, object]) -> None:
     """Best effort: a cache that cannot be written only costs the next run the recount."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_temps(path)
         atomic_write(path, lambda temp: Path(temp).write_text(json.dumps(known, indent=1)))
     except (OSError, OutputError):
         pass
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Remove temporary files of ``path`` that a killed process left over an hour ago.
+
+    Several processes may share the cache, so a fresh temporary file may be another
+    process's write in progress: only old ones are removed.
+    """
+    now_s = time.time()
+    for temp in path.parent.glob(f".{path.name}.*{TEMP_SUFFIX}"):
+        with suppress(OSError):
+            if now_s - temp.stat().st_mtime > STALE_S:
+                temp.unlink()
