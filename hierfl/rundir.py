@@ -15,7 +15,6 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 
 from hierfl.checkpoint import CHECKPOINT
@@ -40,50 +39,43 @@ KNOWN_OUTPUTS = (
 )
 
 
-@dataclass
-class RunFolder:
-    """A claimed run folder: ``created`` when this process made it."""
-
-    path: Path
-    created: bool
-
-
 @contextmanager
-def claim(folder: Path, force: bool = False, resume: bool = False) -> Iterator[RunFolder]:
+def claim(folder: Path, force: bool = False, resume: bool = False) -> Iterator[None]:
     """Hold ``folder`` for one run; if the run fails, remove the folder again when this run
     made it and wrote nothing there yet (a run refused before round 1 leaves no folder)."""
-    created = _make(folder)
+    top = _make(folder)
     try:
         handle = _lock(folder)
     except HierflError:
-        _remove_if_bare(folder, created)
+        _remove_if_bare(folder, top)
         raise
     try:
         _clear(folder, force, resume)
-        yield RunFolder(folder, created)
+        yield
     except BaseException:  # an error or an interrupt before any round leaves no folder
-        _remove_if_bare(folder, created)
+        _remove_if_bare(folder, top)
         raise
     finally:
         (folder / LOCK).unlink(missing_ok=True)  # before unlocking: see _lock
         os.close(handle)
 
 
-def _make(folder: Path) -> bool:
-    """Create ``folder`` (and its parents); True when it did not exist."""
+def _make(folder: Path) -> Path | None:
+    """Create ``folder`` and its missing parents; the topmost folder created, or None."""
     if folder.exists() and not folder.is_dir():
         raise OutputError(f"--out {folder}: is a file, not a folder")
+    top = next((p for p in reversed([folder, *folder.parents]) if not p.exists()), None)
     try:
         folder.mkdir(parents=True)
     except FileExistsError:
         if not folder.is_dir():
             raise OutputError(f"--out {folder}: is a file, not a folder") from None
-        return False
+        return None
     except NotADirectoryError:
         raise OutputError(f"--out {folder}: a folder above it is a file") from None
     except OSError as error:
         raise OutputError(f"--out {folder}: cannot create it: {error.strerror}") from None
-    return True
+    return top
 
 
 def _lock(folder: Path) -> int:
@@ -141,14 +133,18 @@ def _clear(folder: Path, force: bool, resume: bool) -> None:
                 raise OutputError(f"--force: cannot remove {path}: {error.strerror}") from None
 
 
-def _remove_if_bare(folder: Path, created: bool) -> None:
-    """Remove a folder this run created if it holds nothing but hierfl's own bookkeeping."""
-    if not created or any(p.name not in (LOCK, OPTIONS) for p in folder.iterdir()):
+def _remove_if_bare(folder: Path, top: Path | None) -> None:
+    """Remove the folders this run created (``folder`` up to ``top``) if they hold nothing
+    but hierfl's own bookkeeping."""
+    if top is None or any(p.name not in (LOCK, OPTIONS) for p in folder.iterdir()):
         return  # a checkpoint or an output is there: keep it, and what --resume needs
     for name in (OPTIONS, LOCK):
         (folder / name).unlink(missing_ok=True)
-    with suppress(OSError):
-        folder.rmdir()
+    for made in [folder, *folder.parents]:
+        with suppress(OSError):
+            made.rmdir()
+        if made == top:
+            return
 
 
 def save_options(folder: Path, options: dict[str, bool]) -> None:

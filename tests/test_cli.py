@@ -391,12 +391,12 @@ def test_policy_with_a_wrong_signature_leaves_no_out(tmp_path, monkeypatch):
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     for name in ("bad", "made"):
-        out = tmp_path / f"out-{name}"
+        out = tmp_path / f"out-{name}" / "deeper" / "run"
         policy = f"selection.policy=pol_12:{name}"
         done = invoke("run", scenario, "--out", str(out), "--set", policy)
         assert done.one_error_line, done
         assert "a policy takes (candidates, battery, fraction, rng)" in done.err
-        assert not out.exists()
+        assert not (tmp_path / f"out-{name}").exists()
 
 
 def test_force_clears_the_old_runs_outputs(tmp_path, monkeypatch):
