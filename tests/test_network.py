@@ -249,3 +249,26 @@ def test_a_sender_that_dies_frees_its_share(make_scenario, weak_profile):
         begin_s + 1.5 + (DENSE_BYTES - sent) / 12_500)
     links = result.links.set_index("link")
     assert links.loc["edge-0 cell down", "bytes"] == round(DENSE_BYTES + sent)
+
+
+def test_a_battery_can_empty_in_the_radio_tail(make_scenario, weak_profile):
+    """A 100 s tail at 1 W outlasts what a 2.25 J battery has left after one round's
+    transfers, while a slow board keeps the round open: the device drops out in its tail, at
+    its upload's end plus what was left over 1 W."""
+    tailed = {**weak_profile, "battery_mah": 0.25, "tail_s": 100.0, "power_tail_w": 1.0}
+    slow = {**weak_profile, "battery_mah": 500.0, "bandwidth_kbps": 10}
+    scenario = make_scenario(run={"cloud_rounds": 1},
+                             devices=[{"profile": "t", "count": 1},
+                                      {"profile": "slow", "count": 1}],
+                             profiles={"t": tailed, "slow": slow})
+    result = hierfl.run(scenario)
+    events = result.events[result.events["node"].astype(str) == "t-0"]
+    kinds = events["kind"].astype(str)
+    assert kinds.tolist()[-2:] == ["tail", "dropout"]
+    spent = events.loc[kinds.isin(["download", "compute", "upload"]), "energy_j"].sum()
+    upload_end = events.loc[kinds == "upload", "t_end"].iloc[-1]
+    left_j = 0.25 / 1000 * 3600 * 2.5 - spent
+    dropout = events[kinds == "dropout"].iloc[0]
+    assert dropout["t_start"] == pytest.approx(upload_end + left_j / 1.0)
+    assert events["energy_j"].sum() == pytest.approx(2.25)
+    assert result.devices["energy_tail_j"].iloc[0] == pytest.approx(left_j)
