@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -70,7 +71,15 @@ class DataConfig(_Frozen):
     feature_shift: float = Field(
         0.1, description="device i adds i * feature_shift to its features (as in the seed)"
     )
-    path: str | None = Field(None, description="npz file with x, y (and x_test, y_test)")
+    path: str | None = Field(
+        None,
+        description="npz file with x, y (and x_test, y_test); relative to the scenario file",
+    )
+    allow_reuse: bool = Field(
+        False,
+        description="digits, npz: let devices share samples when the fleet asks for more "
+        "than the pool holds (otherwise that is an error)",
+    )
 
     @field_validator("samples_per_device", mode="before")
     @classmethod
@@ -362,11 +371,12 @@ class Scenario(_Frozen):
         """A copy with ``key.path=value`` assignments applied and validated again.
 
         A profile named like a built-in enters as its changes only, so an override of it
-        acts as it would in the file (a new ``bandwidth_kbps`` sets both directions).
+        acts as it would in the file (a new ``bandwidth_kbps`` sets both directions). A
+        relative ``data.path`` among them is made absolute against the working directory.
         """
         raw = self.to_dict()
         raw["profiles"] = {name: _changes(name, p) for name, p in self.profiles.items()}
-        return parse_scenario(apply_overrides(raw, assignments))
+        return parse_scenario(anchor_paths(apply_overrides(raw, assignments), Path.cwd()))
 
 
 def _inherited(base: Profile, table: dict[str, Any]) -> dict[str, Any]:
@@ -406,37 +416,89 @@ def parse_scenario(raw: dict[str, Any], origin: str = "scenario") -> Scenario:
 
 
 def load_scenario(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Scenario:
-    """Read a TOML scenario file, apply ``key=value`` overrides, and validate it."""
+    """Read a TOML scenario file, apply ``key=value`` overrides, and validate it.
+
+    A relative ``data.path`` in the file is relative to the file's folder; one given in an
+    override, to the working directory. Both are stored absolute, so resume and sweeps find
+    the file from anywhere.
+    """
+    raw = anchor_paths(apply_overrides(read_scenario_file(path), overrides), Path.cwd())
+    return parse_scenario(raw, origin=str(path))
+
+
+def read_scenario_file(path: str | Path) -> dict[str, Any]:
+    """The plain data of a TOML scenario file, its relative ``data.path`` made absolute."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise ScenarioError(f"{path}: no such scenario file") from None
     except OSError as error:
         raise ScenarioError(f"{path}: cannot read the scenario file: {error.strerror}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
         raise ScenarioError(f"{path}: not valid TOML: {error}") from None
-    return parse_scenario(apply_overrides(raw, overrides), origin=str(path))
+    return anchor_paths(raw, path.absolute().parent)
+
+
+def anchor_paths(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """A copy of ``raw`` whose relative ``data.path`` is made absolute against ``folder``.
+
+    >>> anchor_paths({"data": {"path": "x.npz"}}, Path("/srv/study"))
+    {'data': {'path': '/srv/study/x.npz'}}
+    """
+    data = raw.get("data")
+    path = data.get("path") if isinstance(data, dict) else None
+    if not isinstance(path, str) or not path or Path(path).is_absolute():
+        return raw
+    return {**raw, "data": {**data, "path": os.path.normpath(folder / path)}}
 
 
 def apply_overrides(
     raw: dict[str, Any], assignments: list[str] | tuple[str, ...]
 ) -> dict[str, Any]:
-    """Set ``a.b.c=value`` paths in a copy of ``raw``; values are TOML literals or bare strings."""
+    """Set ``a.b.c=value`` paths in a copy of ``raw``; values are TOML literals or bare strings.
+
+    A number indexes an array of tables: ``devices.0.count=5`` sets the first group's count,
+    and the index one past the end (``devices.2.profile=mcu``) adds a group.
+
+    >>> apply_overrides({"devices": [{"profile": "mcu", "count": 2}]}, ["devices.0.count=5"])
+    {'devices': [{'profile': 'mcu', 'count': 5}]}
+    """
     result = _deep_copy(raw)
     for assignment in assignments:
         key, sep, text = assignment.partition("=")
         parts = key.strip().split(".")
         if not sep or not all(parts):
             raise ScenarioError(f"--set {assignment!r}: expected KEY.PATH=VALUE")
-        node = result
-        for part in parts[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
+        node: dict[str, Any] | list[Any] = result
+        for depth, part in enumerate(parts[:-1]):
+            slot = _slot(node, parts, depth, assignment)
+            if isinstance(node, dict):
+                node.setdefault(slot, {})
+            node = node[slot]
+            if not isinstance(node, dict | list):
                 raise ScenarioError(f"--set {assignment!r}: {part!r} is not a table")
-            node = child
-        node[parts[-1]] = _literal(text.strip())
+        node[_slot(node, parts, len(parts) - 1, assignment)] = _literal(text.strip())
     return result
+
+
+def _slot(node: dict | list, parts: list[str], depth: int, assignment: str) -> Any:
+    """The key (in a table) or index (in an array) that ``parts[depth]`` names in ``node``.
+
+    An index one past an array's end appends an empty table there first.
+    """
+    part = parts[depth]
+    if isinstance(node, dict):
+        return part
+    n = len(node)
+    if not (part.isascii() and part.isdecimal()) or int(part) > n:
+        raise ScenarioError(
+            f"--set {assignment!r}: {'.'.join(parts[:depth])!r} is an array of {n} tables, "
+            f"not a table: give an index from 0 to {n} ({n} adds one): {part!r}"
+        )
+    if int(part) == n:
+        node.append({})
+    return int(part)
 
 
 def _literal(text: str) -> Any:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from hierfl.errors import ScenarioError
 from hierfl.learn.data import FederatedData, data_shape, draw_sample_counts, make_data
@@ -106,10 +110,9 @@ def test_labels_in_range():
 @pytest.mark.parametrize("kind", ["synthetic", "digits"])
 def test_dirichlet_skews_labels(kind):
     """Small-alpha Dirichlet: a device's top class holds most of its labels; iid: about 1/5."""
-    iid = build(DataConfig(kind=kind, samples_per_device=(60, 60)), 100)
-    skewed = build(
-        DataConfig(kind=kind, samples_per_device=(60, 60), partition="dirichlet", alpha=0.1), 100
-    )
+    shared = {"samples_per_device": (60, 60), "allow_reuse": True}
+    iid = build(DataConfig(kind=kind, **shared), 100)
+    skewed = build(DataConfig(kind=kind, partition="dirichlet", alpha=0.1, **shared), 100)
     assert max_class_share(iid) < 0.3
     assert max_class_share(skewed) > 0.6
 
@@ -176,8 +179,8 @@ def test_npz_round_trip(tagged_npz):
 
 
 def test_npz_pool_reuse_across_devices_only(tagged_npz):
-    """When devices want more than the pool, samples repeat across devices, never within one."""
-    cfg = DataConfig(kind="npz", path=tagged_npz, test_samples=10)
+    """With allow_reuse, samples beyond the pool repeat across devices, never within one."""
+    cfg = DataConfig(kind="npz", path=tagged_npz, test_samples=10, allow_reuse=True)
     data = make_data(cfg, np.array([60, 60, 60]), np.random.default_rng(0))
     for i in range(3):
         rows = data.x[data.device_slice(i), 0].tolist()
@@ -232,3 +235,132 @@ def test_npz_missing_file(tmp_path):
     cfg = DataConfig(kind="npz", path=str(tmp_path / "nowhere.npz"))
     with pytest.raises(ScenarioError, match=r"data\.path: no such npz file.*nowhere\.npz"):
         data_shape(cfg)
+
+
+def test_a_pool_too_small_for_the_fleet_is_refused(tagged_npz):
+    """Devices asking for more samples than the pool holds is an error naming allow_reuse.
+
+    100 rows, 10 held out: 90 in the pool; three devices of 60 ask for 180, 90 too many.
+    """
+    cfg = DataConfig(kind="npz", path=tagged_npz, test_samples=10)
+    with pytest.raises(ScenarioError) as caught:
+        make_data(cfg, np.array([60, 60, 60]), np.random.default_rng(0))
+    message = str(caught.value)
+    assert message.startswith("data.allow_reuse: the devices ask for 180 npz samples, 90 more")
+    assert "(90 after the test set)" in message and "\n" not in message
+    fits = make_data(cfg, np.array([30, 30, 30]), np.random.default_rng(0))
+    assert len(set(fits.x[:, 0].tolist())) == 90, "a pool that suffices is split disjointly"
+
+
+def test_dirichlet_counts_each_class_pool(tagged_npz):
+    """Under dirichlet a device's classes are asked of their own pools: a short class counts.
+
+    90 samples in three classes of 30 (label = row % 3): 60 samples from one device with
+    alpha so small that nearly all come from one class ask more of it than it holds.
+    """
+    cfg = DataConfig(
+        kind="npz", path=tagged_npz, test_samples=10, partition="dirichlet", alpha=0.001
+    )
+    with pytest.raises(ScenarioError, match=r"more than their classes' pools hold \(90 after"):
+        make_data(cfg, np.array([60]), np.random.default_rng(0))
+
+
+@pytest.mark.parametrize(
+    ("arrays", "problem"),
+    [
+        ({"x": np.array([[1.0, np.nan], [2.0, 3.0]]), "y": np.array([0, 1])}, "finite: 1 val"),
+        ({"x": np.array([[1.0, np.inf], [-np.inf, 3.0]]), "y": np.array([0, 1])}, "finite: 2"),
+        ({"x": np.array([[1e300, 0.0], [2.0, 3.0]]), "y": np.array([0, 1])}, "float32's range"),
+        ({"x": np.array([["a", "b"], ["c", "d"]]), "y": np.array([0, 1])}, "dtype <U1"),
+        ({"x": np.ones((2, 2), dtype=complex), "y": np.array([0, 1])}, "must hold numbers"),
+        ({"x": np.ones((2, 2)), "y": np.array([0, 10**9])}, "labels must be < 100,000"),
+        ({"x": np.ones((2, 2)), "y": np.array([0, -1])}, "integer labels >= 0"),
+        ({"x": np.ones((2, 0)), "y": np.array([0, 1])}, "features >= 1"),
+        (
+            {
+                "x": np.ones((2, 2)),
+                "y": np.array([0, 1]),
+                "x_test": np.array([[np.nan, 0.0]]),
+                "y_test": np.array([0]),
+            },
+            "x_test must be finite",
+        ),
+    ],
+)
+def test_npz_bad_values(tmp_path, arrays, problem):
+    """NaN, infinite or non-numeric features, and labels that are negative or huge, are refused.
+
+    A label of 10^9 would otherwise give the model 10^9 output units (128 GB of weights).
+    """
+    cfg = DataConfig(kind="npz", path=write_npz(tmp_path / "bad.npz", **arrays))
+    for read in (data_shape, lambda c: make_data(c, np.array([1]), np.random.default_rng(0))):
+        with pytest.raises(ScenarioError, match=rf"data\.path: .*{problem}"):
+            read(cfg)
+
+
+def test_npz_damaged_files(tmp_path, tagged_npz):
+    """A truncated archive, a bare .npy array or a text file is one ScenarioError line."""
+    whole = Path(tagged_npz).read_bytes()
+    cases = {
+        "truncated.npz": whole[: len(whole) // 2],
+        "empty.npz": b"",
+        "text.npz": b"x,y\n1,2\n",
+    }
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+    np.save(tmp_path / "single.npy", np.ones((3, 2)))
+    for name in [*cases, "single.npy"]:
+        cfg = DataConfig(kind="npz", path=str(tmp_path / name))
+        with pytest.raises(ScenarioError, match=r"data\.path: cannot read") as caught:
+            data_shape(cfg)
+        assert "\n" not in str(caught.value)
+
+
+@settings(
+    max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    cut=st.integers(0, 10_000),
+    flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 255)), max_size=4),
+)
+def test_corrupted_npz_is_read_or_refused(tmp_path, tagged_npz, cut, flips):
+    """Any truncation or byte flips of an npz file give valid data or one ScenarioError line."""
+    content = bytearray(Path(tagged_npz).read_bytes())
+    for at, xor in flips:
+        content[at % len(content)] ^= xor
+    corrupted = tmp_path / "corrupted.npz"
+    corrupted.write_bytes(bytes(content[: cut % (len(content) + 1)]))
+    cfg = DataConfig(kind="npz", path=str(corrupted), test_samples=10)
+    try:
+        data = make_data(cfg, np.array([5, 5]), np.random.default_rng(0))
+    except ScenarioError as error:
+        assert "\n" not in str(error) and str(error).startswith("data.")
+        return
+    assert torch.isfinite(data.x).all() and int(data.y.min()) >= 0
+
+
+def test_cli_refuses_bad_npz_in_one_line(tmp_path):
+    """`hierfl run` on NaN features: one error line naming data.path, exit 2, no run folder.
+
+    The scenario names its npz relative to itself and runs from another working directory.
+    """
+    study = tmp_path / "study"
+    study.mkdir()
+    write_npz(study / "nan.npz", x=np.array([[np.nan, 1.0]] * 4), y=np.array([0, 1, 0, 1]))
+    scenario = study / "s.toml"
+    scenario.write_text(
+        '[data]\nkind = "npz"\npath = "nan.npz"\n[[devices]]\nprofile = "mobile"\ncount = 1\n'
+    )
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "hierfl", "run", str(scenario), "--out", str(out), "--quiet"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("error: data.path: x must be finite: 4 values are NaN")
+    assert str(study / "nan.npz") in done.stderr
+    assert not out.exists()

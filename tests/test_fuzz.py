@@ -121,7 +121,7 @@ def test_cli_bad_set_is_one_line_and_writes_nothing(tmp_path):
     """Odd --set strings reach the CLI user as one line and exit 2, with no run folder."""
     scenario = tmp_path / "s.toml"
     scenario.write_text('[[devices]]\nprofile = "mcu"\ncount = 1\n')
-    for assignment in ["run=3", "run.cloud_rounds=[1,", "devices.0.count=2", "=1", "ü.ß=∞"]:
+    for assignment in ["run=3", "run.cloud_rounds=[1,", "devices.5.count=2", "=1", "ü.ß=∞"]:
         out = tmp_path / "out"
         done = subprocess.run(
             [

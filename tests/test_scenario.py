@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import textwrap
 
 import pytest
@@ -179,6 +180,35 @@ def test_overrides_are_validated(make_scenario, tmp_path, assignment, key):
         hierfl.load_scenario(write(tmp_path, DEVICES), [assignment])
 
 
+def test_fleet_shape_can_be_overridden(tmp_path):
+    """devices.N.KEY sets group N; index len(devices) adds a group (fleet size and mix)."""
+    path = write(tmp_path, DEVICES)
+    scenario = hierfl.load_scenario(path, ["devices.0.count=5"])
+    assert scenario.devices[0].count == 5 and scenario.n_devices == 5
+    mixed = hierfl.load_scenario(
+        path, ["devices.0.profile=soc", "devices.1.profile=mobile", "devices.1.count=3"]
+    )
+    assert [(g.profile, g.count) for g in mixed.devices] == [("soc", 2), ("mobile", 3)]
+    assert mixed.with_overrides(["devices.1.count=1"]).n_devices == 3
+
+
+@pytest.mark.parametrize(
+    ("assignment", "shown"),
+    [
+        ("devices.2.count=5", "'devices' is an array of 1 tables, not a table: give an index "
+         "from 0 to 1 (1 adds one): '2'"),
+        ("devices.x.count=5", "'devices' is an array of 1 tables"),
+        ("devices.-1.count=5", "index from 0 to 1 (1 adds one): '-1'"),
+        ("devices.1.count=5", "devices[1].profile: required key is missing"),
+        ("devices.0.count=0", "devices[0].count: must be >= 1: 0"),
+    ],
+)
+def test_fleet_overrides_are_validated(tmp_path, assignment, shown):
+    """A group index past the end, or a group left incomplete, is one error naming the key."""
+    with pytest.raises(ScenarioError, match=re.escape(shown)):
+        hierfl.load_scenario(write(tmp_path, DEVICES), [assignment])
+
+
 def test_profile_override_keeps_other_fields(tmp_path):
     """A [profiles.<built-in>] table changes only the keys it gives."""
     text = "[profiles.mcu]\nbattery_mah = 1.5\n" + DEVICES
@@ -341,5 +371,25 @@ def test_per_edge_links_survive_overrides(tmp_path):
     assert listed.topology.backhaul_of(1).bandwidth_kbps == 20
     with_cell = hierfl.load_scenario(write(tmp_path, DEVICES), ["topology.cell.bandwidth_kbps=9"])
     assert with_cell.topology.cell_of(0).bandwidth_kbps == 9
-    with pytest.raises(ScenarioError, match="'cell' is not a table"):
+    with pytest.raises(ScenarioError, match="'topology.cell' is an array of 2 tables"):
         scenario.with_overrides(["topology.cell.bandwidth_kbps=7"])
+    assert scenario.with_overrides(["topology.cell.1.bandwidth_kbps=7"]).topology.cell_of(
+        1).bandwidth_kbps == 7
+
+
+def test_data_path_is_relative_to_the_scenario_file(tmp_path, monkeypatch):
+    """A relative data.path in a file names a file beside it, whatever the working directory;
+    one given with --set is relative to the working directory. Both are stored absolute."""
+    study = tmp_path / "study"
+    study.mkdir()
+    path = write(study, '[data]\nkind = "npz"\npath = "data/x.npz"\n' + DEVICES)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert hierfl.load_scenario(path).data.path == str(study / "data" / "x.npz")
+    overridden = hierfl.load_scenario(path, ["data.path=../y.npz"])
+    assert overridden.data.path == str(tmp_path / "y.npz")
+    absolute = hierfl.load_scenario(path, [f"data.path={tmp_path / 'z.npz'}"])
+    assert absolute.data.path == str(tmp_path / "z.npz")
+    assert absolute.with_overrides(["run.cloud_rounds=1"]).data.path == absolute.data.path
+    assert absolute.with_overrides(["data.path=w.npz"]).data.path == str(elsewhere / "w.npz")

@@ -7,6 +7,9 @@ counts and generator state give identical tensors.
 from __future__ import annotations
 
 import math
+import struct
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,12 +217,30 @@ def _partition(
         pools = [np.flatnonzero(y == c) for c in classes]
         mix = rng.dirichlet(np.full(len(classes), cfg.alpha), size=len(counts))
         demands = rng.multinomial(counts, mix)
+    _check_reuse(cfg, [len(pool) for pool in pools], demands.sum(axis=0))
     devices = np.arange(len(counts))
     owners = np.concatenate([np.repeat(devices, column) for column in demands.T])
     picked = np.concatenate(
         [_assign(pool, column, rng) for pool, column in zip(pools, demands.T, strict=True)]
     )
     return picked[np.lexsort((rng.random(len(picked)), owners))]
+
+
+def _check_reuse(cfg: DataConfig, pool_sizes: list[int], wanted: np.ndarray) -> None:
+    """Refuse a fleet that asks a pool for more samples than it holds, unless allowed.
+
+    ``wanted[c]`` samples are asked of pool c (one pool under iid, one per class under
+    dirichlet); beyond a pool's size, devices would train on each other's samples.
+    """
+    short = int(np.maximum(np.asarray(wanted) - np.asarray(pool_sizes), 0).sum())
+    if short and not cfg.allow_reuse:
+        pools = "the pool holds" if len(pool_sizes) == 1 else "their classes' pools hold"
+        raise ScenarioError(
+            f"data.allow_reuse: the devices ask for {int(np.sum(wanted)):,} {cfg.kind} samples, "
+            f"{short:,} more than {pools} ({sum(pool_sizes):,} after the test set), so "
+            "devices would share samples; set data.allow_reuse = true to accept that, or "
+            "lower data.samples_per_device or the device counts"
+        )
 
 
 def _assign(pool: np.ndarray, demands: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -235,16 +256,34 @@ def _assign(pool: np.ndarray, demands: np.ndarray, rng: np.random.Generator) -> 
     return np.concatenate(draws)
 
 
+MAX_CLASSES = 100_000
+"""Labels must be below this: the model's output layer has one unit per class."""
+_NUMERIC_KINDS = "biuf"
+"""numpy dtype kinds features may have: bool, signed and unsigned integers, floats."""
+_DAMAGED = (
+    OSError,
+    ValueError,
+    EOFError,
+    KeyError,
+    MemoryError,
+    NotImplementedError,
+    OverflowError,
+    RuntimeError,
+    SyntaxError,
+    struct.error,
+    zipfile.BadZipFile,
+    zlib.error,
+)
+"""What numpy and zipfile raise on a damaged npz: truncated, flipped bytes, odd headers."""
+
+
 def _read_npz(path: str | None) -> Arrays:
-    """``x, y, x_test, y_test`` from an npz file (test arrays optional, but both or neither)."""
-    file = Path(str(path))
-    if not file.is_file():
-        raise ScenarioError(f"data.path: no such npz file: {str(path)!r}")
-    try:
-        with np.load(file, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError) as error:
-        raise ScenarioError(f"data.path: cannot read {str(path)!r} as npz: {error}") from None
+    """``x, y, x_test, y_test`` from an npz file (test arrays optional, but both or neither).
+
+    Features come back as float32 and must be finite; labels are integers from 0 to
+    ``MAX_CLASSES - 1``.
+    """
+    arrays = _load_npz(path)
     for key in ("x", "y"):
         if key not in arrays:
             raise ScenarioError(
@@ -254,33 +293,75 @@ def _read_npz(path: str | None) -> Arrays:
         raise ScenarioError(
             f"data.path: {str(path)!r} must hold both x_test and y_test, or neither"
         )
-    _check_pair(arrays["x"], arrays["y"], "x", "y", path)
-    x_test, y_test = arrays.get("x_test"), arrays.get("y_test")
-    if x_test is None and len(arrays["x"]) < 2:
+    x, y = _numeric_features(arrays["x"], "x", path), arrays["y"]
+    _check_pair(x, y, "x", "y", path)
+    if "x_test" not in arrays and len(x) < 2:
         raise ScenarioError(
-            f"data.path: x needs >= 2 samples to hold out a test set: {len(arrays['x'])} "
-            f"in {str(path)!r}"
+            f"data.path: x needs >= 2 samples to hold out a test set: {len(x)} in {str(path)!r}"
         )
-    if x_test is not None and y_test is not None:
-        _check_pair(x_test, y_test, "x_test", "y_test", path)
-        if x_test.shape[1:] != arrays["x"].shape[1:]:
-            raise ScenarioError(
-                f"data.path: x_test samples have shape {x_test.shape[1:]}, "
-                f"x samples {arrays['x'].shape[1:]}, in {str(path)!r}"
-            )
-    return arrays["x"], arrays["y"], x_test, y_test
+    if "x_test" not in arrays:
+        return x, y, None, None
+    x_test, y_test = _numeric_features(arrays["x_test"], "x_test", path), arrays["y_test"]
+    _check_pair(x_test, y_test, "x_test", "y_test", path)
+    if x_test.shape[1:] != x.shape[1:]:
+        raise ScenarioError(
+            f"data.path: x_test samples have shape {x_test.shape[1:]}, "
+            f"x samples {x.shape[1:]}, in {str(path)!r}"
+        )
+    return x, y, x_test, y_test
+
+
+def _load_npz(path: str | None) -> dict[str, np.ndarray]:
+    """Every array of the npz file at ``path``, or one error line saying why it cannot be read."""
+    file = Path(str(path))
+    if not file.is_file():
+        raise ScenarioError(f"data.path: no such npz file: {str(path)!r}")
+    try:
+        loaded = np.load(file, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):
+            raise ValueError("it is a single .npy array, not an npz archive of x and y")
+        with loaded as npz:
+            return {key: npz[key] for key in npz.files}
+    except _DAMAGED as error:
+        reason = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise ScenarioError(f"data.path: cannot read {str(path)!r} as npz: {reason}") from None
+
+
+def _numeric_features(x: np.ndarray, name: str, path: str | None) -> np.ndarray:
+    """``x`` as float32, refused unless numeric and finite (NaN would train to NaN weights)."""
+    where = f"in {str(path)!r}"
+    if x.dtype.kind not in _NUMERIC_KINDS:
+        raise ScenarioError(
+            f"data.path: {name} must hold numbers (bool, int or float): dtype {x.dtype} {where}"
+        )
+    with np.errstate(over="ignore", invalid="ignore"):
+        as_float = x.astype(np.float32, copy=False)
+    bad = int(np.count_nonzero(~np.isfinite(as_float)))
+    if bad:
+        raise ScenarioError(
+            f"data.path: {name} must be finite: {bad} values are NaN, infinite or beyond "
+            f"float32's range {where}"
+        )
+    return as_float
 
 
 def _check_pair(x: np.ndarray, y: np.ndarray, x_name: str, y_name: str, path: str | None) -> None:
     where = f"in {str(path)!r}"
-    if x.ndim < 2 or len(x) < 1:
-        raise ScenarioError(f"data.path: {x_name} must have shape (N >= 1, ...): {x.shape} {where}")
+    if x.ndim < 2 or len(x) < 1 or 0 in x.shape[1:]:
+        raise ScenarioError(
+            f"data.path: {x_name} must have shape (N >= 1, features >= 1, ...): {x.shape} {where}"
+        )
     if y.ndim != 1 or len(y) != len(x):
         raise ScenarioError(
             f"data.path: {y_name} must have shape ({len(x)},) to match {x_name}: {y.shape} {where}"
         )
-    if not np.issubdtype(y.dtype, np.integer) or y.min() < 0:
+    if y.dtype.kind not in "iu" or y.min() < 0:
         raise ScenarioError(f"data.path: {y_name} must hold integer labels >= 0: {y.dtype} {where}")
+    if y.max() >= MAX_CLASSES:
+        raise ScenarioError(
+            f"data.path: {y_name} labels must be < {MAX_CLASSES:,} (one output unit per class; "
+            f"map them to 0..K-1): {int(y.max())} {where}"
+        )
 
 
 def _num_classes(y: np.ndarray, y_test: np.ndarray | None) -> int:
