@@ -289,7 +289,8 @@ def _print_summary(result: Result, folder: Path) -> None:
 def sweep(
     scenario: Annotated[Path, typer.Argument(help="Scenario TOML file.")],
     grid: Annotated[
-        list[str], typer.Option(help="KEY=V1,V2,... (repeat; the cartesian product is run).")
+        list[str],
+        typer.Option(help="KEY=V1,V2,... (repeat; the cartesian product is run; seed=... too)."),
     ] = [],  # noqa: B006
     seeds: Annotated[int, typer.Option(help="Seeds per grid point, from the scenario's.")] = 1,
     out: Annotated[
@@ -306,7 +307,10 @@ def sweep(
     max_runs: Annotated[int, typer.Option(help="Refuse larger sweeps unless --yes.")] = 1000,
     yes: Annotated[bool, typer.Option("--yes", help="Run a sweep over --max-runs.")] = False,
 ) -> None:
-    """Run SCENARIO over a grid of overrides and seeds; finished runs in --out are skipped."""
+    """Run SCENARIO over a grid of overrides and seeds; finished runs in --out are skipped.
+
+    Exit status 1 when any run failed (each is named on stderr, its error in error.txt).
+    """
     plan = plan_sweep(
         scenario, grid, seeds, out or Path("runs") / f"{scenario.stem}-sweep", max_runs, yes
     )
@@ -334,6 +338,19 @@ def sweep(
 
     plot_sweep(table, plan.out)
     out_console.print(f"{len(table)} runs, {failed} failed: {plan.out / 'sweep.csv'}")
+    stale = plan.stale_folders()
+    if stale:
+        out_console.print(
+            f"{len(stale)} run folders in {plan.out} belong to no point of this sweep "
+            "(an earlier scenario or grid); left as they are",
+            highlight=False,
+        )
+    for row in table[table["status"] != "ok"].itertuples():
+        err_console.print(
+            f"failed: {row.run}: {row.error}", markup=False, highlight=False, soft_wrap=True
+        )
+    if failed:
+        raise typer.Exit(1)
 
 
 @app.command()

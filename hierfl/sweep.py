@@ -1,22 +1,25 @@
 """Grids of runs on a local process pool or Ray: one run folder per point, plus sweep.csv.
 
 A point is a scenario file with ``--grid`` overrides and a seed. Points run independently
-and deterministically, so the backend changes wall time, never results. A sweep folder
-that already holds finished runs skips them; a run killed mid-way resumes from its
+and deterministically, so the backend changes wall time, never results. Every run folder
+is named after its overrides and a hash of its resolved scenario, so two points never share
+a folder and an edited scenario never reuses an old result. A sweep folder that already
+holds a finished run of the same scenario skips it; a run killed mid-way resumes from its
 checkpoint; a failing run records its error and does not stop the others.
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import os
 import re
+import threading
 import time
-import tomllib
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,13 @@ import pandas as pd
 from hierfl.checkpoint import CHECKPOINT
 from hierfl.errors import HierflError, ScenarioError
 from hierfl.results import atomic_write
-from hierfl.scenario import apply_overrides, parse_scenario
+from hierfl.scenario import (
+    Scenario,
+    anchor_paths,
+    apply_overrides,
+    parse_scenario,
+    read_scenario_file,
+)
 
 RESULT_COLUMNS = (
     "final_accuracy",
@@ -38,20 +47,37 @@ RESULT_COLUMNS = (
     "devices_dropped",
 )
 ERROR_FILE = "error.txt"
+POINT_FILE = "point.json"
+"""Written into each run folder first: the point's overrides, seed and full scenario hash."""
+HASH_CHARS = 12
+"""Hex digits of the scenario hash in a folder name (48 bits)."""
+READABLE_CHARS = 120
+"""The readable part of a folder name is cut here: file names must stay under 255 bytes."""
+SEED = "seed"
+
+
+def scenario_hash(scenario: Scenario) -> str:
+    """SHA-256 of the resolved scenario (defaults filled in, keys sorted), in hex."""
+    text = json.dumps(scenario.to_dict(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
 class Point:
-    """One run of a sweep: grid overrides, a seed, and the folder name derived from them."""
+    """One run of a sweep: grid overrides, a seed, and the scenario they resolve to."""
 
     overrides: tuple[str, ...]
     seed: int
+    scenario: Scenario = field(compare=False, repr=False)
+    digest: str = field(compare=False, repr=False)
+    """``scenario_hash(scenario)``."""
 
     @property
     def name(self) -> str:
-        """A readable, filesystem-safe folder name, e.g. ``compression.quantize-int8__seed-1``."""
+        """Filesystem-safe folder name, e.g. ``compression.quantize-int8__seed-1__3fa2c1d09b7e``."""
         parts = [*(o.replace("=", "-") for o in self.overrides), f"seed-{self.seed}"]
-        return re.sub(r"[^\w.\-]+", "_", "__".join(parts))
+        readable = re.sub(r"[^\w.\-]+", "_", "__".join(parts), flags=re.ASCII)
+        return f"{readable[:READABLE_CHARS]}__{self.digest[:HASH_CHARS]}"
 
     @property
     def variant(self) -> str:
@@ -72,25 +98,48 @@ def parse_grid(grid: str) -> tuple[str, list[str]]:
     return key, [f"{key}={value.strip()}" for value in values.split(",")]
 
 
-def grid_points(grids: list[str], seeds: int, base_seed: int) -> list[Point]:
-    """The cartesian product of the grids, times ``seeds`` seeds from ``base_seed`` on."""
+def grid_combos(grids: list[str], seeds: int, base_seed: int) -> list[tuple[tuple[str, ...], int]]:
+    """The cartesian product of the grids as (overrides, seed) pairs.
+
+    Seeds are ``seeds`` values from ``base_seed`` on, or the values of a ``--grid seed=...``.
+
+    >>> grid_combos(["a=1,2", "seed=7,9"], 1, 0)
+    [(('a=1',), 7), (('a=1',), 9), (('a=2',), 7), (('a=2',), 9)]
+    """
     if seeds < 1:
         raise ScenarioError(f"--seeds must be >= 1: {seeds}")
-    axes = [parse_grid(grid)[1] for grid in grids]
-    return [
-        Point(tuple(combo), base_seed + k)
-        for combo in itertools.product(*axes)
-        for k in range(seeds)
-    ]
+    parsed = [parse_grid(grid) for grid in grids]
+    keys = [key for key, _ in parsed]
+    twice = sorted({key for key in keys if keys.count(key) > 1})
+    if twice:
+        raise ScenarioError(f"--grid: each key once, but {', '.join(twice)} is given twice")
+    axes = [values for key, values in parsed if key != SEED]
+    seed_values = [_seed(value) for key, values in parsed if key == SEED for value in values]
+    if seed_values and seeds != 1:
+        raise ScenarioError(f"--grid seed=... lists the seeds: drop --seeds {seeds}")
+    seed_axis = seed_values or range(base_seed, base_seed + seeds)
+    return [(tuple(combo), seed) for combo in itertools.product(*axes) for seed in seed_axis]
 
 
-def point_scenario(raw: dict[str, Any], point: Point):
-    """The validated scenario of one point."""
-    overrides = [*point.overrides, f"seed={point.seed}"]
-    return parse_scenario(apply_overrides(raw, overrides), origin=point.name)
+def _seed(assignment: str) -> int:
+    text = assignment.partition("=")[2]
+    if not (text.isascii() and text.isdecimal()):
+        raise ScenarioError(f"--grid seed: values must be integers >= 0: {text!r}")
+    return int(text)
 
 
-def run_point(raw: dict[str, Any], point: Point, out: str, threads: int) -> dict[str, Any]:
+def make_point(raw: dict[str, Any], overrides: tuple[str, ...], seed: int, origin: str) -> Point:
+    """The point of ``overrides`` and ``seed``, its scenario validated and hashed.
+
+    A relative ``data.path`` given as an override is relative to the working directory.
+    """
+    resolved = anchor_paths(apply_overrides(raw, [*overrides, f"seed={seed}"]), Path.cwd())
+    where = f"{origin} with {', '.join(overrides)}" if overrides else origin
+    scenario = parse_scenario(resolved, origin=where)
+    return Point(overrides, seed, scenario, scenario_hash(scenario))
+
+
+def run_point(point: Point, out: str, threads: int) -> dict[str, Any]:
     """Run (or resume, or skip when finished) one point into ``out/NAME``; return its row."""
     import torch
 
@@ -100,10 +149,11 @@ def run_point(raw: dict[str, Any], point: Point, out: str, threads: int) -> dict
     folder = Path(out) / point.name
     started = time.perf_counter()
     try:
+        _claim(folder, point)
         if (folder / CHECKPOINT).is_file():
             result = resume(folder)
         else:
-            result = simulate(point_scenario(raw, point), checkpoint_dir=folder)
+            result = simulate(point.scenario, checkpoint_dir=folder)
         result.write(folder)
         (folder / CHECKPOINT).unlink(missing_ok=True)
         (folder / ERROR_FILE).unlink(missing_ok=True)
@@ -113,6 +163,39 @@ def run_point(raw: dict[str, Any], point: Point, out: str, threads: int) -> dict
         message = f"{type(error).__name__}: {error}"
         atomic_write(folder / ERROR_FILE, lambda p: Path(p).write_text(message + "\n"))
         return _row(point, "failed", {}, time.perf_counter() - started, message)
+
+
+def _claim(folder: Path, point: Point) -> None:
+    """Mark ``folder`` as ``point``'s (its POINT_FILE), before anything else is written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"overrides": list(point.overrides), "seed": point.seed, "scenario_hash": point.digest}
+    text = json.dumps(record, indent=2) + "\n"
+    atomic_write(folder / POINT_FILE, lambda p: Path(p).write_text(text))
+
+
+def _owner_hash(folder: Path) -> str | None:
+    """The scenario hash recorded in ``folder``'s POINT_FILE (None: none, or unreadable)."""
+    try:
+        return json.loads((folder / POINT_FILE).read_text())["scenario_hash"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _is_finished(out: Path, point: Point) -> bool:
+    """True when ``out/NAME`` holds a finished run of exactly ``point``'s scenario."""
+    folder = out / point.name
+    return (folder / "summary.json").is_file() and _owner_hash(folder) == point.digest
+
+
+def _check_folders(out: Path, points: list[Point]) -> None:
+    """Refuse a folder that holds another scenario's run (a hash-prefix collision)."""
+    for point in points:
+        owner = _owner_hash(out / point.name)
+        if owner is not None and owner != point.digest:
+            raise HierflError(
+                f"sweep folder {out / point.name} holds a run of another scenario "
+                f"(hash {owner[:16]}..., this point's {point.digest[:16]}...): move it away"
+            )
 
 
 def _finished_row(out: Path, point: Point) -> dict[str, Any]:
@@ -136,35 +219,50 @@ def _row(
 class SweepPlan:
     """Everything a sweep needs, validated before any run starts."""
 
-    raw: dict[str, Any]
     points: list[Point]
     out: Path
 
+    def stale_folders(self) -> list[Path]:
+        """Run folders under ``out`` that no point of this plan owns (an earlier scenario's)."""
+        if not self.out.is_dir():
+            return []
+        names = {point.name for point in self.points}
+        return sorted(
+            folder
+            for folder in self.out.iterdir()
+            if (folder / POINT_FILE).is_file() and folder.name not in names
+        )
+
 
 def plan_sweep(
-    scenario: Path,
+    scenario: str | Path,
     grids: list[str],
     seeds: int,
-    out: Path,
+    out: str | Path,
     max_runs: int = 1000,
     confirmed: bool = False,
 ) -> SweepPlan:
-    """Read the scenario, expand the grid and validate every point (nothing is written)."""
-    try:
-        raw = tomllib.loads(Path(scenario).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ScenarioError(f"{scenario}: no such scenario file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
-        raise ScenarioError(f"{scenario}: not valid TOML: {error}") from None
+    """Read the scenario, expand the grid and validate every point (nothing is written).
+
+    Two points that resolve to the same scenario are refused: they would share a folder.
+    """
+    raw = read_scenario_file(scenario)
     base_seed = parse_scenario(raw, origin=str(scenario)).seed
-    points = grid_points(grids, seeds, base_seed)
-    if len(points) > max_runs and not confirmed:
+    combos = grid_combos(grids, seeds, base_seed)
+    if len(combos) > max_runs and not confirmed:
         raise HierflError(
-            f"sweep of {len(points)} runs exceeds --max-runs {max_runs} (pass --yes to run it)"
+            f"sweep of {len(combos)} runs exceeds --max-runs {max_runs} (pass --yes to run it)"
         )
+    points = [make_point(raw, overrides, seed, str(scenario)) for overrides, seed in combos]
+    seen: dict[str, Point] = {}
     for point in points:
-        point_scenario(raw, point)
-    return SweepPlan(raw, points, Path(out))
+        twin = seen.setdefault(point.digest, point)
+        if twin is not point:
+            raise ScenarioError(
+                f"--grid: {twin.variant} (seed {twin.seed}) and {point.variant} "
+                f"(seed {point.seed}) resolve to the same scenario; list each value once"
+            )
+    return SweepPlan(points, Path(out))
 
 
 def run_sweep(
@@ -175,13 +273,20 @@ def run_sweep(
     num_cpus: int = 1,
     on_done: Callable[[dict[str, Any]], None] | None = None,
 ) -> pd.DataFrame:
-    """Run every point of ``plan`` on ``backend``; write sweep.csv and figures; return it."""
+    """Run every point of ``plan`` on ``backend``; write sweep.csv; return it.
+
+    ``workers`` local processes (default: one per core) or Ray tasks of ``num_cpus`` CPUs.
+    """
     if backend not in ("local", "ray"):
         raise HierflError(f"--backend must be local or ray: {backend!r}")
+    for option, value in (("--workers", workers), ("--num-cpus", num_cpus)):
+        if value is not None and value < 1:
+            raise HierflError(f"{option} must be >= 1: {value}")
+    _check_folders(plan.out, plan.points)
     plan.out.mkdir(parents=True, exist_ok=True)
-    finished = [p for p in plan.points if (plan.out / p.name / "summary.json").is_file()]
+    finished = [p for p in plan.points if _is_finished(plan.out, p)]
     rows = [_report(_finished_row(plan.out, p), on_done) for p in finished]
-    todo = SweepPlan(plan.raw, [p for p in plan.points if p not in finished], plan.out)
+    todo = SweepPlan([p for p in plan.points if p not in finished], plan.out)
     if todo.points and backend == "local":
         rows += _run_local(todo, workers or os.cpu_count() or 1, on_done)
     elif todo.points:
@@ -195,12 +300,34 @@ def run_sweep(
 def _run_local(plan: SweepPlan, workers: int, on_done) -> list[dict[str, Any]]:
     threads = max(1, (os.cpu_count() or 1) // workers)
     if workers == 1:
-        return [
-            _report(run_point(plan.raw, p, str(plan.out), threads), on_done) for p in plan.points
-        ]
-    with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(run_point, plan.raw, p, str(plan.out), threads) for p in plan.points]
+        return [_report(run_point(p, str(plan.out), threads), on_done) for p in plan.points]
+    with ProcessPoolExecutor(
+        workers,
+        mp_context=get_context("spawn"),
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    ) as pool:
+        futures = [pool.submit(run_point, p, str(plan.out), threads) for p in plan.points]
         return [_report(future.result(), on_done) for future in as_completed(futures)]
+
+
+PARENT_POLL_S = 0.5
+"""How often a pool worker checks that the sweep process is still alive."""
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Pool worker start-up: exit as soon as the sweep process ``parent`` is gone.
+
+    A killed sweep (SIGKILL, SIGTERM, a closed terminal) would otherwise leave its workers
+    running, each holding a model and its data; the interrupted run resumes next time.
+    """
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _run_ray(plan: SweepPlan, address: str | None, num_cpus: int, on_done) -> list[dict[str, Any]]:
@@ -212,7 +339,7 @@ def _run_ray(plan: SweepPlan, address: str | None, num_cpus: int, on_done) -> li
         address=address, ignore_reinit_error=True, include_dashboard=False, log_to_driver=False
     )
     remote = ray.remote(num_cpus=num_cpus)(run_point)
-    pending = [remote.remote(plan.raw, p, str(plan.out.resolve()), num_cpus) for p in plan.points]
+    pending = [remote.remote(p, str(plan.out.resolve()), num_cpus) for p in plan.points]
     rows = []
     while pending:
         done, pending = ray.wait(pending, num_returns=1)
