@@ -17,7 +17,10 @@ from typing import Any
 import pandas as pd
 import torch
 
+from hierfl.compression import Codec
 from hierfl.errors import CorruptError, HierflError, OutputError
+from hierfl.learn.data import FederatedData, data_shape
+from hierfl.scenario import Scenario
 
 UPLINK_KINDS = ("upload", "edge_upload")
 BACKHAUL_KINDS = ("cloud_download", "edge_upload")
@@ -39,7 +42,7 @@ class Result:
     link_load: pd.DataFrame | None = None
 
     def write(self, out_dir: str | Path) -> Path:
-        """Write the run folder of DESIGN.md; each file appears whole or not at all.
+        """Write the run folder of docs/outputs.md; each file appears whole or not at all.
 
         The final global model goes to ``model.pt`` (named tensors, ``torch.load``-able).
         """
@@ -60,6 +63,39 @@ class Result:
         text = json.dumps(_jsonable(self.summary), indent=2)
         atomic_write(out / "summary.json", lambda p: Path(p).write_text(text + "\n"))
         return out
+
+
+def scenario_as_run(scenario: Scenario, codec: object, data: FederatedData | None) -> dict:
+    """The resolved scenario as the run used it (summary.json's ``scenario``).
+
+    Real data (digits, npz) records its own ``data.input_dim`` (features per sample) and
+    ``data.num_classes``. Settings the run ignored are left out: ``class_sep`` beyond
+    synthetic data, ``feature_shift`` beyond synthetic and seed, ``alpha`` beyond dirichlet,
+    and ``quantize`` and ``prune_ratio`` when your own codec encoded the updates (it is named
+    in ``compression.codec``, as ``module:Class`` when it was passed from Python).
+    """
+    used = scenario.to_dict()
+    cfg, section = scenario.data, used["data"]
+    if cfg.kind in ("digits", "npz"):
+        shape, classes = (
+            (data.input_shape, data.num_classes) if data is not None else data_shape(cfg)
+        )
+        section |= {"input_dim": math.prod(shape), "num_classes": classes}
+    unused = {
+        "class_sep": cfg.kind != "synthetic",
+        "feature_shift": cfg.kind not in ("synthetic", "seed"),
+        "alpha": cfg.partition != "dirichlet",
+    }
+    for key in (key for key, drop in unused.items() if drop):
+        del section[key]
+    compression = used["compression"]
+    if type(codec) is not Codec:
+        compression.setdefault("codec", f"{type(codec).__module__}:{type(codec).__qualname__}")
+    if isinstance(codec, Codec):
+        compression |= {"quantize": codec.quantize, "prune_ratio": codec.prune_ratio}
+    else:
+        del compression["quantize"], compression["prune_ratio"]
+    return used
 
 
 def compare_table(

@@ -12,7 +12,7 @@ from hierfl.checkpoint import checkpoint_scenario, load_checkpoint, restore, sav
 from hierfl.compression import UpdateCodec
 from hierfl.learn.trainer import per_sample
 from hierfl.policies import Selection
-from hierfl.results import Result, rounds_table, to_target, versions
+from hierfl.results import Result, rounds_table, scenario_as_run, to_target, versions
 from hierfl.scenario import Scenario
 from hierfl.sim.battery import CATEGORIES
 from hierfl.sim.cloud import cloud
@@ -144,7 +144,7 @@ def summarize(
     return {
         "name": scenario.name,
         "seed": scenario.seed,
-        "scenario": scenario.to_dict(),
+        "scenario": scenario_as_run(scenario, sim.codec, sim.data),
         "versions": versions(),
         "model": {
             "name": scenario.model.name,
