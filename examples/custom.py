@@ -1,7 +1,7 @@
 """Your own model, selection policy and codec, named from a scenario as ``custom:Name``.
 
 Put this folder on ``PYTHONPATH`` (or install your package) and set, for example,
-``[model] name = "custom:Wide"``, ``[selection] policy = "custom:most_samples"`` and
+``[model] name = "custom:Wide"``, ``[selection] policy = "custom:most_charged"`` and
 ``[compression] codec = "custom:Float16Codec"``.
 """
 
@@ -28,7 +28,7 @@ class Wide(nn.Module):
         return self.net(x)
 
 
-def most_samples(
+def most_charged(
     candidates: Sequence[int], battery: np.ndarray, fraction: float, rng: np.random.Generator
 ) -> list[int]:
     """Select the ``fraction`` of candidates with the most battery, never fewer than two."""

@@ -19,6 +19,7 @@ _WHERE = {  # public name -> (module, attribute)
     "ScenarioError": ("hierfl.errors", "ScenarioError"),
     "Result": ("hierfl.results", "Result"),
     "Scenario": ("hierfl.scenario", "Scenario"),
+    "load_result": ("hierfl.results", "read_result"),
     "load_scenario": ("hierfl.scenario", "load_scenario"),
     "parse_scenario": ("hierfl.scenario", "parse_scenario"),
     "resume": ("hierfl.sim.runner", "resume"),
@@ -30,6 +31,7 @@ __all__ = [
     "Result",
     "Scenario",
     "ScenarioError",
+    "load_result",
     "load_scenario",
     "parse_scenario",
     "resume",
@@ -39,6 +41,7 @@ __all__ = [
 if TYPE_CHECKING:
     from hierfl.errors import HierflError, ScenarioError
     from hierfl.results import Result
+    from hierfl.results import read_result as load_result
     from hierfl.scenario import Scenario, load_scenario, parse_scenario
     from hierfl.sim.runner import resume
     from hierfl.sim.runner import simulate as run

@@ -1,7 +1,7 @@
 """Codecs that encode update tensors to the real bytes a node sends, and decode them back.
 
 Simulated payload sizes are ``len()`` of these bytes, so the byte layout below is the contract
-(DESIGN.md, "Timing model"): tensors one after another in model order, no header, no tags;
+(docs/concepts.md, "Payload bytes"): tensors one after another in model order, no header, no tags;
 the receiver knows the shapes and the codec, so it can compute every tensor's layout.
 All multi-byte numbers are little-endian.
 

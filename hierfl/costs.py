@@ -1,4 +1,4 @@
-"""Pure timing, energy and memory formulas of DESIGN.md; the simulation waits for what they return.
+"""Pure timing, energy and memory formulas (docs/concepts.md); the simulation waits for them.
 
 Units are in the names: seconds (_s), joules (_j), watts (_w), bytes, MFLOP/s, kbps, ms.
 """

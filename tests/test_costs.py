@@ -1,4 +1,4 @@
-"""The timing, energy and memory formulas of DESIGN.md, each pinned on a hand-computed case."""
+"""The timing, energy and memory formulas of docs/concepts.md, each pinned by hand."""
 
 from __future__ import annotations
 

@@ -42,9 +42,9 @@ def test_worked_example_matches_the_code():
         _in_doc(shown)
 
 
-@pytest.mark.parametrize("page", ["README.md", "docs/index.md"])
+@pytest.mark.parametrize("page", ["README.md", "docs/index.md", "docs/sweeps.md"])
 def test_python_examples_of_the_pages_run(page, tmp_path, monkeypatch):
-    """Every ```python block of README.md and docs/index.md runs as written."""
+    """Every ```python block of README.md, docs/index.md and docs/sweeps.md runs as written."""
     root = Path(__file__).parents[1]
     blocks = (root / page).read_text().split("```python\n")[1:]
     assert blocks, f"{page} has no Python example"
@@ -52,3 +52,50 @@ def test_python_examples_of_the_pages_run(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for block in blocks:
         exec(compile(block.split("```")[0], page, "exec"), {})
+
+
+def test_study_backhaul_round_trips_are_what_hierfl_computes():
+    """docs/studies/hierfl_vs_cloud.md states each backhaul's round trip (cloud download plus
+    edge upload) and its share of a cloud-only edge round as a one-round run measures them."""
+    import hierfl
+
+    root = Path(__file__).parents[1]
+    study = (root / "docs" / "studies" / "hierfl_vs_cloud.md").read_text()
+    base = hierfl.load_scenario(
+        root / "scenarios" / "hierfl_vs_cloud.toml",
+        ["run.cloud_rounds=1", "run.edge_rounds=1", "run.learning=false"],
+    )
+    trips = {}
+    for bandwidth_kbps, latency_ms in ((100_000, 20), (5_000, 100), (1_000, 300)):
+        backhaul = [f"topology.backhaul.bandwidth_kbps={bandwidth_kbps}",
+                    f"topology.backhaul.latency_ms={latency_ms}"]
+        result = hierfl.run(base.with_overrides(backhaul))
+        trip = result.events[result.events["kind"].isin(["cloud_download", "edge_upload"])]
+        durations = (trip["t_end"] - trip["t_start"]).groupby(trip["kind"], observed=True).max()
+        trips[bandwidth_kbps] = float(durations.sum())
+        share = trips[bandwidth_kbps] / result.summary["sim_time_s"]
+        if bandwidth_kbps < 100_000:
+            assert f"{share:.0%} of" in study
+    shown = [f"{trips[k]:.3f} s" for k in (100_000, 5_000, 1_000)]
+    assert shown == ["0.042 s", "0.235 s", "0.775 s"]
+    for shown in ("0.042 s over the control's backhaul", "0.235 s at 5 Mbit/s", "0.775 s at 1"):
+        assert shown in study
+
+
+def test_no_page_cites_a_file_the_project_lacks():
+    """The docs, code and tests cite docs/concepts.md, never a DESIGN.md the project lacks."""
+    root = Path(__file__).parents[1]
+    files = [root / "README.md", *root.glob("docs/**/*.md"), *root.glob("benchmarks/*.md"),
+             *root.glob("hierfl/**/*.py"), *root.glob("tests/*.py"), *root.glob("examples/*.py")]
+    citing = [str(f.relative_to(root)) for f in files if "DESIGN" + ".md" in f.read_text()]
+    assert citing == []
+
+
+def test_data_page_states_the_limits_the_code_enforces():
+    """docs/data.md gives the label limit, the test-set share and allow_reuse as data.py does."""
+    from hierfl.learn import data
+
+    page = (Path(__file__).parents[1] / "docs" / "data.md").read_text()
+    assert f"at most {data.MAX_CLASSES:,}" in page
+    assert f"{data._TEST_SHARE:.0%} of the samples" in page
+    assert "allow_reuse = true" in page

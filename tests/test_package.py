@@ -25,6 +25,16 @@ def test_public_names_resolve_to_their_modules():
     assert set(hierfl.__all__) <= set(dir(hierfl))
 
 
+def test_load_result_reads_a_run_folder_back(make_scenario, tmp_path):
+    """hierfl.load_result(dir) is public and returns the Result that was written there."""
+    assert "load_result" in hierfl.__all__
+    result = hierfl.run(make_scenario())
+    again = hierfl.load_result(result.write(tmp_path / "run"))
+    for key in ("name", "seed", "scenario", "sim_time_s", "energy_j", "bytes_up"):
+        assert again.summary[key] == result.summary[key]
+    assert again.rounds.equals(result.rounds) and len(again.events) == len(result.events)
+
+
 def test_unknown_name_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no_such_name"):
         hierfl.no_such_name  # noqa: B018

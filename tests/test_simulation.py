@@ -30,7 +30,7 @@ def names(column: pd.Series) -> pd.Series:
 
 
 def check_causality(result: Result, scenario: Scenario) -> None:
-    """Every rule of DESIGN.md's causality list, and a few the clock implies."""
+    """The trace's causality rules (uploads end before the aggregation using them, ...)."""
     events = result.events.assign(kind=kinds(result.events), node=names(result.events["node"]),
                                   edge=names(result.events["edge"]))
     idle = events[events["kind"].isin(RUN_LONG)]
