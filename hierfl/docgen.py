@@ -136,7 +136,9 @@ def _intro() -> str:
         "Every key has a default unless its default says *required*; unknown keys are "
         "errors. `hierfl validate FILE` prints the scenario as resolved (defaults filled "
         "in), and `hierfl run FILE --set KEY.PATH=VALUE` overrides any key, e.g. "
-        "`--set compression.quantize=int8`. Units are in the key names ("
+        "`--set compression.quantize=int8`; a number indexes an array of tables from 0 "
+        "(`--set devices.0.count=5`), and the index past its end adds a table "
+        "(`--set devices.2.profile=soc --set devices.2.count=4`). Units are in the key names ("
         + ", ".join(f"`_{suffix}`: {unit}" for suffix, unit in UNITS.items())
         + "); the formulas that use them are in [concepts.md](concepts.md)."
     )

@@ -83,7 +83,7 @@ def test_study_backhaul_round_trips_are_what_hierfl_computes():
 
 
 def test_no_page_cites_a_file_the_project_lacks():
-    """The docs, code and tests cite docs/concepts.md, never a DESIGN.md the project lacks."""
+    """Docs, code and tests cite docs/concepts.md, never a design file outside the project."""
     root = Path(__file__).parents[1]
     files = [root / "README.md", *root.glob("docs/**/*.md"), *root.glob("benchmarks/*.md"),
              *root.glob("hierfl/**/*.py"), *root.glob("tests/*.py"), *root.glob("examples/*.py")]
