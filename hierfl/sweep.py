@@ -15,12 +15,14 @@ import itertools
 import json
 import os
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from multiprocessing import get_context
+from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
@@ -301,33 +303,38 @@ def _run_local(plan: SweepPlan, workers: int, on_done) -> list[dict[str, Any]]:
     threads = max(1, (os.cpu_count() or 1) // workers)
     if workers == 1:
         return [_report(run_point(p, str(plan.out), threads), on_done) for p in plan.points]
-    with ProcessPoolExecutor(
-        workers,
-        mp_context=get_context("spawn"),
-        initializer=_exit_with_parent,
-        initargs=(os.getpid(),),
-    ) as pool:
+    context = get_context("spawn")
+    stop = context.Event()
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=_start_worker, initargs=(os.getpid(), stop)
+    )
+    try:
         futures = [pool.submit(run_point, p, str(plan.out), threads) for p in plan.points]
         return [_report(future.result(), on_done) for future in as_completed(futures)]
+    finally:  # all done, or interrupted: no worker outlives the sweep
+        stop.set()
+        pool.shutdown(wait=False, cancel_futures=True)
 
 
 PARENT_POLL_S = 0.5
 """How often a pool worker checks that the sweep process is still alive."""
 
 
-def _exit_with_parent(parent: int) -> None:
-    """Pool worker start-up: exit as soon as the sweep process ``parent`` is gone.
+def _start_worker(parent: int, stop: Event) -> None:
+    """Pool worker start-up: exit as soon as ``stop`` is set or the sweep process is gone.
 
-    A killed sweep (SIGKILL, SIGTERM, a closed terminal) would otherwise leave its workers
-    running, each holding a model and its data; the interrupted run resumes next time.
+    Ctrl-C is the sweep process's to handle (it sets ``stop``). A killed sweep (SIGKILL,
+    a closed terminal) would otherwise leave its workers running, each holding a model and
+    its data. A run stopped mid-way resumes from its checkpoint in the next sweep.
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(PARENT_POLL_S)
+        while not stop.wait(PARENT_POLL_S) and os.getppid() == parent:
+            pass
         os._exit(1)
 
-    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+    threading.Thread(target=watch, name="exit-with-sweep", daemon=True).start()
 
 
 def _run_ray(plan: SweepPlan, address: str | None, num_cpus: int, on_done) -> list[dict[str, Any]]:

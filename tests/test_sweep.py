@@ -255,34 +255,42 @@ def test_cli_sweep_with_a_failed_run_exits_1_and_names_it(tmp_path):
     assert done.stderr.count("\n") == 1
 
 
-def test_killing_the_sweep_ends_its_workers(tmp_path):
-    """SIGKILL of the sweep process: its pool workers exit too (they would hold 430 MB each)."""
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
+def test_stopping_the_sweep_ends_its_workers(tmp_path, how):
+    """SIGKILL or Ctrl-C of the sweep process: its pool workers exit too (they would hold
+    430 MB each); Ctrl-C is one line and exit 130, and each run keeps its checkpoint."""
     long = BASE.replace("cloud_rounds = 2", "cloud_rounds = 1000000")
     sweep = subprocess.Popen(
         [sys.executable, "-m", "hierfl", "sweep", str(scenario(tmp_path, long)), "--grid",
-         "seed=1,2", "--out", str(tmp_path / "s"), "--workers", "2"],
+         "seed=1,2,3", "--out", str(tmp_path / "s"), "--workers", "2"],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     workers: list[int] = []
     try:
-        deadline = time.monotonic() + 120
-        while len(workers) < 2 and time.monotonic() < deadline:
+        deadline = time.monotonic() + 240
+        while len(list((tmp_path / "s").glob("*/checkpoint.pt"))) < 2:
+            assert time.monotonic() < deadline, "the workers never ran a round"
             time.sleep(0.2)
-            workers = [pid for pid in _children(sweep.pid) if b"spawn_main" in _cmdline(pid)]
-        assert len(workers) == 2, "the pool never started"
-        while not list((tmp_path / "s").glob("*/checkpoint.pt")) and time.monotonic() < deadline:
-            time.sleep(0.2)  # the workers are running their points
-        sweep.kill()
-        sweep.wait()
+        workers = [pid for pid in _children(sweep.pid) if b"spawn_main" in _cmdline(pid)]
+        assert len(workers) == 2
+        sweep.send_signal(how)
+        _, stderr = sweep.communicate(timeout=120)
         while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.2)
         assert not any(_alive(pid) for pid in workers)
+        if how == signal.SIGINT:
+            assert sweep.returncode == 130
+            assert stderr == "interrupted: a run folder keeps its last checkpoint " \
+                "(hierfl run --resume)\n"
     finally:
         for pid in workers:
             if _alive(pid):
                 os.kill(pid, signal.SIGKILL)
         sweep.kill()
+        sweep.wait()
 
 
 def _children(pid: int) -> list[int]:
