@@ -431,7 +431,7 @@ def read_scenario_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+    except FileNotFoundError:
         raise ScenarioError(f"{path}: no such scenario file") from None
     except OSError as error:
         raise ScenarioError(f"{path}: cannot read the scenario file: {error.strerror}") from None
