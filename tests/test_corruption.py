@@ -1,4 +1,4 @@
-"""Random damage to checkpoints and run folders, driven through the CLI.
+"""Random damage to checkpoints, npz files and run folders, driven through the CLI.
 
 Whatever the damage, a command either succeeds (the damage left a valid file) or says so
 in one line with exit status 2, no traceback; it writes nothing outside its own output,
@@ -102,6 +102,7 @@ def damage(path: Path, how: tuple) -> None:
 TARGETS = {
     # damaged file -> (command, the folder or file the command may write)
     "stopped/checkpoint.pt": (["run", "--resume", "stopped", "--quiet", "--no-trace"], "stopped"),
+    "data.npz": (["run", "scenario.toml", "--out", "new", "--quiet", "--no-plots"], "new"),
     **{
         f"finished/{name}": (["plot", "finished"], "finished")
         for name in ("events.parquet", "rounds.csv", "summary.json", "model.pt")
