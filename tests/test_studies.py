@@ -12,7 +12,7 @@ import pytest
 import hierfl
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = ["hierfl_vs_cloud", "compression", "battery", "digits"]
+STUDIES = ["hierfl_vs_cloud", "cell_scaling", "compression", "battery", "digits"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 needs_matplotlib = pytest.mark.skipif(
     importlib.util.find_spec("matplotlib") is None, reason="the study figures need matplotlib"
@@ -32,12 +32,7 @@ def load_study(name: str) -> ModuleType:
 def run_study(name: str, out: Path, rounds: int) -> pd.DataFrame:
     """Run a study on a small budget; check its PNG and CSV; return the table it returned."""
     table = load_study(name).main(out, rounds=rounds)
-    figure = out / f"{name}.png"
-    assert figure.read_bytes()[:8] == PNG_MAGIC
-    assert figure.stat().st_size < 400_000
-    written = pd.read_csv(out / f"{name}.csv")
-    assert list(written.columns) == list(table.columns)
-    assert len(written) == len(table)
+    check_outputs(name, out, table)
     return table
 
 
@@ -51,24 +46,84 @@ def test_study_scenario_runs(name):
     assert len(result.rounds) == 2
 
 
+def check_outputs(name: str, out: Path, table: pd.DataFrame) -> None:
+    """The study wrote its PNG (small) and its CSV, which holds the table it returned."""
+    figure = out / f"{name}.png"
+    assert figure.read_bytes()[:8] == PNG_MAGIC
+    assert figure.stat().st_size < 400_000
+    written = pd.read_csv(out / f"{name}.csv")
+    assert list(written.columns) == list(table.columns)
+    assert len(written) == len(table)
+
+
 @needs_matplotlib
 def test_hierfl_vs_cloud_study(tmp_path):
-    """Every backhaul runs cloud-only and 1, 2, 4 edge rounds on the same edge-round budget."""
-    table = run_study("hierfl_vs_cloud", tmp_path, rounds=2)
-    assert table["backhaul"].nunique() == 3
-    for _, part in table.groupby("backhaul"):
-        assert list(part["variant"]) == [
-            "cloud-only FedAvg",
-            "cloud-only, shared backhaul",
-            "two-tier, 1 edge round",
-            "two-tier, 2 edge rounds",
-            "two-tier, 4 edge rounds",
-        ]
-        assert list(part["edge_rounds"]) == [1, 1, 1, 2, 4]
-        assert (part["cloud_rounds"] * part["edge_rounds"] >= 2).all()
-    slow = table[table["backhaul"] == "1 Mbit/s, 300 ms"].set_index("variant")["s_per_edge_round"]
-    assert slow["two-tier, 4 edge rounds"] < slow["cloud-only FedAvg"]
-    assert slow["cloud-only FedAvg"] < slow["cloud-only, shared backhaul"]
+    """Each grid cell and seed runs both sides on the same devices, seed and training budget;
+    cloud-only sends every device's model over the backhaul, two-tier one model per edge."""
+    study = load_study("hierfl_vs_cloud")
+    runs = study.main(tmp_path, quick=True)
+    check_outputs("hierfl_vs_cloud", tmp_path, runs)
+    grid = study.QUICK
+    cells = len(grid.backhaul_kbps) * len(grid.devices_per_edge)
+    assert len(runs) == 2 * cells * len(grid.seeds)
+    assert runs["same_devices"].all()
+    sides = runs.groupby(["backhaul_kbps", "devices_per_edge", "seed"])
+    variants = [label for label, *_ in study.VARIANTS]
+    assert all(list(side) == variants for side in sides["variant"].apply(list))
+    assert (sides["updates"].nunique() == 1).all()  # same devices trained as often
+    assert (runs["cloud_rounds"] * runs["edge_rounds"] == grid.edge_rounds).all()
+    cloud = runs[runs["edge_rounds"] == 1].set_index(["backhaul_kbps", "devices_per_edge", "seed"])
+    two = runs[runs["edge_rounds"] > 1].set_index(cloud.index.names)
+    assert (cloud["bytes_backhaul"] > two["bytes_backhaul"]).all()
+    speedup = pd.read_csv(tmp_path / "hierfl_vs_cloud_speedup.csv")
+    assert len(speedup) == cells
+    assert (speedup["seeds"] == len(grid.seeds)).all()
+    slow_crowded = speedup.set_index(["backhaul_kbps", "devices_per_edge"]).loc[
+        (min(grid.backhaul_kbps), max(grid.devices_per_edge))
+    ]
+    assert slow_crowded["round_speedup_min"] > 1  # many devices over a slow backhaul: two-tier wins
+
+
+def test_fleet_keeps_the_tutorial_mix():
+    """fleet() splits devices_per_edge * edges in the 7:7:6 mix by largest remainders;
+    a profile whose share rounds to none is left out."""
+    fleet = load_study("hierfl_vs_cloud").fleet
+    assert fleet(10, 2) == (
+        '[{ profile = "mcu", count = 7 }, { profile = "soc", count = 7 }, '
+        '{ profile = "mobile", count = 6 }]'
+    )
+    assert fleet(2, 2) == (  # 1.4, 1.4, 1.2: the one seat left goes to the first 0.4
+        '[{ profile = "mcu", count = 2 }, { profile = "soc", count = 1 }, '
+        '{ profile = "mobile", count = 1 }]'
+    )
+    assert fleet(1, 1) == '[{ profile = "mcu", count = 1 }]'
+
+
+@needs_matplotlib
+def test_cell_scaling_study(tmp_path):
+    """Every profile, regime and fleet size runs; a lone ESP32-S3 is held by its own 20 Mbit/s
+    link, 40 of them by the 100 Mbit/s cell; only the LTE phone pays a radio tail."""
+    study = load_study("cell_scaling")
+    table = study.main(tmp_path, quick=True)
+    check_outputs("cell_scaling", tmp_path, table)
+    assert len(table) == len(study.PROFILES) * len(study.REGIMES) * len(study.QUICK.devices)
+    parts = table[list(study.PARTS)]
+    assert (parts >= 0).all().all()
+    assert parts.sum(axis=1).to_numpy() == pytest.approx(table["energy_per_update_j"].to_numpy())
+    every = table[table["regime"] == study.REGIMES[0][0]].set_index(["profile", "devices"])
+    assert (every["updates_per_round"] == every.index.get_level_values("devices")).all()
+    model_bytes = 4 * (64 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10)  # the 'mobile' MLP, dense
+    latency_s = (5 + 2) / 1000  # esp32s3_wifi access + cell
+    alone_s = latency_s + 8 * model_bytes / 20_000e3  # its own 20 Mbit/s link is the bottleneck
+    crowd_s = latency_s + 40 * 8 * model_bytes / 100_000e3  # 40 share the 100 Mbit/s cell
+    power_w = 0.30 + 0.95  # receive the model, then send the update
+    assert every.at[("esp32s3_wifi", 1), "radio_j"] == pytest.approx(power_w * alone_s)
+    assert every.at[("esp32s3_wifi", 40), "radio_j"] == pytest.approx(power_w * crowd_s)
+    tails = table.groupby("profile")["tail_j"].max()
+    assert tails["esp32s3_wifi"] == tails["rpi4"] == 0
+    rested = table[(table["regime"] == study.REGIMES[1][0]) & (table["devices"] == 40)]
+    phone = rested.set_index("profile").at["phone_lte", "tail_j"]
+    assert phone > every.at[("phone_lte", 40), "tail_j"] > 0  # resting devices run their tails
 
 
 @needs_matplotlib
