@@ -138,8 +138,8 @@ def _pair(base: hierfl.Scenario, budget: int, kbps: float, per_edge: int, seed: 
 
 
 def _same_devices(a: Result, b: Result) -> bool:
-    """True when both runs had the same devices, on the same edges, each trained as often."""
-    columns = ["device", "profile", "edge", "rounds_trained"]
+    """True when both runs had the same devices, edges and data, each trained as often."""
+    columns = ["device", "profile", "edge", "samples", "rounds_trained"]
     mine, theirs = (r.devices[columns].reset_index(drop=True) for r in (a, b))
     return mine.equals(theirs)
 
