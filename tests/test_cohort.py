@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 import torch
@@ -169,15 +171,19 @@ def test_fractions_view_reads_like_the_array():
     np.testing.assert_array_equal(-view, -whole)
 
 
-@given(battery=st.lists(st.sampled_from([0.0, 0.1, 0.5, 0.5, 1.0]), min_size=1, max_size=30),
-       fraction=st.sampled_from([0.1, 0.3, 0.5, 1.0]), data=st.data())
-def test_select_battery_equals_ranking_by_battery_then_index(battery, fraction, data):
-    """The vectorised battery policy keeps the seed's rule: most battery first, ties by index."""
+@given(battery=st.lists(st.sampled_from([0.0, 0.1, 0.5, 0.5, 0.995, 1.0]), min_size=1,
+                        max_size=30),
+       fraction=st.sampled_from([0.1, 0.3, 0.5, 1.0]), seed=st.integers(0, 99), data=st.data())
+def test_select_battery_equals_ranking_by_bucket_then_shuffle(battery, fraction, seed, data):
+    """The vectorised battery policy: fullest 1% bucket first, ties in the rng's shuffle order."""
     levels = np.array(battery)
     candidates = data.draw(st.lists(st.sampled_from(range(len(levels))), unique=True))
-    ranked = sorted(candidates, key=lambda i: (-levels[i], i))
+    shuffle = np.random.default_rng(seed).permutation(len(candidates)).tolist()
+    dealt = [candidates[k] for k in shuffle]
+    ranked = sorted(dealt, key=lambda i: (-math.ceil(100 * levels[i] - 1e-9), dealt.index(i)))
     expected = sorted(ranked[: max(1, int(fraction * len(candidates) + 1e-9))])
-    assert select_battery(candidates, levels, fraction, None) == (expected if candidates else [])
+    picked = select_battery(candidates, levels, fraction, np.random.default_rng(seed))
+    assert picked == (expected if candidates else [])
 
 
 @given(counts=st.lists(st.integers(0, 5), max_size=5))

@@ -6,13 +6,20 @@ import textwrap
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import hierfl
 from hierfl.errors import ScenarioError
 from hierfl.policies import (
+    BATTERY_BUCKET,
     POLICIES,
+    apportion,
+    battery_bucket,
+    fleet_seats,
     quota,
     resolve_selection,
+    seat_share,
     select_all,
     select_battery,
     select_random,
@@ -29,6 +36,7 @@ def test_quota():
     assert quota(0.5, 0) == 0
     assert quota(0.29, 100) == 29  # 0.29 * 100 is 28.999999999999996 in floats
     assert quota(0.57, 100) == 57  # 0.57 * 100 is 56.99999999999999 in floats
+    assert quota(0.0, 5) == 0  # an edge with no seat this round
 
 
 def test_select_all_ignores_fraction():
@@ -47,12 +55,101 @@ def test_select_battery_picks_highest_fraction():
     assert select_battery([0, 2, 4], battery, 0.34, rng) == [2]
 
 
-def test_select_battery_ties_go_to_the_lower_index():
-    """Equal batteries are ranked by device index."""
+def test_battery_buckets_round_up_to_whole_percent():
+    """Batteries are compared in 1% buckets, rounded up: a full and a nearly full battery tie."""
+    assert BATTERY_BUCKET == 0.01
+    levels = np.array([1.0, 1 - 1e-7, 0.9901, 0.99, 0.985, 0.0])
+    assert battery_bucket(levels).tolist() == [100, 100, 100, 99, 99, 0]
+
+
+def test_select_battery_ignores_noise_level_differences():
+    """Devices 1e-7 apart are one bucket: the seeded tie-break decides, not the noise."""
+    noisy = np.array([1.0, 1 - 1e-7, 1 - 2e-7, 1 - 3e-7])
+    flat = np.ones(4)
+    for seed in range(10):
+        picked = select_battery(range(4), noisy, 0.5, np.random.default_rng(seed))
+        same = select_battery(range(4), flat, 0.5, np.random.default_rng(seed))
+        assert picked == same
+    draws = {tuple(select_battery(range(4), noisy, 0.5, np.random.default_rng(s)))
+             for s in range(30)}
+    assert len(draws) > 1, "ties must not always go to the same devices"
+
+
+def test_select_battery_breaks_ties_by_a_seeded_shuffle():
+    """Within a bucket the order is rng.permutation of the candidates; a fuller bucket first."""
     battery = np.array([0.5, 0.8, 0.8, 0.8, 0.8])
-    rng = np.random.default_rng(0)
-    assert select_battery([4, 3, 2, 1, 0], battery, 0.4, rng) == [1, 2]
-    assert select_battery(range(5), np.ones(5), 0.6, rng) == [0, 1, 2]
+    candidates = [4, 3, 2, 1, 0]
+    shuffled = np.array(candidates)[np.random.default_rng(7).permutation(5)]
+    expected = sorted(int(d) for d in [d for d in shuffled if d != 0][:2])
+    assert select_battery(candidates, battery, 0.4, np.random.default_rng(7)) == expected
+    # the 0.5 device ranks below every 0.8 device whatever the shuffle
+    for seed in range(20):
+        assert 0 not in select_battery(candidates, battery, 0.8, np.random.default_rng(seed))
+
+
+def test_apportion_largest_remainder():
+    """Seats go floor(seats * w / sum w), then one each to the largest remainders.
+
+    10 seats over 3 edges of 6, 3 and 1 devices: exact shares 6, 3, 1; 5 seats over 10, 7, 3:
+    2.5, 1.75, 0.75 -> floors 2, 1, 0 and the two seats left to 0.75 and 0.5: 3, 2, 0.
+    """
+    assert apportion(10, [6, 3, 1], np.arange(3)).tolist() == [6, 3, 1]
+    assert apportion(5, [10, 7, 3], np.arange(3)).tolist() == [2, 2, 1]
+    assert apportion(0, [4, 4], np.arange(2)).tolist() == [0, 0]
+    assert apportion(3, [0, 0], np.arange(2)).tolist() == [0, 0]
+    # equal remainders: the order decides
+    assert apportion(2, [1, 1, 1, 1], np.array([3, 1, 0, 2])).tolist() == [0, 1, 0, 1]
+
+
+@given(
+    seats_share=st.floats(0.0, 1.0),
+    weights=st.lists(st.integers(0, 50), min_size=1, max_size=12),
+    seed=st.integers(0, 2**16),
+)
+def test_apportion_hands_out_every_seat_within_one_of_the_exact_share(seats_share, weights, seed):
+    """Hamilton's method: all seats given, each party within one seat of its exact share."""
+    total = sum(weights)
+    seats = int(seats_share * total)
+    order = np.random.default_rng(seed).permutation(len(weights))
+    given = apportion(seats, weights, order)
+    assert given.sum() == (seats if total else 0)
+    for party, weight in zip(given, weights, strict=True):
+        exact = seats * weight / total if total else 0
+        assert exact - 1 < party < exact + 1
+
+
+def test_fleet_seats_select_the_fleet_fraction():
+    """fraction 0.5 over 4 edges of 5 trains 10 devices (floor per edge would train 8)."""
+    for seed in range(5):
+        seats = fleet_seats(0.5, [5, 5, 5, 5], np.random.default_rng(seed))
+        assert seats.sum() == 10
+        assert sorted(seats.tolist()) == [2, 2, 3, 3]
+    # 0.1 of 10 edges of 5 is 5 devices, not one per edge
+    assert fleet_seats(0.1, [5] * 10, np.random.default_rng(0)).sum() == 5
+    # at least one device when any is eligible
+    assert fleet_seats(0.01, [3, 2], np.random.default_rng(0)).sum() == 1
+
+
+def test_seat_share_gives_the_policy_its_seats():
+    """quota(seat_share(s, n), n) == min(s, n): the policy selects exactly the edge's seats."""
+    for candidates in range(0, 40):
+        for seats in range(0, 45):
+            expected = min(seats, candidates)
+            assert quota(seat_share(seats, candidates), candidates) == expected
+
+
+def test_edge_count_does_not_change_how_many_train(make_scenario):
+    """The same fleet and fraction trains the same number of devices on 1, 2 or 4 edges."""
+    trained = {}
+    for edges in (1, 2, 4):
+        scenario = make_scenario(
+            selection={"policy": "random", "fraction": 0.5},
+            topology={"edges": edges},
+            devices=[{"profile": "mcu", "count": 20}],
+            run={"cloud_rounds": 2, "learning": False},
+        )
+        trained[edges] = hierfl.run(scenario).rounds["devices_trained"].tolist()
+    assert trained == {1: [10, 10], 2: [10, 10], 4: [10, 10]}
 
 
 def test_select_random_is_reproducible_from_the_rng():

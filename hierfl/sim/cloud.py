@@ -7,7 +7,13 @@ import numpy as np
 from hierfl.learn.trainer import evaluate
 from hierfl.sim.cohort import CLOUD_NODE, until
 from hierfl.sim.device import Process, settle
-from hierfl.sim.edge import aggregate_at, backhaul, edge_cloud_round, train_devices
+from hierfl.sim.edge import (
+    aggregate_at,
+    backhaul,
+    edge_cloud_round,
+    edge_seats,
+    train_devices,
+)
 from hierfl.sim.engine import Simulation, Update
 
 
@@ -39,11 +45,14 @@ def _gather_edges(sim: Simulation, cloud_round: int) -> Process:
     part: it receives nothing and sends nothing."""
     edges = np.flatnonzero([len(sim.topo.members(e)) for e in range(len(sim.topo.edges))])
     now = sim.env.now
+    seats = edge_seats(sim, cloud_round)
     received_s = backhaul(
         sim, edges, "cloud_download", sim.dense_bytes, np.full(len(edges), now), cloud_round
     )
     runs = [
-        sim.env.process(edge_cloud_round(sim, int(e), sim.global_weights, cloud_round, t))
+        sim.env.process(
+            edge_cloud_round(sim, int(e), sim.global_weights, cloud_round, t, int(seats[e]))
+        )
         for e, t in zip(edges, received_s, strict=True)
     ]
     yield sim.env.all_of(runs)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from hierfl.costs import aggregate_flops, compute_s
+from hierfl.policies import fleet_seats, seat_share
 from hierfl.sim import cohort, network
 from hierfl.sim.battery import Fractions
 from hierfl.sim.cohort import CLOUD_NODE, record_nic, until
@@ -26,14 +27,17 @@ def train_devices(
     cloud_round: int,
     edge_round: int,
     edge: int = -1,
+    seats: int | None = None,
 ) -> Process:
     """Select among ``devices``, send them ``model``, wait for all; return what arrived.
 
-    ``edge`` is the edge running this round (-1: the cloud, in cloud_only).
+    ``edge`` is the edge running this round (-1: the cloud, in cloud_only); ``seats``, its
+    share of the fleet's quota (None: the scenario's fraction of the candidates).
     """
     candidates = eligible(sim, devices, cloud_round, edge_round)
     rng = selection_rng(sim, cloud_round, edge_round, edge)
-    chosen = sim.policy(candidates, Fractions(sim.battery), sim.scenario.selection.fraction, rng)
+    share = sim.scenario.selection.fraction if seats is None else seat_share(seats, len(candidates))
+    chosen = sim.policy(candidates, Fractions(sim.battery), share, rng)
     chosen = np.asarray(chosen, dtype=np.int64)
     return (yield from cohort.play(sim, chosen, model, sim.dense_bytes, (cloud_round, edge_round)))
 
@@ -49,6 +53,19 @@ def selection_rng(
     return np.random.default_rng(
         [sim.scenario.seed, STREAM_SELECTION, cloud_round, edge_round, edge + 1]
     )
+
+
+def edge_seats(sim: Simulation, cloud_round: int) -> np.ndarray:
+    """Each edge's seats this cloud round: the fleet's quota over the edges' eligible devices.
+
+    Counted once, as the cloud round starts (every battery settled when the last one closed).
+    """
+    battery = sim.battery
+    able = battery.alive & sim.fleet.fits
+    able &= battery.fractions() >= sim.scenario.selection.min_battery
+    eligible_per_edge = np.bincount(sim.topo.edge_of[able], minlength=len(sim.topo.edges))
+    rng = np.random.default_rng([sim.scenario.seed, STREAM_SELECTION, cloud_round])
+    return fleet_seats(sim.scenario.selection.fraction, eligible_per_edge, rng)
 
 
 def aggregate_at(
@@ -79,17 +96,19 @@ def aggregate_at(
 
 def edge_cloud_round(
     sim: Simulation, edge: int, global_model: torch.Tensor | None, cloud_round: int,
-    received_s: float,
+    received_s: float, seats: int,
 ) -> Process:
     """One cloud round at one edge, from the end of its download (``received_s``): its
-    ``edge_rounds`` edge rounds. Returns its Update and when it was ready to send it (None
-    if nothing arrived)."""
+    ``edge_rounds`` edge rounds, each selecting ``seats`` devices. Returns its Update and when
+    it was ready to send it (None if nothing arrived)."""
     yield from until(sim.env, received_s)
     node = sim.edge_node(edge)
     devices = sim.topo.members(edge)
     model, samples = global_model, 0
     for edge_round in range(sim.scenario.run.edge_rounds):
-        updates = yield from train_devices(sim, devices, model, cloud_round, edge_round, edge)
+        updates = yield from train_devices(
+            sim, devices, model, cloud_round, edge_round, edge, seats
+        )
         if updates:
             model = yield from aggregate_at(
                 sim, node, node, "edge_aggregate", model, updates, (cloud_round, edge_round)
