@@ -53,6 +53,8 @@ RULES: dict[tuple[str, str], str] = {
     ("TopologyConfig", "edges"): '>= 1 when `mode = "hierarchical"`',
     ("TopologyConfig", "backhaul"): "an array has one table per edge (`edges` of them)",
     ("TopologyConfig", "cell"): "an array has one table per edge; none when `edges = 0`",
+    ("TopologyConfig", "assign"): "or a list of one edge number (0 to `edges - 1`) per device, "
+    "in fleet order",
     ("TopologyConfig", "edge_profile"): _profile_names(),
     ("TopologyConfig", "cloud_profile"): _profile_names(),
     ("DeviceGroup", "profile"): _profile_names(),

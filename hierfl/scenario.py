@@ -29,6 +29,8 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 MODEL_NAMES = ("tiny", "compact", "mobile", "dscnn")
 POLICY_NAMES = ("all", "random", "battery")
 DIRECTIONS = ("uplink_kbps", "downlink_kbps")  # a new bandwidth_kbps replaces a built-in's
+AssignRule = Literal["round_robin", "block", "interleave", "random"]
+ASSIGN_RULES = get_args(AssignRule)
 RESERVED_PROFILE = "edge"  # device names are profile-number, edge servers are edge-number
 
 
@@ -202,8 +204,12 @@ class TopologyConfig(_Frozen):
         "hierarchical", description="cloud_only: edges only relay; the cloud aggregates devices"
     )
     edges: int = Field(1, ge=0, description="edge servers (0 only with cloud_only)")
-    assign: Literal["round_robin", "block"] = Field(
-        "round_robin", description="device i goes to edge i % edges, or in contiguous blocks"
+    assign: AssignRule | tuple[int, ...] = Field(
+        "round_robin",
+        description="round_robin: device i to edge i % edges; block: contiguous blocks; "
+        "interleave: each profile dealt over the edges in turn (balances profiles); "
+        "random: dealt in a seeded random order; or a list, the edge of each device in "
+        "fleet order",
     )
     backhaul: Backhaul = Field(
         LinkConfig(), description="edge-to-cloud link: one table for every edge, or one per edge"
@@ -234,6 +240,33 @@ class TopologyConfig(_Frozen):
             raise ValueError(
                 f"a per-edge list needs one table per edge: {edges} wanted, {len(value)} given"
             )
+        return value
+
+    @field_validator("assign", mode="before")
+    @classmethod
+    def _rule_or_map(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return tuple(value)
+        if not isinstance(value, str | tuple) or (
+            isinstance(value, str) and value not in ASSIGN_RULES
+        ):
+            raise ValueError(
+                f"unknown assignment {value!r} (allowed: {', '.join(ASSIGN_RULES)}, "
+                "or a list of edge numbers, one per device)"
+            )
+        return value
+
+    @field_validator("assign")
+    @classmethod
+    def _edges_exist(cls, value: Any, info: ValidationInfo) -> Any:
+        edges = info.data.get("edges")
+        if isinstance(value, tuple) and edges is not None:
+            wrong = [e for e in value if not 0 <= e < edges]
+            if wrong:
+                raise ValueError(
+                    f"every edge must be in [0, {edges - 1}] (topology.edges = {edges}): "
+                    f"{wrong[0]}"
+                )
         return value
 
     @model_validator(mode="after")
@@ -330,6 +363,16 @@ class Scenario(_Frozen):
             raise ValueError(
                 "run.edge_rounds: must be 1 when topology.mode = 'cloud_only': "
                 f"{self.run.edge_rounds}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _one_edge_per_device(self) -> Scenario:
+        assign = self.topology.assign
+        if isinstance(assign, tuple) and len(assign) != self.n_devices:
+            raise ValueError(
+                f"topology.assign: a list must give one edge per device ({self.n_devices} "
+                f"devices): {len(assign)} entries"
             )
         return self
 

@@ -22,6 +22,7 @@ from hierfl.scenario import DeviceGroup, Scenario
 
 CLOUD = "cloud"
 Hop = tuple[float, float]  # (bandwidth_kbps, latency_ms)
+STREAM_ASSIGN = 5  # random stream of assign = "random" (sim.engine: 1-4, sim.variability: 11-12)
 STRINGS = pd.Index([""]).dtype  # the dtype pandas gives strings: str from pandas 3, object before
 
 
@@ -70,18 +71,47 @@ def interleave_index(counts: Sequence[int]) -> np.ndarray:
     return index
 
 
-def assign_edges(n_devices: int, n_edges: int, how: str) -> np.ndarray:
-    """Edge index of each device: ``i % n_edges`` or contiguous blocks; -1 without edges.
+def assign_edges(
+    n_devices: int,
+    n_edges: int,
+    how: str | Sequence[int],
+    kinds: Sequence[int] | None = None,
+    seed: int = 0,
+) -> np.ndarray:
+    """Edge index of each device (-1 without edges), by ``topology.assign``.
+
+    - ``round_robin``: device i below edge ``i % n_edges``;
+    - ``block``: contiguous blocks of devices in fleet order;
+    - ``interleave``: the devices of each kind (``kinds``: profile codes) dealt out in
+      turn, kind after kind, so every edge gets each profile's count over the edges, give
+      or take one;
+    - ``random``: the devices dealt out in a random order seeded by ``seed``;
+    - a sequence: the edge of each device, as given.
+
+    Every rule but the last gives edges whose sizes differ by at most one.
 
     >>> assign_edges(5, 2, "round_robin").tolist(), assign_edges(5, 2, "block").tolist()
     ([0, 1, 0, 1, 0], [0, 0, 0, 1, 1])
+    >>> assign_edges(4, 2, "interleave", kinds=[0, 1, 0, 1]).tolist()
+    [0, 0, 1, 1]
     """
     if n_edges == 0:
         return np.full(n_devices, -1, dtype=np.int64)
     device = np.arange(n_devices, dtype=np.int64)
+    if not isinstance(how, str):
+        return np.asarray(how, dtype=np.int64)
     if how == "block":
         return device * n_edges // n_devices
-    return device % n_edges
+    if how == "round_robin":
+        return device % n_edges
+    if how == "interleave":
+        kinds = np.zeros(n_devices, dtype=np.int64) if kinds is None else np.asarray(kinds)
+        order = np.argsort(kinds, kind="stable")
+    else:
+        order = np.random.default_rng([seed, STREAM_ASSIGN]).permutation(n_devices)
+    edge_of = np.empty(n_devices, dtype=np.int64)
+    edge_of[order] = device % n_edges
+    return edge_of
 
 
 def device_names(profiles: Sequence[str]) -> pd.Index:
@@ -193,7 +223,7 @@ def build_topology(scenario: Scenario) -> Topology:
     devices = device_names(profiles)
     topo = scenario.topology
     edges = [f"edge-{e}" for e in range(topo.edges)]
-    edge_of = assign_edges(len(devices), topo.edges, topo.assign)
+    edge_of = assign_edges(len(devices), topo.edges, topo.assign, profiles.codes, scenario.seed)
 
     graph = nx.Graph()
     graph.add_node(CLOUD, kind="cloud", profile=topo.cloud_profile)

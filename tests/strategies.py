@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import strategies as st
 
 import hierfl
-from hierfl.scenario import Scenario
+from hierfl.scenario import ASSIGN_RULES, Scenario
 
 WEAK_MAH = (0.02, 0.05, 0.08, 0.12, 0.18, 0.3, 1.0)  # 0.2 J to 10.8 J at 3 V
 
@@ -50,7 +50,7 @@ def timing_scenarios(draw) -> Scenario:
                       "fraction": draw(st.sampled_from([0.3, 0.5, 1.0])),
                       "min_battery": draw(st.sampled_from([0.0, 0.1, 0.5]))},
         "topology": {"mode": mode, "edges": edges,
-                     "assign": draw(st.sampled_from(["round_robin", "block"])),
+                     "assign": draw(st.sampled_from(ASSIGN_RULES)),
                      "backhaul": {"bandwidth_kbps": draw(st.sampled_from([1000, 100_000])),
                                   "latency_ms": draw(st.sampled_from([0, 20]))}},
         "devices": groups,

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import networkx as nx
+import numpy as np
 import pytest
 
+from hierfl.errors import ScenarioError
 from hierfl.profiles import BUILTIN_PROFILES
 from hierfl.scenario import DeviceGroup
 from hierfl.topology import CLOUD, assign_edges, build_topology, interleave_groups
@@ -36,6 +38,66 @@ def test_assign_edges():
     assert assign_edges(5, 2, "block").tolist() == [0, 0, 0, 1, 1]
     assert assign_edges(3, 0, "round_robin").tolist() == [-1, -1, -1]
     assert assign_edges(2, 3, "block").tolist() == [0, 1]
+
+
+def test_interleave_assignment_balances_profiles():
+    """2 profiles over 20 edges: round_robin gives every edge one profile, interleave both.
+
+    40 devices cycle a/b, so round_robin sends the even devices (all 'a') to the even edges;
+    interleave deals the 20 'a' devices over the 20 edges, then the 20 'b' devices.
+    """
+    kinds = [0, 1] * 20
+    mixed = {
+        how: [sorted({kinds[d] for d in range(40) if edge_of[d] == e}) for e in range(20)]
+        for how in ("round_robin", "interleave")
+        for edge_of in [assign_edges(40, 20, how, kinds=kinds).tolist()]
+    }
+    assert all(len(profiles) == 1 for profiles in mixed["round_robin"])
+    assert all(profiles == [0, 1] for profiles in mixed["interleave"])
+
+
+def test_interleave_deals_each_profile_in_turn():
+    """Devices sorted by profile (stable) are dealt round robin: 3 a's and 3 b's over 2 edges."""
+    kinds = [0, 0, 0, 1, 1, 1]
+    # dealing order a0 a1 a2 b3 b4 b5 -> edges 0 1 0 1 0 1
+    assert assign_edges(6, 2, "interleave", kinds=kinds).tolist() == [0, 1, 0, 1, 0, 1]
+    kinds = [1, 0, 1, 0, 0]
+    # sorted: devices 1, 3, 4 (kind 0) then 0, 2 (kind 1) -> edges 0, 1, 0, 1, 0
+    assert assign_edges(5, 2, "interleave", kinds=kinds).tolist() == [1, 0, 0, 1, 0]
+
+
+def test_random_assignment_is_seeded_and_balanced():
+    """'random' deals a seeded permutation: reproducible, sizes differ by at most one."""
+    first = assign_edges(103, 10, "random", seed=4)
+    assert first.tolist() == assign_edges(103, 10, "random", seed=4).tolist()
+    assert first.tolist() != assign_edges(103, 10, "random", seed=5).tolist()
+    sizes = np.bincount(first, minlength=10)
+    assert sizes.max() - sizes.min() <= 1 and sizes.sum() == 103
+
+
+def test_explicit_assignment_map(make_scenario):
+    """A list gives each device's edge in fleet order, as is."""
+    assert assign_edges(4, 3, [2, 2, 0, 1]).tolist() == [2, 2, 0, 1]
+    scenario = make_scenario(
+        topology={"edges": 2, "assign": [1, 1, 0]},
+        devices=[{"profile": "mcu", "count": 3}],
+    )
+    assert build_topology(scenario).edge_of.tolist() == [1, 1, 0]
+
+
+@pytest.mark.parametrize(
+    ("assign", "message"),
+    [
+        ([0, 2, 1], r"topology.assign: every edge must be in \[0, 1\].*: 2"),
+        ([0, 1], "one edge per device \\(3 devices\\): 2 entries"),
+        ("spread", "topology.assign"),
+    ],
+)
+def test_bad_assignment_is_refused(make_scenario, assign, message):
+    """An edge out of range, a list of the wrong length or an unknown rule: ScenarioError."""
+    with pytest.raises(ScenarioError, match=message):
+        make_scenario(topology={"edges": 2, "assign": assign},
+                      devices=[{"profile": "mcu", "count": 3}])
 
 
 def test_build_topology_nodes_and_links(make_scenario):
