@@ -9,7 +9,8 @@ from collections import defaultdict
 import pytest
 
 import hierfl
-from hierfl.chrome_trace import chrome_trace, write_chrome_trace
+from hierfl import chrome_trace as chrome_trace_module
+from hierfl.chrome_trace import chrome_trace, counter_records, write_chrome_trace
 from hierfl.results import Result
 
 WEAK = {  # an mcu-like board whose 0.9 J battery empties during its first round
@@ -171,3 +172,31 @@ def test_devices_under_the_cloud_have_their_own_process() -> None:
         mine = row["name"] in ("cloud_aggregate", "nic_tx", "nic_rx", "idle")
         expected = "cloud" if mine else "devices under the cloud"
         assert process[row["pid"]] == expected
+
+
+def test_streaming_in_small_chunks_gives_the_same_trace(result: Result, trace: dict,
+                                                         monkeypatch) -> None:
+    """The file is written a chunk of rows at a time; the chunk size changes no record."""
+    monkeypatch.setattr(chrome_trace_module, "CHUNK_ROWS", 3)
+    assert chrome_trace(result) == trace
+
+
+def test_names_that_need_escaping_are_escaped() -> None:
+    """A profile named with a quote and a backslash still gives valid JSON and its name."""
+    raw = faulty_raw()
+    raw["profiles"] = {'we"ak\\': WEAK}
+    raw["devices"] = [{"profile": 'we"ak\\', "count": 2}]
+    result = hierfl.run(hierfl.parse_scenario(raw))
+    threads = set(names(chrome_trace(result), "thread_name").values())
+    assert {'we"ak\\-0', 'we"ak\\-1'} <= threads
+
+
+def test_extra_counter_records_follow_the_events(result: Result, tmp_path) -> None:
+    """Records passed as ``extra`` (e.g. another counter track) are written as given."""
+    extra = list(counter_records("link load", 1, [0.0, 2.5], {"pct": [0.0, 40.0]}))
+    path = write_chrome_trace(result, tmp_path / "trace.json", extra=extra)
+    written = json.loads(path.read_text())["traceEvents"]
+    assert written[-2:] == [
+        {"name": "link load", "ph": "C", "pid": 1, "tid": 0, "ts": 0.0, "args": {"pct": 0.0}},
+        {"name": "link load", "ph": "C", "pid": 1, "tid": 0, "ts": 2.5e6, "args": {"pct": 40.0}},
+    ]
