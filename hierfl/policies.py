@@ -49,9 +49,9 @@ def apportion(seats: int, weights: Sequence[int], order: np.ndarray) -> np.ndarr
     remainders, ties to the party that comes first in ``order`` (a permutation of parties).
 
     >>> apportion(10, [5, 5, 5, 5], np.array([2, 0, 3, 1])).tolist()
-    [2, 2, 3, 3]
+    [3, 2, 3, 2]
     >>> apportion(5, [10, 7, 3], np.arange(3)).tolist()
-    [3, 2, 0]
+    [2, 2, 1]
     """
     weights = np.asarray(weights, dtype=np.int64)
     total = int(weights.sum())
