@@ -54,12 +54,16 @@ ENERGY_PARTS = {  # devices column: (label, colour)
     "energy_rx_j": ("receive (download)", PHASE_COLOURS["download"]),
     "energy_idle_j": ("idle", "#BBBBBB"),
 }
+TIMELINE_ROUNDS = 5  # a run with more cloud rounds shows its first ones unless told a window
+MIN_BATTERY_SPAN_PCT = 20.0  # the battery axis spans at least this many points, up to 100%
 MAX_DEVICE_LANES = 60  # above this the timeline samples devices per edge
 MAX_EDGE_GROUPS = 12  # above this the timeline samples edges
 DPI = 150
 
 
-def plot_timeline(result: Result, path: str | Path) -> Path:
+def plot_timeline(
+    result: Result, path: str | Path, window_s: tuple[float | None, float | None] = (None, None)
+) -> Path:
     """Gantt chart of every phase, one lane per device, grouped under its edge; write a PNG.
 
     Each group starts with its aggregator lane (the cloud, then each edge): the backhaul
@@ -67,7 +71,12 @@ def plot_timeline(result: Result, path: str | Path) -> Path:
     ``MAX_DEVICE_LANES`` devices, each edge shows an evenly spaced sample of its devices in
     profile order (the title says how many); the legend counts dropouts and skips of the whole
     fleet. Bars have a hairline edge so that phases shorter than a pixel stay visible.
+
+    ``window_s``: the simulated seconds (from, to) to draw; ``None`` ends default to the
+    run's start and end, except that a run of more than ``TIMELINE_ROUNDS`` cloud rounds
+    shows its first ``TIMELINE_ROUNDS`` (drawn whole, the phases would blur into a moire).
     """
+    start_s, end_s, windowed = timeline_window(result, window_s)
     groups, sampled = timeline_lanes(result)
     lanes = [
         lane for name, devices in groups for lane in [(name, True)] + [(d, False) for d in devices]
@@ -82,6 +91,8 @@ def plot_timeline(result: Result, path: str | Path) -> Path:
             "t_end": events["t_end"].to_numpy(float),
         }
     )
+    inside = (frame["t_end"] >= start_s) & (frame["t_start"] <= end_s)
+    frame = frame[inside]
     shown = frame[frame["node"].isin(row)]
 
     fig = new_figure(10.5, 1.8 + 0.16 * len(lanes))
@@ -123,7 +134,8 @@ def plot_timeline(result: Result, path: str | Path) -> Path:
             continue
         picked = shown[shown["kind"] == kind]
         ax.plot(picked["t_end"], picked["node"].map(row), ls="none", zorder=3, **style)
-        count = f" \u00d7{every}" if kind in ("skip", "dropout", "late") else ""
+        shown_here = " shown" if windowed else ""
+        count = f" \u00d7{every}{shown_here}" if kind in ("skip", "dropout", "late") else ""
         handles.append(_marker(style, label + count))
 
     relay = " (relay)" if _cloud_only(result) else ""
@@ -135,17 +147,57 @@ def plot_timeline(result: Result, path: str | Path) -> Path:
         tick.set_fontweight("bold" if aggregator else "normal")
         tick.set_fontsize(8 if len(lanes) <= 40 else 6)
     ax.set_ylim(len(lanes) - 0.5, -0.8)
-    ax.set_xlim(0, max(float(frame["t_end"].max()) if len(frame) else 0.0, 1e-9) * 1.02)
+    ax.set_xlim(start_s, start_s + max(end_s - start_s, 1e-9) * 1.02)
     ax.set_xlabel("simulated time (s)")
     ax.set_ylabel("devices, grouped by edge")
     ax.tick_params(axis="y", length=0)
     ax.grid(axis="x", color="#DDDDDD", lw=0.5)
     ax.set_axisbelow(True)
-    ax.set_title(_timeline_title(result, groups, sampled), fontsize=10)
+    title = _timeline_title(result, groups, sampled)
+    if windowed:
+        title += "\n" + _window_note(result, start_s, end_s)
+    ax.set_title(title, fontsize=10)
     if any(h.get_label().startswith("cloud aggregation") for h in handles):
         handles.append(_line(":", "#999999", "cloud round boundary"))
     fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
     return _save(fig, path)
+
+
+def timeline_window(
+    result: Result, window_s: tuple[float | None, float | None] = (None, None)
+) -> tuple[float, float, bool]:
+    """The (from, to) seconds the timeline draws, and whether that is less than the run.
+
+    >>> import pandas as pd
+    >>> rounds = pd.DataFrame({"sim_time_s": [2.0, 4.0, 6.0, 8.0, 10.0, 12.0, 14.0]})
+    >>> run = Result(pd.DataFrame(), rounds, pd.DataFrame(), {})
+    >>> timeline_window(run), timeline_window(run, (3.0, None))
+    ((0.0, 10.0, True), (3.0, 14.0, True))
+    """
+    rounds = result.rounds
+    run_end = float(rounds["sim_time_s"].max()) if len(rounds) else 0.0
+    start, end = window_s
+    if start is None and end is None and len(rounds) > TIMELINE_ROUNDS:
+        end = float(rounds["sim_time_s"].iloc[TIMELINE_ROUNDS - 1])
+    start = 0.0 if start is None else float(start)
+    end = run_end if end is None else float(end)
+    if end <= start:
+        raise HierflError(f"timeline window: --to must be > --from: {start:g} to {end:g} s")
+    return start, end, start > 0 or end < run_end
+
+
+def _window_note(result: Result, start_s: float, end_s: float) -> str:
+    """Which part of the run a windowed timeline shows."""
+    ends = result.rounds["sim_time_s"].to_numpy(float)
+    inside = np.flatnonzero((ends > start_s) & (np.r_[0.0, ends[:-1]] < end_s))
+    rounds = ""
+    if len(inside):
+        last = f"-{inside[-1]}" if inside[-1] > inside[0] else ""
+        rounds = f", cloud_round {inside[0]}{last} of 0-{len(ends) - 1}"
+    return (
+        f"showing {start_s:.3g}-{end_s:.3g} s of {ends.max():.3g} s{rounds} "
+        "(hierfl plot --from/--to for others)"
+    )
 
 
 def plot_accuracy(result: Result, path: str | Path) -> Path:
@@ -212,8 +264,8 @@ def plot_accuracy(result: Result, path: str | Path) -> Path:
             ax.axvline(reached, color="#D55E00", ls=":", lw=1, label=_reached_label(result))
     round_ax.xaxis.get_major_locator().set_params(integer=True)
     time_ax.set_ylabel("test accuracy (%)")
-    name = result.summary.get("name", "run")
-    fig.suptitle(f"{name}: accuracy of the global model after each cloud round", fontsize=11)
+    fig.suptitle(f"{run_label(result)}: accuracy of the global model after each cloud round",
+                 fontsize=11)
     if not finite.empty:
         handles, labels = time_ax.get_legend_handles_labels()
         fig.legend(
@@ -235,23 +287,33 @@ def plot_energy(result: Result, path: str | Path) -> Path:
     bar_ax, battery_ax = fig.subplots(1, 2, width_ratios=(1, 1.4))
     handles = _energy_bars(bar_ax, devices)
     handles += _battery_line(battery_ax, result)
-    name = result.summary.get("name", "run")
     mains_j = result.summary.get("infrastructure_energy_j")
-    note = f" (edges and cloud, mains-powered: {mains_j:.3g} J, not shown)" if mains_j else ""
-    fig.suptitle(f"{name}: device energy and battery{note}", fontsize=11)
+    note = f" (edges and cloud, mains-powered: {joules(mains_j)}, not shown)" if mains_j else ""
+    fig.suptitle(f"{run_label(result)}: device energy and battery{note}", fontsize=11)
     fig.legend(handles=handles, loc="outside lower center", ncol=3, fontsize=8, frameon=False)
     return _save(fig, path)
 
 
-def plot_run(result: Result, out_dir: str | Path) -> list[Path]:
-    """Write timeline.png, accuracy.png and energy.png into ``out_dir``; return their paths."""
+def plot_run(
+    result: Result, out_dir: str | Path, window_s: tuple[float | None, float | None] = (None, None)
+) -> list[Path]:
+    """Write timeline.png, accuracy.png and energy.png into ``out_dir``; return their paths.
+
+    A timing-only run (no accuracy in any round) gets no accuracy.png: there is nothing to
+    draw. ``window_s`` is the timeline's (see ``plot_timeline``).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return [
-        plot_timeline(result, out / "timeline.png"),
-        plot_accuracy(result, out / "accuracy.png"),
-        plot_energy(result, out / "energy.png"),
-    ]
+    paths = [plot_timeline(result, out / "timeline.png", window_s)]
+    if has_accuracy(result):
+        paths.append(plot_accuracy(result, out / "accuracy.png"))
+    paths.append(plot_energy(result, out / "energy.png"))
+    return paths
+
+
+def has_accuracy(result: Result) -> bool:
+    """Whether any cloud round measured an accuracy (not a timing-only run)."""
+    return bool(np.isfinite(result.rounds["accuracy"].astype(float)).any())
 
 
 def plot_compare(results: list[Result], labels: list[str], path: str | Path) -> Path:
@@ -287,20 +349,27 @@ def plot_compare(results: list[Result], labels: list[str], path: str | Path) -> 
 
 
 def plot_sweep(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """Write sweep_accuracy.png (accuracy vs time per variant, seed band) and sweep_tradeoff.png."""
+    """Write sweep_accuracy.png (accuracy vs time per variant, seed band) and sweep_tradeoff.png.
+
+    Both legends give each variant's devices trained per cloud round (``rounds.csv``):
+    variants that train different numbers of devices differ for that reason too.
+    """
     out = Path(out_dir)
     ok = table[table["status"] == "ok"]
     fig = new_figure(8, 4.6)
     ax = fig.subplots()
+    trained: dict[str, float] = {}
     for variant, runs in ok.groupby("variant", sort=False):
         found = [out / name / "rounds.csv" for name in runs["run"]]
         rounds = [pd.read_csv(path) for path in found if path.is_file()]
         if not rounds:  # runs kept on other nodes' disks
             continue
+        trained[variant] = float(np.mean([r["devices_trained"].mean() for r in rounds]))
         stacked = pd.concat(rounds).groupby("cloud_round")
         time_s = stacked["sim_time_s"].mean()
         accuracy = stacked["accuracy"]
-        label = f"{variant} ({len(rounds)} seeds)"
+        seeds = f"{len(rounds)} seed{'s' * (len(rounds) != 1)}"
+        label = f"{variant} ({seeds}, {_per_round(trained[variant])})"
         (line,) = ax.plot(time_s, 100 * accuracy.mean(), lw=1.5, label=label)
         ax.fill_between(
             time_s, 100 * accuracy.min(), 100 * accuracy.max(), color=line.get_color(), alpha=0.2
@@ -310,18 +379,30 @@ def plot_sweep(table: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     ax.grid(color="#DDDDDD", lw=0.5)
     ax.set_title("accuracy per variant: mean line, band from the seeds' min to max", fontsize=10)
     if not ok.empty:
-        fig.legend(loc="outside lower center", ncol=2, fontsize=8, frameon=False)
+        fig.legend(loc="outside lower center", ncol=1, fontsize=8, frameon=False)
     paths = [_save(fig, out / "sweep_accuracy.png")]
-    paths.append(_tradeoff(ok, out / "sweep_tradeoff.png"))
+    paths.append(_save(tradeoff_figure(ok, trained), out / "sweep_tradeoff.png"))
     return paths
 
 
-def _tradeoff(ok: pd.DataFrame, path: Path) -> Path:
+def _per_round(trained: float) -> str:
+    return f"{trained:.3g} devices trained per cloud round"
+
+
+def tradeoff_figure(ok: pd.DataFrame, trained: dict[str, float]) -> Figure:
+    """Time and energy of each variant (mean, std over seeds), both axes from zero.
+
+    From zero, so that a difference of 0.2 s between runs of 50 s looks as small as it is.
+    """
     fig = new_figure(7.5, 4.8)
     ax = fig.subplots()
     means = ok.groupby("variant", sort=False)[["sim_time_s", "energy_j", "final_accuracy"]]
-    stats = means.mean().join(means.std().fillna(0), rsuffix="_std")
+    stats = means.mean().join(means.std().fillna(0).add_suffix("_std"))
     for variant, row in stats.iterrows():
+        accuracy = row["final_accuracy"]
+        parts = [f"{100 * accuracy:.1f}% final accuracy"] if np.isfinite(accuracy) else []
+        if variant in trained:
+            parts.append(_per_round(trained[variant]))
         ax.errorbar(
             row["sim_time_s"],
             row["energy_j"],
@@ -330,14 +411,19 @@ def _tradeoff(ok: pd.DataFrame, path: Path) -> Path:
             fmt="o",
             ms=6,
             capsize=3,
-            label=f"{variant}: {100 * row['final_accuracy']:.1f}% final accuracy",
+            label=f"{variant}: {', '.join(parts)}" if parts else str(variant),
         )
     ax.set(xlabel="simulated time of the run (s)", ylabel="device energy of the run (J)")
+    right = (stats["sim_time_s"] + stats["sim_time_s_std"]).max() if len(stats) else 0.0
+    top = (stats["energy_j"] + stats["energy_j_std"]).max() if len(stats) else 0.0
+    ax.set_xlim(0, max(float(right), 1e-9) * 1.1)
+    ax.set_ylim(0, max(float(top), 1e-9) * 1.1)
     ax.grid(color="#DDDDDD", lw=0.5)
-    ax.set_title("time / energy / accuracy trade-off (mean and std over seeds)", fontsize=10)
+    ax.set_title("time / energy / accuracy trade-off (mean and std over seeds; axes from 0)",
+                 fontsize=10)
     if not stats.empty:
         fig.legend(loc="outside lower center", ncol=1, fontsize=8, frameon=False)
-    return _save(fig, path)
+    return fig
 
 
 def sample_evenly(items: list[Any], k: int) -> list[Any]:
@@ -396,9 +482,8 @@ def _timeline_title(result: Result, groups: list[tuple[str, list[str]]], sampled
     edges = devices.loc[devices["edge"].astype(str) != "cloud", "edge"].nunique()
     relay = " relay" if _cloud_only(result) else ""
     n_rounds = len(result.rounds)
-    name = result.summary.get("name", "run")
     title = (
-        f"{name}: timeline of {len(devices)} devices, {edges}{relay} edge"
+        f"{run_label(result)}: timeline of {len(devices)} devices, {edges}{relay} edge"
         f"{'s' * bool(edges != 1)}, {n_rounds} cloud round{'s' * bool(n_rounds != 1)}"
     )
     if sampled:
@@ -413,6 +498,32 @@ def _timeline_title(result: Result, groups: list[tuple[str, list[str]]], sampled
     return title
 
 
+def run_label(result: Result) -> str:
+    """The run's name, with the ``--set`` overrides it was run with (``summary.overrides``).
+
+    >>> run_label(Result(None, None, None, {"name": "t", "overrides": ["seed=3"]}))
+    't [seed=3]'
+    """
+    name = str(result.summary.get("name", "run"))
+    overrides = result.summary.get("overrides") or []
+    return f"{name} [{', '.join(overrides)}]" if overrides else name
+
+
+def joules(value: float) -> str:
+    """Energy for a label: digits grouped, no exponent.
+
+    >>> joules(6960.4), joules(12.345), joules(0.4491), joules(0.0053), joules(1.23e-5)
+    ('6,960 J', '12.3 J', '0.449 J', '5.3 mJ', '12.3 \u00b5J')
+    """
+    if value >= 100:
+        return f"{value:,.0f} J"
+    if value >= 0.01 or value <= 0:
+        return f"{value:.3g} J"
+    if value >= 1e-3:
+        return f"{1e3 * value:.3g} mJ"
+    return f"{1e6 * value:.3g} \u00b5J"
+
+
 def _cloud_only(result: Result) -> bool:
     scenario = result.summary.get("scenario") or {}
     return (scenario.get("topology") or {}).get("mode") == "cloud_only"
@@ -423,7 +534,7 @@ def _reached_label(result: Result) -> str:
     return (
         f"target first reached: {summary['time_to_target_s']:.3g} s, "
         f"{summary['rounds_to_target']} cloud rounds, "
-        f"{summary.get('energy_to_target_j') or 0:.3g} J of device energy"
+        f"{joules(summary.get('energy_to_target_j') or 0)} of device energy"
     )
 
 
@@ -443,7 +554,7 @@ def _energy_bars(ax: Any, devices: pd.DataFrame) -> list[Any]:
         handles.append(_patch(colour, f"energy: {label}"))
     for xi, total in zip(x, bottom, strict=True):
         ax.annotate(
-            f"{total:.3g} J",
+            joules(total),
             (xi, total),
             xytext=(0, 3),
             textcoords="offset points",
@@ -493,10 +604,10 @@ def _battery_line(ax: Any, result: Result) -> list[Any]:
     handles = [
         _line("-", "#0072B2", "mean battery at start and after each cloud round", marker="o")
     ]
-    low, high = float(pct.min()), 100.0
-    pad = max((high - low) * 0.08, 1e-4)
-    ax.set_ylim(max(low - pad, 0.0), high + pad)
+    ax.set_ylim(*battery_limits(pct))
     ax.yaxis.get_major_formatter().set_useOffset(False)
+    ax.annotate(f"{pct[-1]:.4g}% at the end", (t[-1], pct[-1]), xytext=(-4, -12),
+                textcoords="offset points", ha="right", fontsize=8, color="#0072B2")
     drops = result.events.loc[result.events["kind"].astype(str) == "dropout", "t_start"]
     if len(drops):
         style = MARKERS["dropout"][1]
@@ -510,6 +621,17 @@ def _battery_line(ax: Any, result: Result) -> list[Any]:
         )
         handles.append(_marker(style, f"dropout (battery empty) \u00d7{len(drops)}"))
     return handles
+
+
+def battery_limits(pct: np.ndarray) -> tuple[float, float]:
+    """Battery axis limits (%): at least ``MIN_BATTERY_SPAN_PCT`` points below 100, with room.
+
+    >>> battery_limits(np.array([100.0, 99.88]))
+    (80.0, 100.4)
+    """
+    low = float(np.min(pct))
+    bottom = max(0.0, min(low - 0.08 * (100.0 - low), 100.0 - MIN_BATTERY_SPAN_PCT))
+    return bottom, 100.0 + 0.02 * (100.0 - bottom)
 
 
 def new_figure(width_in: float, height_in: float, dpi: int = DPI) -> Figure:

@@ -5,10 +5,25 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import hierfl
-from hierfl.plots import plot_accuracy, plot_run, sample_evenly, timeline_lanes
+from hierfl.errors import HierflError
+from hierfl.plots import (
+    TIMELINE_ROUNDS,
+    battery_limits,
+    joules,
+    plot_accuracy,
+    plot_run,
+    plot_sweep,
+    plot_timeline,
+    run_label,
+    sample_evenly,
+    timeline_lanes,
+    timeline_window,
+    tradeoff_figure,
+)
 from hierfl.results import Result
 
 pytest.importorskip("matplotlib")
@@ -76,11 +91,12 @@ def assert_real_png(path: Path, min_kb: float = 20) -> None:
 
 
 @pytest.mark.parametrize("name", ["learning", "timing_only", "fleet"])
-def test_plot_run_writes_three_real_pngs(name: str, request, tmp_path) -> None:
-    """plot_run writes timeline, accuracy and energy PNGs and leaves no temporary file."""
+def test_plot_run_writes_real_pngs(name: str, request, tmp_path) -> None:
+    """plot_run writes timeline, accuracy (when learning) and energy PNGs, no temporary file."""
     result = request.getfixturevalue(name)
     paths = plot_run(result, tmp_path / "plots")
-    assert [p.name for p in paths] == ["timeline.png", "accuracy.png", "energy.png"]
+    learned = ["accuracy.png"] if name == "learning" else []
+    assert [p.name for p in paths] == ["timeline.png", *learned, "energy.png"]
     for path in paths:
         assert_real_png(path)
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(
@@ -88,7 +104,7 @@ def test_plot_run_writes_three_real_pngs(name: str, request, tmp_path) -> None:
 
 
 def test_timing_only_run_has_no_accuracy(timing_only: Result, tmp_path) -> None:
-    """A timing-only run has NaN accuracy and still gets an accuracy figure."""
+    """A timing-only run has NaN accuracy; asked for one, its accuracy figure says so."""
     assert timing_only.rounds["accuracy"].isna().all()
     assert_real_png(plot_accuracy(timing_only, tmp_path / "a.png"))
 
@@ -131,3 +147,68 @@ def test_sample_evenly() -> None:
     assert sample_evenly([1, 2], 5) == [1, 2]
     assert sample_evenly(list("abc"), 1) == ["a"]
     assert np.all(np.diff(sample_evenly(list(range(100)), 7)) > 0)
+
+
+def test_timing_only_run_writes_no_accuracy_png(timing_only: Result, tmp_path) -> None:
+    """A run without accuracy gets a timeline and an energy figure, no empty accuracy.png."""
+    paths = plot_run(timing_only, tmp_path)
+    assert [p.name for p in paths] == ["timeline.png", "energy.png"]
+    assert not (tmp_path / "accuracy.png").exists()
+
+
+def test_long_run_timeline_shows_its_first_rounds(tmp_path) -> None:
+    """Past TIMELINE_ROUNDS cloud rounds the timeline draws the first ones, unless told."""
+    long = run({
+        "name": "long", "seed": 1, "run": {"cloud_rounds": 12, "learning": False},
+        "topology": {"edges": 2}, "devices": [{"profile": "mcu", "count": 4}],
+    })
+    ends = long.rounds["sim_time_s"].tolist()
+    assert timeline_window(long) == (0.0, ends[TIMELINE_ROUNDS - 1], True)
+    assert timeline_window(long, (ends[6], ends[8])) == (ends[6], ends[8], True)
+    assert timeline_window(long, (0.0, ends[-1])) == (0.0, ends[-1], False)
+    with pytest.raises(HierflError, match="--to must be > --from"):
+        timeline_window(long, (3.0, 2.0))
+    assert_real_png(plot_timeline(long, tmp_path / "t.png", (ends[6], ends[8])))
+
+
+def test_battery_axis_spans_at_least_twenty_points() -> None:
+    """A 0.12% drain is drawn on an axis of at least 20 points, so it looks as small as it is."""
+    bottom, top = battery_limits(np.array([100.0, 99.94, 99.88]))
+    assert bottom <= 80.0 and top >= 100.0
+    bottom, _ = battery_limits(np.array([100.0, 40.0, 10.0]))
+    assert 0.0 <= bottom < 10.0
+
+
+def test_energy_labels_have_no_exponents() -> None:
+    """Joules print with grouped digits or mJ / uJ, never as 6.96e+03 J."""
+    for value in (6960.4, 123456.0, 12.3, 0.449, 0.0053, 1.2e-5, 0.0):
+        assert "e+" not in joules(value) and "e-" not in joules(value)
+    assert joules(6960.4) == "6,960 J"
+
+
+def test_titles_name_the_overrides(learning: Result) -> None:
+    """A run made with --set shows its overrides after its name in every title."""
+    summary = {**learning.summary, "overrides": ["selection.policy=all", "seed=3"]}
+    changed = Result(learning.events, learning.rounds, learning.devices, summary)
+    assert run_label(changed) == "learning [selection.policy=all, seed=3]"
+    assert run_label(learning) == "learning"
+
+
+def test_sweep_tradeoff_starts_at_zero_and_shows_devices_trained(tmp_path) -> None:
+    """Trade-off axes start at 0; both figures give each variant's devices per round."""
+    for name, trained in (("a", [10, 10]), ("b", [8, 8])):
+        (tmp_path / name).mkdir()
+        pd.DataFrame({"cloud_round": [0, 1], "sim_time_s": [25.0, 50.0 + len(name)],
+                      "accuracy": [0.5, 0.6], "devices_trained": trained}).to_csv(
+            tmp_path / name / "rounds.csv", index=False)
+    table = pd.DataFrame({"run": ["a", "b"], "variant": ["edges=1", "edges=4"],
+                          "status": ["ok", "ok"], "sim_time_s": [50.1, 50.3],
+                          "energy_j": [800.0, 640.0], "final_accuracy": [0.6, 0.6]})
+    fig = tradeoff_figure(table, {"edges=1": 10.0, "edges=4": 8.0})
+    ax = fig.axes[0]
+    assert ax.get_xlim()[0] == 0 and ax.get_ylim()[0] == 0
+    labels = [text.get_text() for text in fig.legends[0].get_texts()]
+    assert any("10 devices trained per cloud round" in label for label in labels)
+    assert any("8 devices trained per cloud round" in label for label in labels)
+    paths = plot_sweep(table, tmp_path)
+    assert [p.name for p in paths] == ["sweep_accuracy.png", "sweep_tradeoff.png"]
