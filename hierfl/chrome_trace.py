@@ -45,6 +45,7 @@ from hierfl.trace import KINDS
 US_PER_S = 1e6
 CHUNK_ROWS = 1 << 16
 BYTES_PER_RECORD = 190  # a device event's record, about (measured 170-200)
+TRACE_DEFAULT_EVENTS = 100_000  # hierfl run writes trace.json by default up to this many events
 INSTANT_KINDS = ("skip", "dropout", "late")
 CATEGORY = {
     "cloud_download": "transfer",

@@ -16,7 +16,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from hierfl.checkpoint import checkpoint_scenario, load_checkpoint
-from hierfl.chrome_trace import write_chrome_trace
+from hierfl.chrome_trace import (
+    BYTES_PER_RECORD,
+    TRACE_DEFAULT_EVENTS,
+    estimated_bytes,
+    write_chrome_trace,
+)
 from hierfl.errors import HierflError
 from hierfl.plugins import check_references
 from hierfl.profiles import BUILTIN_PROFILES, Profile
@@ -81,8 +86,8 @@ def run(
         bool | None,
         typer.Option(
             "--trace/--no-trace",
-            help="Write trace.json, about 300 bytes per event (default: yes; --resume: as the "
-            "run it resumes).",
+            help=f"Write trace.json (default: when the run has at most {TRACE_DEFAULT_EVENTS:,} "
+            f"events, about {BYTES_PER_RECORD} bytes each; --resume: as the run it resumes).",
             show_default=False,
         ),
     ] = None,
@@ -100,7 +105,7 @@ def run(
     """Simulate SCENARIO and write its run folder (tables, summary, model, trace.json, plots).
 
     A checkpoint after every cloud round lets --resume DIR finish a killed run exactly.
-    `hierfl plot DIR` writes the figures and trace.json of a run written without them.
+    `hierfl plot DIR [--trace]` writes the figures (and trace.json) of a run written without.
     """
     asked = {"plots": plots, "trace": trace}
     if resume is not None:
@@ -109,7 +114,7 @@ def run(
                 "--resume DIR takes no SCENARIO, --out, --set, --seed, --rounds or --force"
             )
         result = _resume(resume, quiet, asked, allow_code)
-        _print_summary(result, resume)
+        _print_summary(result, resume, quiet)
         return
     if scenario is None:
         raise HierflError("run: give a SCENARIO file, or --resume DIR")
@@ -118,14 +123,22 @@ def run(
     resolved = _resolve(scenario, set_, seed, rounds)
     check_references(resolved)
     folder = out or Path("runs") / resolved.name
-    options = {name: value is not False for name, value in asked.items()}
+    options = {"plots": plots is not False, "trace": trace}  # trace None: by its size
     with claim(folder, force=force):
         save_options(folder, options)
         result = _with_progress(
             resolved, quiet, lambda report: simulate(resolved, report, checkpoint_dir=folder)
         )
+        result.summary["overrides"] = _overrides(set_, seed, rounds)
         _write_outputs(result, folder, options)
-    _print_summary(result, folder)
+    _print_summary(result, folder, quiet)
+
+
+def _overrides(sets: list[str], seed: int | None, rounds: int | None) -> list[str]:
+    """The command line's changes to the scenario file, as ``key=value`` (for titles)."""
+    extra = [] if seed is None else [f"seed={seed}"]
+    extra += [] if rounds is None else [f"run.cloud_rounds={rounds}"]
+    return [*sets, *extra]
 
 
 def _resume(folder: Path, quiet: bool, asked: dict[str, bool | None], allow_code: bool) -> Result:
@@ -144,29 +157,59 @@ def _resume(folder: Path, quiet: bool, asked: dict[str, bool | None], allow_code
     return result
 
 
-def _write_outputs(result: Result, folder: Path, options: dict[str, bool]) -> None:
+def _write_outputs(result: Result, folder: Path, options: dict[str, bool | None]) -> None:
     """Tables, summary and model, then trace.json and figures as asked; then no checkpoint."""
     result.write(folder)
-    if options["trace"]:
-        write_chrome_trace(result, folder / "trace.json")
+    _write_trace(result, folder, options["trace"])
     if options["plots"]:
         _draw(result, folder)
     finish(folder)
 
 
-def _draw(result: Result, folder: Path) -> None:
+def _write_trace(result: Result, folder: Path, wanted: bool | None) -> None:
+    """Write trace.json when asked, or by default when it is small enough; say when not."""
+    events = len(result.events)
+    if wanted is None and events > TRACE_DEFAULT_EVENTS:
+        err_console.print(
+            f"note: trace.json not written: {events:,} events (about "
+            f"{estimated_bytes(events) / 1e6:,.0f} MB) are more than the default "
+            f"{TRACE_DEFAULT_EVENTS:,}; `hierfl plot {folder} --trace` writes it",
+            highlight=False, soft_wrap=True,
+        )
+        return
+    if wanted is not False:
+        write_chrome_trace(result, folder / "trace.json")
+
+
+def _draw(
+    result: Result, folder: Path, window_s: tuple[float | None, float | None] = (None, None)
+) -> list[Path]:
     from hierfl.plots import plot_run
 
-    plot_run(result, folder)
+    return plot_run(result, folder, window_s)
 
 
 @app.command()
-def plot(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
-    """(Re)draw timeline.png, accuracy.png, energy.png and trace.json of a run folder."""
+def plot(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    from_s: Annotated[
+        float | None,
+        typer.Option("--from", help="Timeline from this simulated second (default 0).", min=0),
+    ] = None,
+    to_s: Annotated[
+        float | None,
+        typer.Option("--to", help="Timeline up to this simulated second (default: the end, "
+                     "or the end of the 5th cloud round in longer runs).", min=0),
+    ] = None,
+    trace: Annotated[bool, typer.Option("--trace", help="Also write trace.json.")] = False,
+) -> None:
+    """(Re)draw timeline.png, energy.png and accuracy.png (runs that learn) of a run folder."""
     result = read_result(run_dir)
-    write_chrome_trace(result, run_dir / "trace.json")
-    _draw(result, run_dir)
-    out_console.print(f"plots written to {run_dir}", highlight=False)
+    written = _draw(result, run_dir, (from_s, to_s))
+    if trace:
+        written.append(write_chrome_trace(result, run_dir / "trace.json"))
+    names = ", ".join(path.name for path in written)
+    out_console.print(f"written to {run_dir}: {names}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -179,21 +222,17 @@ def compare(
 ) -> None:
     """Overlay accuracy vs simulated time and vs energy; tabulate time/energy to target."""
     from hierfl.plots import plot_compare
+    from hierfl.study import selection_note
 
     results = [read_result(folder) for folder in run_dirs]
     labels = _labels(run_dirs)
     plot_compare(results, labels, out)
-    table = Table(title="comparison")
     frame = compare_table(results, labels, target)
-    for column in frame.columns:
-        wrap = "ellipsis" if column == "run" else "fold"
-        table.add_column(
-            COMPARE_HEADERS.get(column, column), overflow=wrap, no_wrap=column == "run"
-        )
-    for row in frame.itertuples(index=False):
-        table.add_row(*(_cell(value) for value in row))
-    out_console.print(table)
-    out_console.print(f"figure: {out}", highlight=False)
+    header = [COMPARE_HEADERS.get(column, column) for column in frame.columns]
+    rows = [[_cell(value) for value in row] for row in frame.itertuples(index=False)]
+    _print_table("comparison", header, rows)
+    out_console.print(selection_note(results, labels), highlight=False, soft_wrap=True)
+    out_console.print(f"figure: {out}", highlight=False, soft_wrap=True)
 
 
 COMPARE_HEADERS = {
@@ -214,6 +253,29 @@ def _labels(folders: list[Path]) -> list[str]:
     return names if len(set(names)) == len(names) else [str(folder) for folder in folders]
 
 
+def _print_table(title: str, header: list[str] | None, rows: list[list[str]]) -> None:
+    """A table whose cells never wrap: rich boxes on a terminal, plain columns elsewhere.
+
+    Piped or redirected output gets aligned text at its full width, so that no number is
+    split over two lines whatever the reader's width.
+    """
+    lines = ([header] if header else []) + rows
+    widths = [max(len(cell) for cell in column) for column in zip(*lines, strict=True)]
+    if not out_console.is_terminal:
+        out_console.out(title, highlight=False)
+        for line in lines:
+            cells = (cell.ljust(width) for cell, width in zip(line, widths, strict=True))
+            out_console.out("  ".join(cells).rstrip(), highlight=False)
+        return
+    table = Table(title=title, show_header=header is not None)
+    for k, width in enumerate(widths):
+        name = header[k] if header else ""
+        table.add_column(name, no_wrap=k > 0 or header is None, min_width=min(width, 24))
+    for row in rows:
+        table.add_row(*row)
+    out_console.print(table)
+
+
 def _cell(value: object) -> str:
     if value is None or (isinstance(value, float) and value != value):
         return "-"
@@ -229,7 +291,7 @@ def _with_progress(
 
         def report(row: dict) -> None:
             if not quiet:
-                out_console.print(_round_line(row, total), highlight=False)
+                out_console.print(_round_line(row, total), highlight=False, soft_wrap=True)
 
         return play(report)
     columns = (
@@ -250,39 +312,50 @@ def _with_progress(
 
 
 def _round_line(row: dict, total: int) -> str:
+    """A finished cloud round, numbered from 0 as in rounds.csv; energy is the run's so far."""
     accuracy = row["accuracy"]
     shown = "-" if accuracy != accuracy else f"{accuracy:.3f}"
     return (
-        f"round {row['cloud_round'] + 1}/{total}  sim {row['sim_time_s']:.1f} s  "
-        f"accuracy {shown}  energy {row['energy_used_j']:.1f} J"
+        f"cloud_round {row['cloud_round']} ({row['cloud_round'] + 1}/{total} done)  "
+        f"sim {row['sim_time_s']:.1f} s  accuracy {shown}  "
+        f"device energy so far {row['energy_used_j']:,.1f} J"
     )
 
 
-def _print_summary(result: Result, folder: Path) -> None:
+def _print_summary(result: Result, folder: Path, quiet: bool = False) -> None:
+    """The run's figures as a table (only the folder's line with ``quiet``)."""
+    if quiet:
+        out_console.print(f"run folder: {folder}", highlight=False, soft_wrap=True)
+        return
     summary = result.summary
-    table = Table(title=f"{summary['name']} (seed {summary['seed']})", show_header=False)
     accuracy = summary["final_accuracy"]
     rows = [
         ("final accuracy", "-" if accuracy != accuracy else f"{accuracy:.3f}"),
         ("simulated time", f"{summary['sim_time_s']:.2f} s"),
-        ("device energy", f"{summary['energy_j']:.1f} J"),
+        ("device energy", f"{summary['energy_j']:,.1f} J"),
         ("bytes uploaded", f"{summary['bytes_up']:,}"),
         ("devices dropped", str(summary["devices_dropped"])),
+        ("devices skipped (model too big)", f"{_skipped(result):,}"),
     ]
-    if summary.get("target_accuracy") is not None:
+    learning = (summary.get("scenario") or {}).get("run", {}).get("learning", True)
+    if summary.get("target_accuracy") is not None and learning:
         reached = summary["time_to_target_s"]
         rows.append(
             (
                 f"time to {summary['target_accuracy']:.0%}",
                 "not reached"
                 if reached is None
-                else f"{reached:.2f} s, {summary['energy_to_target_j']:.1f} J",
+                else f"{reached:.2f} s, {summary['energy_to_target_j']:,.1f} J",
             )
         )
-    for name, value in rows:
-        table.add_row(name, value)
-    out_console.print(table)
-    out_console.print(f"run folder: {folder}")
+    _print_table(f"{summary['name']} (seed {summary['seed']})", None, [list(r) for r in rows])
+    out_console.print(f"run folder: {folder}", highlight=False, soft_wrap=True)
+
+
+def _skipped(result: Result) -> int:
+    """Devices the model did not fit (each has ``skip`` events and never trained)."""
+    events = result.events
+    return int(events.loc[events["kind"].astype(str) == "skip", "node"].nunique())
 
 
 @app.command()

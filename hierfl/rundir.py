@@ -152,8 +152,9 @@ def save_options(folder: Path, options: dict[str, bool]) -> None:
     atomic_write(folder / OPTIONS, lambda temp: Path(temp).write_text(json.dumps(options)))
 
 
-def load_options(folder: Path, given: dict[str, bool | None]) -> dict[str, bool]:
-    """``given`` where set, else what the original command asked for, else True."""
+def load_options(folder: Path, given: dict[str, bool | None]) -> dict[str, bool | None]:
+    """``given`` where set, else what the original command asked for (None: its default),
+    else True."""
     try:
         saved = json.loads((folder / OPTIONS).read_text())
     except (OSError, ValueError):
@@ -161,7 +162,7 @@ def load_options(folder: Path, given: dict[str, bool | None]) -> dict[str, bool]
     if not isinstance(saved, dict):
         saved = {}
     return {
-        name: value if value is not None else saved.get(name) is not False
+        name: value if value is not None else saved.get(name, True)
         for name, value in given.items()
     }
 

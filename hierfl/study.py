@@ -1,4 +1,5 @@
-"""What the study scripts in scenarios/studies share: their figures and their command line."""
+"""What the study scripts in scenarios/studies share: figures, command line, and a check that
+two runs selected the same devices (so that a comparison changes one thing only)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from hierfl.plots import new_figure
-from hierfl.results import atomic_write
+from hierfl.results import Result, atomic_write
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -81,3 +82,48 @@ def study_cli(
             print(pd.read_csv(out / extra).to_string(index=False))
     written = [f"{name}.png", f"{name}.csv", *extra_tables]
     print(f"wrote {', '.join(written)} in {out}")
+
+
+def selected(result: Result) -> pd.DataFrame:
+    """Who was selected: one row per device sent the model, ``(cloud_round, edge_round, node)``.
+
+    A selected device is sent the model (a ``download`` event), whatever happens next.
+    """
+    events = result.events
+    sent = events.loc[events["kind"].astype(str) == "download",
+                      ["cloud_round", "edge_round", "node"]]
+    return sent.assign(node=sent["node"].astype(str)).reset_index(drop=True)
+
+
+def selection_differences(first: Result, second: Result) -> tuple[int, int]:
+    """In how many edge rounds two runs selected different devices, and of how many.
+
+    Selection is held fixed between two runs exactly when this is ``(0, n)``: then whatever
+    differs between them did not come from who trained.
+    """
+    keys = ["cloud_round", "edge_round"]
+    both = selected(first).merge(selected(second), how="outer", on=[*keys, "node"],
+                                 indicator=True)
+    rounds = both.groupby(keys)["_merge"].agg(lambda kept: bool((kept != "both").any()))
+    return int(rounds.sum()), len(rounds)
+
+
+def selection_note(results: Sequence[Result], labels: Sequence[str]) -> str:
+    """One line saying whether every run selected the same devices as the first, round by round.
+
+    >>> selection_note([], [])
+    'selection: nothing to compare'
+    """
+    if len(results) < 2:
+        return "selection: nothing to compare"
+    notes = []
+    for result, label in zip(results[1:], labels[1:], strict=True):
+        differ, total = selection_differences(results[0], result)
+        if differ:
+            notes.append(f"{label} selected other devices than {labels[0]} in {differ} of "
+                         f"{total} edge rounds")
+    if not notes:
+        return ("selection held fixed: every run selected the same devices in every edge "
+                "round")
+    return ("selection differs (differences may come from who trained, not only from what "
+            "changed): " + "; ".join(notes))

@@ -206,7 +206,8 @@ def test_profiles_lists_builtins_with_sources():
 
 
 def test_plot_redraws_and_compare_overlays(tmp_path):
-    """`plot` redraws a run folder's figures; `compare` writes one figure and a table."""
+    """`plot` redraws a run folder's figures (and, with --trace, trace.json); `compare` writes
+    one figure and a table."""
     runs = []
     for mode in ("hierarchical", "cloud_only"):
         out = tmp_path / mode
@@ -224,7 +225,7 @@ def test_plot_redraws_and_compare_overlays(tmp_path):
         assert not (out / "timeline.png").exists() and (out / "trace.json").exists()
         runs.append(str(out))
     (tmp_path / "hierarchical" / "trace.json").unlink()
-    redrawn = hierfl("plot", runs[0])
+    redrawn = hierfl("plot", runs[0], "--trace")
     assert redrawn.returncode == 0, redrawn.stderr
     assert (tmp_path / "hierarchical" / "timeline.png").stat().st_size > 10_000
     assert (tmp_path / "hierarchical" / "trace.json").stat().st_size > 1_000
@@ -546,3 +547,117 @@ def test_plot_and_compare_of_a_bad_folder_are_one_line(finished, tmp_path, case,
     assert done.one_error_line, done
     assert needle in done.err
     assert tree(tmp_path) == before
+
+
+def test_quiet_prints_no_summary_table(tmp_path):
+    """--quiet prints the run folder's line and nothing else on stdout."""
+    out = tmp_path / "run"
+    done = hierfl("run", write(tmp_path, GOOD), "--out", str(out), "--quiet", "--no-plots")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"run folder: {out}"
+
+
+def test_piped_tables_keep_numbers_whole(tmp_path):
+    """Output that is not a terminal gets plain columns: a row is one line, numbers unsplit."""
+    runs = []
+    for mode in ("hierarchical", "cloud_only"):
+        out = tmp_path / f"a_rather_long_run_folder_name_{mode}"
+        done = hierfl("run", TUTORIAL, "--rounds", "2", "--out", str(out), "--quiet",
+                      "--no-plots", "--set", f"topology.mode={mode}")
+        assert done.returncode == 0, done.stderr
+        runs.append(out)
+    compared = hierfl("compare", *map(str, runs), "--out", str(tmp_path / "c.png"))
+    assert compared.returncode == 0, compared.stderr
+    for out in runs:
+        summary = json.loads((out / "summary.json").read_text())
+        (line,) = [line for line in compared.stdout.splitlines() if line.startswith(out.name)]
+        assert str(summary["bytes_up"]) in line.split()
+        assert f"{summary['sim_time_s']:.4g}" in line.split()
+
+
+def test_console_rounds_and_energy_read_like_rounds_csv(tmp_path):
+    """Each round line names cloud_round as rounds.csv does; its energy is the sum so far."""
+    out = tmp_path / "run"
+    done = hierfl("run", TUTORIAL, "--rounds", "3", "--out", str(out), "--no-plots",
+                  "--set", "run.learning=false")
+    assert done.returncode == 0, done.stderr
+    rounds = pd.read_csv(out / "rounds.csv")
+    lines = [line for line in done.stdout.splitlines() if line.startswith("cloud_round")]
+    assert len(lines) == 3
+    for k, line in enumerate(lines):
+        number = int(rounds.at[k, "cloud_round"])
+        assert line.startswith(f"cloud_round {number} ({number + 1}/3 done)")
+        so_far = rounds.loc[:k, "energy_j"].sum()
+        assert f"device energy so far {so_far:,.1f} J" in line
+
+
+def test_summary_reports_skipped_devices_and_no_target_without_learning(tmp_path):
+    """Devices the model does not fit are counted; a timing-only run has no time-to-target."""
+    text = GOOD.replace("learning = false", "learning = false\ntarget_accuracy = 0.7") + (
+        '[[devices]]\nprofile = "tiny"\ncount = 3\n'
+        '[profiles.tiny]\nmemory_kb = 1\ncompute_mflops = 10\nbandwidth_kbps = 10\n'
+        'latency_ms = 1\nvoltage_v = 3\npower_compute_w = 1\npower_tx_w = 1\n'
+        'power_rx_w = 1\npower_idle_w = 0\n'
+    )
+    done = hierfl("run", write(tmp_path, text), "--out", str(tmp_path / "run"), "--no-plots")
+    assert done.returncode == 0, done.stderr
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("devices skipped")]
+    assert line.split()[-1] == "3"
+    assert "time to" not in done.stdout and "not reached" not in done.stdout
+
+
+def test_plot_trace_and_window_options(tmp_path):
+    """`plot --trace` writes trace.json; --from/--to draw a window; a bad one exits 2."""
+    out = tmp_path / "run"
+    done = hierfl("run", write(tmp_path, GOOD), "--out", str(out), "--quiet", "--no-plots",
+                  "--no-trace")
+    assert done.returncode == 0, done.stderr
+    plotted = hierfl("plot", str(out), "--from", "0.5", "--to", "2")
+    assert plotted.returncode == 0, plotted.stderr
+    assert (out / "timeline.png").exists() and not (out / "trace.json").exists()
+    assert not (out / "accuracy.png").exists()  # timing-only: nothing to draw
+    traced = hierfl("plot", str(out), "--trace")
+    assert traced.returncode == 0 and (out / "trace.json").stat().st_size > 1_000
+    bad = hierfl("plot", str(out), "--from", "5", "--to", "2")
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "--to" in bad.stderr
+
+
+def test_compare_says_whether_selection_was_held_fixed(tmp_path):
+    """compare states whether the runs trained the same devices in every edge round."""
+    runs = []
+    for mode, policy in (("hierarchical", "all"), ("cloud_only", "all"),
+                         ("cloud_only", "random")):
+        out = tmp_path / f"{mode}_{policy}"
+        done = hierfl("run", TUTORIAL, "--rounds", "2", "--out", str(out), "--quiet",
+                      "--no-plots", "--set", f"topology.mode={mode}", "--set",
+                      f"selection.policy={policy}", "--set", "run.learning=false")
+        assert done.returncode == 0, done.stderr
+        runs.append(str(out))
+    same = hierfl("compare", runs[0], runs[1], "--out", str(tmp_path / "c.png"))
+    assert "selection held fixed" in same.stdout
+    differ = hierfl("compare", runs[0], runs[2], "--out", str(tmp_path / "c.png"))
+    assert "selection differs" in differ.stdout and "in 2 of 2 edge rounds" in differ.stdout
+
+
+def test_trace_json_by_default_only_below_the_limit(tmp_path, monkeypatch):
+    """Above the default number of events trace.json is skipped, with a note; --trace forces it.
+
+    GOOD has 2 mcu devices x 2 rounds: 4 downloads, computes and uploads, 2 edge and 2 cloud
+    aggregations, 2 cloud downloads and 2 edge uploads, and the nodes' idle events.
+    """
+    import hierfl.cli
+
+    monkeypatch.setattr(hierfl.cli, "TRACE_DEFAULT_EVENTS", 5)
+    scenario = write(tmp_path, GOOD)
+    skipped = invoke("run", scenario, "--out", str(tmp_path / "a"), "--quiet", "--no-plots")
+    assert skipped.code == 0, skipped
+    assert not (tmp_path / "a" / "trace.json").exists()
+    (note,) = skipped.err.strip().splitlines()
+    assert note.startswith("note: trace.json not written:") and "--trace" in note
+    forced = invoke("run", scenario, "--out", str(tmp_path / "b"), "--quiet", "--no-plots",
+                    "--trace")
+    assert forced.code == 0 and (tmp_path / "b" / "trace.json").exists()
+    assert forced.err == ""
+    monkeypatch.setattr(hierfl.cli, "TRACE_DEFAULT_EVENTS", 10_000)
+    small = invoke("run", scenario, "--out", str(tmp_path / "c"), "--quiet", "--no-plots")
+    assert small.code == 0 and (tmp_path / "c" / "trace.json").exists() and small.err == ""
