@@ -353,7 +353,7 @@ class Scenario(_Frozen):
         for name, table in value.items():
             base = BUILTIN_PROFILES.get(name)
             if base is not None and isinstance(table, dict):
-                table = {**_inherited(base, table), **table}
+                table = {**_inherited(base, table), **table, **_overridden_source(base, table)}
             filled[name] = table
         return filled
 
@@ -420,6 +420,19 @@ class Scenario(_Frozen):
         raw = self.to_dict()
         raw["profiles"] = {name: _changes(name, p) for name, p in self.profiles.items()}
         return parse_scenario(anchor_paths(apply_overrides(raw, assignments), Path.cwd()))
+
+
+def _overridden_source(base: Profile, table: dict[str, Any]) -> dict[str, Any]:
+    """A new ``source`` when a table changes a built-in's figures and gives none of its own.
+
+    The built-in's source no longer vouches for every figure: it says which it does not.
+    """
+    if "source" in table:
+        return {}
+    changed = sorted(key for key, value in table.items() if getattr(base, key, None) != value)
+    if not changed:
+        return {}
+    return {"source": f"{base.source} Overridden in the scenario: {', '.join(changed)}."}
 
 
 def _inherited(base: Profile, table: dict[str, Any]) -> dict[str, Any]:

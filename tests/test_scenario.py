@@ -215,7 +215,8 @@ def test_profile_override_keeps_other_fields(tmp_path):
     scenario = hierfl.load_scenario(write(tmp_path, text))
     mcu, builtin = scenario.profile("mcu"), BUILTIN_PROFILES["mcu"]
     assert mcu.battery_mah == 1.5
-    assert mcu.model_dump(exclude={"battery_mah"}) == builtin.model_dump(exclude={"battery_mah"})
+    changed = {"battery_mah", "source"}  # the source says battery_mah was overridden
+    assert mcu.model_dump(exclude=changed) == builtin.model_dump(exclude=changed)
     assert BUILTIN_PROFILES["mcu"].battery_mah == 500, "the built-in itself is untouched"
     soc = scenario.with_overrides(["profiles.soc.compute_mflops=7"]).profile("soc")
     assert soc.compute_mflops == 7
@@ -393,3 +394,18 @@ def test_data_path_is_relative_to_the_scenario_file(tmp_path, monkeypatch):
     assert absolute.data.path == str(tmp_path / "z.npz")
     assert absolute.with_overrides(["run.cloud_rounds=1"]).data.path == absolute.data.path
     assert absolute.with_overrides(["data.path=w.npz"]).data.path == str(elsewhere / "w.npz")
+
+
+def test_overriding_a_builtin_profile_says_so_in_its_source(make_scenario):
+    """A built-in's source names the figures a scenario overrode; a given source is kept."""
+    scenario = make_scenario(profiles={"mcu": {"compute_mflops": 200.0, "latency_ms": 5.0}})
+    source = scenario.profile("mcu").source
+    assert source.startswith(BUILTIN_PROFILES["mcu"].source)
+    assert source.endswith("Overridden in the scenario: compute_mflops, latency_ms.")
+    again = hierfl.parse_scenario(scenario.to_dict())
+    assert again.profile("mcu").source == source
+    mine = make_scenario(profiles={"mcu": {"compute_mflops": 200.0, "source": "my bench"}})
+    assert mine.profile("mcu").source == "my bench"
+    unchanged = BUILTIN_PROFILES["mcu"].compute_mflops
+    same = make_scenario(profiles={"mcu": {"compute_mflops": unchanged}})
+    assert same.profile("mcu").source == BUILTIN_PROFILES["mcu"].source
