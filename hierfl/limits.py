@@ -9,7 +9,12 @@ from hierfl.errors import ScenarioError
 from hierfl.scenario import Scenario
 
 BYTES_PER_DEVICE = 2048  # graph node and link, name, per-device columns (measured ~1.2 KiB)
-BYTES_PER_EVENT = 49 * 3  # trace row, plus the events table built from it at the end
+# trace row, the events table built from it at the end, and writing that table: the Arrow
+# copy and pages of events.parquet (measured 80 bytes an event at 900,000 events)
+BYTES_PER_EVENT = 49 * 3 + 80
+# writing outputs whatever the run's size: trace.json streams 65,536 events at a time (about
+# 150 MB of text and Arrow buffers, measured), figures draw a sample of the devices
+OUTPUT_BYTES = 2**28
 EVENTS_PER_TRAINING = 3  # download, compute, upload
 USABLE_SHARE = 0.8
 
@@ -20,11 +25,13 @@ def physical_memory_bytes() -> int:
 
 
 def estimate_bytes(scenario: Scenario, input_elements: int, n_params: int) -> int:
-    """An upper estimate of a run's memory: fleet, trace, and data and weights when learning."""
+    """An upper estimate of a run's memory: fleet, trace, writing the outputs, and data and
+    weights when learning."""
     devices = scenario.n_devices
     run = scenario.run
     trainings = devices * run.cloud_rounds * run.edge_rounds
     total = devices * BYTES_PER_DEVICE + trainings * EVENTS_PER_TRAINING * BYTES_PER_EVENT
+    total += OUTPUT_BYTES
     if run.learning:
         samples = devices * scenario.data.samples_per_device[1] + scenario.data.test_samples
         total += 4 * samples * input_elements + 4 * 4 * devices * n_params
