@@ -162,9 +162,11 @@ class Tracks:
         nodes = pd.Index(events["node"].cat.categories.astype(str))
         device_edge = pd.Series(devices["edge"].astype(str).to_numpy(),
                                 index=devices["device"].astype(str).to_numpy())
-        kinds = events["kind"].astype(str)
-        edge_nodes = events.loc[kinds.isin(["cloud_download", "edge_aggregate", "edge_upload"]),
-                                "node"].astype(str)
+        kinds = events["kind"].cat.categories.get_indexer(
+            ["cloud_download", "edge_aggregate", "edge_upload"])
+        at_edges = np.isin(events["kind"].cat.codes.to_numpy(), kinds[kinds >= 0])
+        edge_codes = np.unique(events["node"].cat.codes.to_numpy()[at_edges])
+        edge_nodes = nodes[edge_codes[edge_codes >= 0]]
         edges = (set(device_edge.unique()) | set(edge_nodes)) - {"cloud"}
         processes = {"cloud": CLOUD_PID}
         for index, edge in enumerate(sorted(edges, key=natural_key)):
