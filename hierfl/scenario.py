@@ -425,14 +425,17 @@ class Scenario(_Frozen):
 def _overridden_source(base: Profile, table: dict[str, Any]) -> dict[str, Any]:
     """A new ``source`` when a table changes a built-in's figures and gives none of its own.
 
-    The built-in's source no longer vouches for every figure: it says which it does not.
+    The built-in's source no longer vouches for every figure: it says which it does not. A
+    note written here before (a resolved scenario read again) is written anew.
     """
-    if "source" in table:
-        return {}
-    changed = sorted(key for key, value in table.items() if getattr(base, key, None) != value)
-    if not changed:
-        return {}
-    return {"source": f"{base.source} Overridden in the scenario: {', '.join(changed)}."}
+    note = f"{base.source} Overridden in the scenario: "
+    if "source" in table and not str(table["source"]).startswith(note):
+        return {}  # the scenario's own source
+    changed = sorted(
+        key for key, value in table.items()
+        if key != "source" and getattr(base, key, None) != value
+    )
+    return {"source": note + ", ".join(changed) + "." if changed else base.source}
 
 
 def _inherited(base: Profile, table: dict[str, Any]) -> dict[str, Any]:
