@@ -21,7 +21,8 @@ round), ``bytes`` and ``energy_j``.
 
 The file is streamed: records are formatted ``CHUNK_ROWS`` events at a time by Arrow's
 column kernels and written as they are made, so writing holds one chunk of text, never the
-whole trace. More counter tracks go in through ``extra`` (see ``counter_records``).
+whole trace. Each shared link has a counter of its utilisation (``_link_counters``); more
+counter tracks go in through ``extra`` (see ``counter_records``).
 """
 
 from __future__ import annotations
@@ -109,7 +110,8 @@ def stream_chrome_trace(
     out.write('{"displayTimeUnit":"ms","otherData":' + json.dumps(other) + ',"traceEvents":[\n')
     tracks = Tracks.of(result)
     parts = [tracks.metadata(), _event_chunks(result.events, tracks),
-             _dumped(_battery_counter(result)), _dumped(extra)]
+             _dumped(_battery_counter(result)), _dumped(_link_counters(result, tracks)),
+             _dumped(extra)]
     first = True
     for part in parts:
         for chunk in part:
@@ -299,6 +301,29 @@ def _dumped(records: Iterable[dict[str, Any]]) -> Iterator[str]:
     """Records written by ``json.dumps`` (small parts of the trace), one chunk."""
     text = ",\n".join(json.dumps(r, separators=(",", ":"), allow_nan=False) for r in records)
     yield text
+
+
+def _link_counters(result: Result, tracks: Tracks) -> Iterator[dict[str, Any]]:
+    """One counter per shared link, ``KIND DIRECTION used %`` on its edge's process (the
+    core's, and those of edges without a process, on the cloud's): its load as a share of
+    its capacity, from ``link_load.parquet``, dropping to 0 between steps."""
+    if result.link_load is None or result.links is None:
+        return
+    load = result.link_load
+    names = load["link"].astype(str).to_numpy()
+    for link in result.links.itertuples():
+        steps = load[names == link.link]
+        if steps.empty:
+            continue
+        start, stop = steps["t_start"].to_numpy(), steps["t_end"].to_numpy()
+        used = 100.0 * steps["utilisation"].to_numpy()
+        gap = np.r_[start[1:] > stop[:-1], True]  # a step not followed at once: back to 0
+        times = np.r_[start, stop[gap]]
+        values = np.r_[used, np.zeros(int(gap.sum()))]
+        order = np.argsort(times, kind="stable")
+        pid = tracks.processes.get(str(link.edge), CLOUD_PID)
+        yield from counter_records(f"{link.kind} {link.direction} used %", pid,
+                                   times[order].tolist(), {"used_pct": values[order].tolist()})
 
 
 def _battery_counter(result: Result) -> list[dict[str, Any]]:

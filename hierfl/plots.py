@@ -30,6 +30,7 @@ PHASE_COLOURS = {
     "upload": "#009E73",
     "cloud_download": "#56B4E9",
     "edge_upload": "#CC79A7",
+    "tail": "#BBBBBB",
 }
 PHASE_LABELS = {
     "download": "download (device)",
@@ -37,6 +38,7 @@ PHASE_LABELS = {
     "upload": "upload (device)",
     "cloud_download": "cloud \u2192 edge model",
     "edge_upload": "edge \u2192 cloud model",
+    "tail": "radio tail (after a transfer)",
 }
 MARKERS = {  # kind: (label, matplotlib marker style)
     "edge_aggregate": ("edge aggregation", {"marker": "D", "color": "black", "ms": 4}),
@@ -52,8 +54,10 @@ ENERGY_PARTS = {  # devices column: (label, colour)
     "energy_compute_j": ("compute", PHASE_COLOURS["compute"]),
     "energy_tx_j": ("transmit (upload)", PHASE_COLOURS["upload"]),
     "energy_rx_j": ("receive (download)", PHASE_COLOURS["download"]),
-    "energy_idle_j": ("idle", "#BBBBBB"),
+    "energy_idle_j": ("idle", "#DDDDDD"),
+    "energy_tail_j": ("radio tail", "#999999"),
 }
+LINK_PANELS = 6  # the busiest shared links drawn in links.png
 TIMELINE_ROUNDS = 5  # a run with more cloud rounds shows its first ones unless told a window
 MIN_BATTERY_SPAN_PCT = 20.0  # the battery axis spans at least this many points, up to 100%
 MAX_DEVICE_LANES = 60  # above this the timeline samples devices per edge
@@ -308,7 +312,40 @@ def plot_run(
     if has_accuracy(result):
         paths.append(plot_accuracy(result, out / "accuracy.png"))
     paths.append(plot_energy(result, out / "energy.png"))
+    if result.link_load is not None and len(result.link_load):
+        paths.append(plot_links(result, out / "links.png"))
     return paths
+
+
+def plot_links(result: Result, path: str | Path) -> Path:
+    """Utilisation of the busiest shared links (most bytes) over simulated time; a PNG.
+
+    One panel per link, its load as a share of its capacity in each step of
+    ``link_load.parquet``, 0 between steps; the title gives its totals from ``links.csv``.
+    """
+    load, links = result.link_load, result.links
+    busiest = links[links["bytes"] > 0].nlargest(LINK_PANELS, "bytes")
+    fig = new_figure(10, 1.6 * len(busiest) + 0.8)
+    axes = np.atleast_1d(fig.subplots(len(busiest), 1, sharex=True, squeeze=False)[:, 0])
+    end_s = float(result.rounds["sim_time_s"].iloc[-1])
+    for ax, link in zip(axes, busiest.itertuples(), strict=True):
+        steps = load[load["link"].astype(str) == link.link]
+        start, stop = steps["t_start"].to_numpy(), steps["t_end"].to_numpy()
+        used = 100 * steps["utilisation"].to_numpy()
+        zero = np.zeros(len(used))
+        times = np.column_stack([start, start, stop, stop]).ravel()
+        values = np.column_stack([zero, used, used, zero]).ravel()
+        ax.fill_between(times, values, color=PHASE_COLOURS[
+            "upload" if link.direction == "up" else "download"], lw=0.6)
+        ax.set_ylim(0, 105)
+        ax.set_ylabel("used (%)")
+        ax.set_title(f"{link.link}: {link.bandwidth_kbps:,.0f} kbps, {link.bytes:,} bytes in "
+                     f"{link.flows:,} flows, busy {link.busy_s:.3g} s", fontsize=8, loc="left")
+        ax.grid(color="#DDDDDD", lw=0.5)
+    axes[-1].set_xlabel("simulated time (s)")
+    axes[-1].set_xlim(0, end_s)
+    fig.suptitle(f"{run_label(result)}: load of the {len(busiest)} busiest shared links")
+    return _save(fig, path)
 
 
 def has_accuracy(result: Result) -> bool:

@@ -31,6 +31,7 @@ KNOWN_OUTPUTS = (
     "timeline.png",
     "accuracy.png",
     "energy.png",
+    "links.png",
     "links.csv",
     "link_load.parquet",
     "error.txt",

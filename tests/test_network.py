@@ -272,3 +272,31 @@ def test_a_battery_can_empty_in_the_radio_tail(make_scenario, weak_profile):
     assert dropout["t_start"] == pytest.approx(upload_end + left_j / 1.0)
     assert events["energy_j"].sum() == pytest.approx(2.25)
     assert result.devices["energy_tail_j"].iloc[0] == pytest.approx(left_j)
+
+
+def test_links_figure_and_trace_counters(make_scenario, tmp_path):
+    """A run with a saturated cell draws links.png, and trace.json holds the cell's
+    utilisation counter on its edge's process: 100 % while the 20 downloads share it,
+    then 0; a run without shared links draws no links.png."""
+    import json
+
+    from hierfl.chrome_trace import write_chrome_trace
+    from hierfl.plots import plot_run
+
+    cell = {"bandwidth_kbps": 1000, "latency_ms": 5}
+    result = hierfl.run(make_scenario(run={"cloud_rounds": 1},
+                                      topology={"edges": 1, "cell": cell},
+                                      devices=[{"profile": "mcu", "count": 20}]))
+    assert (tmp_path / "a" / "links.png") in plot_run(result, tmp_path / "a")
+    write_chrome_trace(result, tmp_path / "trace.json")
+    records = json.loads((tmp_path / "trace.json").read_text())["traceEvents"]
+    edge_pid = next(r["pid"] for r in records
+                    if r.get("ph") == "M" and r["args"].get("name") == "edge-0")
+    down = [r for r in records if r.get("ph") == "C" and r["name"] == "cell down used %"]
+    assert {r["pid"] for r in down} == {edge_pid}
+    assert [r["args"]["used_pct"] for r in down] == [100.0, 0.0]
+    start_s = kind_rows(result, "download")["t_start"].iloc[0] + 0.055
+    assert down[0]["ts"] == pytest.approx(start_s * 1e6)
+    bare = hierfl.run(make_scenario(run={"cloud_rounds": 1},
+                                    topology={"mode": "cloud_only", "edges": 0}))
+    assert all(p.name != "links.png" for p in plot_run(bare, tmp_path / "b"))
