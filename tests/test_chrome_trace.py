@@ -151,7 +151,7 @@ def test_aggregations_on_aggregator_threads(trace: dict) -> None:
 
 def test_battery_counter(result: Result, trace: dict) -> None:
     """The counter starts at 100% and follows rounds.mean_battery at each round's end."""
-    counters = records(trace, "C")
+    counters = [c for c in records(trace, "C") if c["name"] == "mean battery"]
     for counter in counters:
         assert counter["args"] and all(isinstance(v, int | float) and math.isfinite(v)
                                        for v in counter["args"].values())

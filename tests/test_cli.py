@@ -56,6 +56,7 @@ def test_run_writes_the_run_folder(tmp_path):
         "events.parquet",
         "link_load.parquet",
         "links.csv",
+        "links.png",
         "model.pt",
         "rounds.csv",
         "summary.json",

@@ -92,11 +92,12 @@ def assert_real_png(path: Path, min_kb: float = 20) -> None:
 
 @pytest.mark.parametrize("name", ["learning", "timing_only", "fleet"])
 def test_plot_run_writes_real_pngs(name: str, request, tmp_path) -> None:
-    """plot_run writes timeline, accuracy (when learning) and energy PNGs, no temporary file."""
+    """plot_run writes timeline, accuracy (when learning), energy and links (the backhauls
+    carried load) PNGs, no temporary file."""
     result = request.getfixturevalue(name)
     paths = plot_run(result, tmp_path / "plots")
     learned = ["accuracy.png"] if name == "learning" else []
-    assert [p.name for p in paths] == ["timeline.png", *learned, "energy.png"]
+    assert [p.name for p in paths] == ["timeline.png", *learned, "energy.png", "links.png"]
     for path in paths:
         assert_real_png(path)
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == sorted(
@@ -150,9 +151,9 @@ def test_sample_evenly() -> None:
 
 
 def test_timing_only_run_writes_no_accuracy_png(timing_only: Result, tmp_path) -> None:
-    """A run without accuracy gets a timeline and an energy figure, no empty accuracy.png."""
+    """A run without accuracy gets timeline, energy and links figures, no empty accuracy.png."""
     paths = plot_run(timing_only, tmp_path)
-    assert [p.name for p in paths] == ["timeline.png", "energy.png"]
+    assert [p.name for p in paths] == ["timeline.png", "energy.png", "links.png"]
     assert not (tmp_path / "accuracy.png").exists()
 
 
