@@ -8,10 +8,11 @@ are recomputed whenever a flow enters or leaves; a flow ends when its bytes are 
 
 Flows with the same cap and the same shared links always have the same rate, so the solver
 works on those *classes*, not on flows: a class keeps one service counter (bytes sent per
-flow since time 0 at the class's rate) and a heap of its flows' virtual finish values, so
-a flow costs O(log n) to enter and to leave, and each event costs O(K * L) for K classes
-active over L links. Fleets whose devices share a few profiles have a few classes per
-cell, so a million devices cost about as many heap operations; with per-device bandwidths
+flow since time 0 at the class's rate) and its flows' virtual finish values in sorted
+batches, one per entry instant, under a heap of their heads (``_Queue``): a batch enters
+with one sort and leaves with one search, and each event costs O(K * L) for K classes
+active over L links. Flows that cross no shared link are solved in closed form. Fleets
+whose devices share a few profiles have a few classes per cell; with per-device bandwidths
 (``bandwidth_sigma`` > 0) every device is its own class and an event costs O(devices).
 """
 
