@@ -349,7 +349,30 @@ def _print_summary(result: Result, folder: Path, quiet: bool = False) -> None:
             )
         )
     _print_table(f"{summary['name']} (seed {summary['seed']})", None, [list(r) for r in rows])
+    if summary.get("tiers"):
+        _print_tiers(summary["tiers"])
     out_console.print(f"run folder: {folder}", highlight=False, soft_wrap=True)
+
+
+def _print_tiers(tiers: list[dict]) -> None:
+    """Each width variant's devices, size and accuracy (its own sub-model's)."""
+
+    def score(value: float) -> str:
+        return "-" if value != value else f"{value:.3f}"
+
+    rows = [
+        [
+            f"{tier['width']:g}",
+            ", ".join(f"{name} {n}" for name, n in tier["profiles"].items()) or "-",
+            f"{tier['n_params']:,}",
+            f"{tier['uplink_payload_bytes']:,}",
+            score(tier["test_accuracy"]),
+            score(tier["local_accuracy"]),
+        ]
+        for tier in tiers
+    ]
+    header = ["width", "devices", "params", "uplink bytes", "test acc", "own-data acc"]
+    _print_table("tiers (each its own sub-model)", header, rows)
 
 
 def _skipped(result: Result) -> int:

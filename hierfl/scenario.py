@@ -119,6 +119,49 @@ class ModelConfig(_Frozen):
             )
         return value
 
+    variants: tuple[float, ...] | None = Field(
+        None,
+        description="width multipliers of a HeteroFL family, e.g. [1, 0.5, 0.25, 0.125]: "
+        "each device trains the widest that fits (unset: one model for all)",
+    )
+    assign: Literal["memory", "memory_and_time"] = Field(
+        "memory",
+        description="what a device's variant must fit: its memory, or also "
+        "compute_budget_s (variants only)",
+    )
+    compute_budget_s: float | None = Field(
+        None,
+        gt=0,
+        description="per-round local-training budget, s at the profile's compute_mflops "
+        "(assign = memory_and_time)",
+    )
+
+    @field_validator("variants", mode="before")
+    @classmethod
+    def _variant_list(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return tuple(float(v) if type(v) is int else v for v in value)
+        return value
+
+    @field_validator("variants")
+    @classmethod
+    def _widths(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is None:
+            return value
+        if not value or any(not 0 < width <= 1 for width in value):
+            raise ValueError(f"must be a non-empty list of widths in (0, 1]: {list(value)}")
+        if len(set(value)) != len(value):
+            raise ValueError(f"must not repeat a width: {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _budget_given(self) -> ModelConfig:
+        if self.assign == "memory_and_time" and self.compute_budget_s is None:
+            raise ValueError("compute_budget_s is required when assign = 'memory_and_time'")
+        if self.assign == "memory_and_time" and self.variants is None:
+            raise ValueError("assign = 'memory_and_time' needs variants")
+        return self
+
 
 class CompressionConfig(_Frozen):
     """How updates are encoded on the uplink."""

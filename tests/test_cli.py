@@ -158,6 +158,17 @@ BAD = {
         "fits no device",
     ),
     "not toml": ("[run\n", "not valid TOML"),
+    "variant fits no device": (
+        "[model]\nvariants = [1, 0.5]\n[[devices]]\nprofile = 'mcu'\ncount = 2\n"
+        "[profiles.mcu]\nmemory_kb = 40\n",
+        "model.variants: width 1 needs 44688 bytes to train (batch_size 8) and fits no device",
+    ),
+    "variant width zero": (GOOD + "[model]\nvariants = [1, 0]\n", "model.variants: must be"),
+    "variant repeated": (GOOD + "[model]\nvariants = [0.5, 0.5]\n", "must not repeat"),
+    "time budget missing": (
+        GOOD + "[model]\nvariants = [1]\nassign = 'memory_and_time'\n",
+        "compute_budget_s is required",
+    ),
 }
 
 

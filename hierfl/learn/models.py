@@ -19,10 +19,19 @@ from hierfl.learn.flops import forward_flops
 from hierfl.plugins import load_object
 from hierfl.scenario import MODEL_NAMES
 
-__all__ = ["MODEL_NAMES", "ModelStats", "SequentialNet", "build_model", "model_stats"]
+__all__ = ["MODEL_NAMES", "ModelStats", "SequentialNet", "build_model", "model_stats", "scaled"]
 
 Shape = tuple[int, ...]
-Factory = Callable[[Shape, int], nn.Module]
+Factory = Callable[[Shape, int, float], nn.Module]
+
+
+def scaled(units: int, width: float) -> int:
+    """Hidden units (or channels) of a width-``width`` variant: ``ceil(units * width)``, >= 1.
+
+    >>> scaled(64, 0.5), scaled(16, 0.125), scaled(10, 0.01)
+    (32, 2, 1)
+    """
+    return max(1, math.ceil(units * width))
 
 
 class SequentialNet(nn.Module):
@@ -37,55 +46,62 @@ class SequentialNet(nn.Module):
         return self.net(x)
 
 
-def _tiny(input_shape: Shape, num_classes: int) -> nn.Module:
+def _tiny(input_shape: Shape, num_classes: int, width: float = 1.0) -> nn.Module:
     """The seed's TinyMLModel (microcontrollers): in-16-ReLU-classes."""
+    hidden = scaled(16, width)
     return SequentialNet(
-        nn.Flatten(), nn.Linear(math.prod(input_shape), 16), nn.ReLU(), nn.Linear(16, num_classes)
+        nn.Flatten(),
+        nn.Linear(math.prod(input_shape), hidden),
+        nn.ReLU(),
+        nn.Linear(hidden, num_classes),
     )
 
 
-def _compact(input_shape: Shape, num_classes: int) -> nn.Module:
+def _compact(input_shape: Shape, num_classes: int, width: float = 1.0) -> nn.Module:
     """The seed's CompactModel (edge SoCs): in-64-ReLU-32-ReLU-classes."""
+    first, second = scaled(64, width), scaled(32, width)
     return SequentialNet(
         nn.Flatten(),
-        nn.Linear(math.prod(input_shape), 64),
+        nn.Linear(math.prod(input_shape), first),
         nn.ReLU(),
-        nn.Linear(64, 32),
+        nn.Linear(first, second),
         nn.ReLU(),
-        nn.Linear(32, num_classes),
+        nn.Linear(second, num_classes),
     )
 
 
-def _mobile(input_shape: Shape, num_classes: int) -> nn.Module:
+def _mobile(input_shape: Shape, num_classes: int, width: float = 1.0) -> nn.Module:
     """The seed's MobileModel (phones): in-128-ReLU-Dropout-64-ReLU-Dropout-classes."""
+    first, second = scaled(128, width), scaled(64, width)
     return SequentialNet(
         nn.Flatten(),
-        nn.Linear(math.prod(input_shape), 128),
+        nn.Linear(math.prod(input_shape), first),
         nn.ReLU(),
         nn.Dropout(0.2),
-        nn.Linear(128, 64),
+        nn.Linear(first, second),
         nn.ReLU(),
         nn.Dropout(0.2),
-        nn.Linear(64, num_classes),
+        nn.Linear(second, num_classes),
     )
 
 
-def _dscnn(input_shape: Shape, num_classes: int) -> nn.Module:
+def _dscnn(input_shape: Shape, num_classes: int, width: float = 1.0) -> nn.Module:
     """A depthwise-separable CNN for (C, H, W) images; no BatchNorm (its buffers don't federate)."""
     if len(input_shape) != 3:
         raise ScenarioError(
             f"model.name: dscnn needs image input (C, H, W), data gives shape {tuple(input_shape)}"
         )
+    first, second = scaled(16, width), scaled(32, width)
     return SequentialNet(
-        nn.Conv2d(input_shape[0], 16, kernel_size=3, padding=1),
+        nn.Conv2d(input_shape[0], first, kernel_size=3, padding=1),
         nn.ReLU(),
-        nn.Conv2d(16, 16, kernel_size=3, padding=1, groups=16),
+        nn.Conv2d(first, first, kernel_size=3, padding=1, groups=first),
         nn.ReLU(),
-        nn.Conv2d(16, 32, kernel_size=1),
+        nn.Conv2d(first, second, kernel_size=1),
         nn.ReLU(),
         nn.AdaptiveAvgPool2d(1),
         nn.Flatten(),
-        nn.Linear(32, num_classes),
+        nn.Linear(second, num_classes),
     )
 
 
@@ -93,14 +109,25 @@ _ZOO: dict[str, Factory] = {"tiny": _tiny, "compact": _compact, "mobile": _mobil
 
 
 def _custom(name: str) -> Factory:
-    """Resolve ``"package.module:Class"`` to a factory passing the shape keywords it accepts."""
+    """Resolve ``"package.module:Class"`` to a factory passing the shape keywords it accepts.
+
+    A class that accepts ``width`` declares a width family (docs/extending.md); it gets
+    ``width`` only when the run asks for a variant other than the full model.
+    """
     cls = load_object(name, "model.name")
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
         raise ScenarioError(f"model.name: {name!r} must be an nn.Module subclass, got {cls!r}")
     accepted = inspect.signature(cls).parameters
 
-    def factory(input_shape: Shape, num_classes: int) -> nn.Module:
+    def factory(input_shape: Shape, num_classes: int, width: float = 1.0) -> nn.Module:
         kwargs: dict[str, object] = {}
+        if width != 1.0:
+            if "width" not in accepted:
+                raise ScenarioError(
+                    f"model.variants: {name!r} declares no width family (its constructor "
+                    f"takes no 'width' keyword), so it has no width-{width:g} variant"
+                )
+            kwargs["width"] = width
         if "input_shape" in accepted:
             kwargs["input_shape"] = input_shape
         elif "input_dim" in accepted:
@@ -126,8 +153,10 @@ def _resolve(name: str) -> Factory:
     )
 
 
-def build_model(name: str, input_shape: Shape, num_classes: int, seed: int) -> nn.Module:
-    """A freshly initialised model; the same ``seed`` gives the same weights.
+def build_model(
+    name: str, input_shape: Shape, num_classes: int, seed: int, width: float = 1.0
+) -> nn.Module:
+    """A freshly initialised model (its width-``width`` variant); same ``seed``, same weights.
 
     Global RNG state is left as it was: initialisation draws from the CPU generator
     seeded with ``seed`` inside a fork of the RNG.
@@ -139,7 +168,7 @@ def build_model(name: str, input_shape: Shape, num_classes: int, seed: int) -> n
     factory = _resolve(name)
     with torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(seed)
-        return factory(tuple(input_shape), num_classes)
+        return factory(tuple(input_shape), num_classes, width)
 
 
 @dataclass(frozen=True)

@@ -58,12 +58,12 @@ def play(
     sim: Simulation,
     devices: np.ndarray,
     model: torch.Tensor | None,
-    down_bytes: int,
+    down_bytes: np.ndarray,
     rounds: tuple[int, int],
 ) -> Generator:
     """The edge's side of a cohort (a SimPy process body): simulate, wait, collect.
 
-    Uploads take ``uplink_bytes``, the size every codec derives from shapes alone, so the
+    Uploads take ``up_bytes``, the size every codec derives from shapes alone, so the
     whole round is simulated up front. The edge waits out the phases of the device that
     ends last, one timeout per phase, so the clock adds the very same floats that device's
     own process would (a single timeout of ``end - now`` can miss ``end`` by an ulp). Only
@@ -72,7 +72,7 @@ def play(
     Returns the Updates that arrived, in the order of ``devices``.
     """
     jobs = [sim.submit(int(d), model, *rounds) for d in devices] if sim.learning else None
-    arrived, end_s = simulate(sim, devices, sim.env.now, down_bytes, sim.uplink_bytes, rounds)
+    arrived, end_s = simulate(sim, devices, sim.env.now, down_bytes, sim.up_bytes(devices), rounds)
     if jobs is not None:
         for k in np.setdiff1d(np.arange(len(devices)), arrived):
             sim.trainer.cancel(jobs[k])
@@ -81,7 +81,7 @@ def play(
     senders, samples = devices[arrived], sim.fleet.samples[devices[arrived]]
     if jobs is None:
         return Arrivals(senders, samples)
-    payloads = sim.encode([jobs[k].result() for k in arrived], model)
+    payloads = sim.encode([jobs[k].result() for k in arrived], model, senders)
     return [Update(int(d), p, int(n)) for d, p, n in zip(senders, payloads, samples, strict=True)]
 
 
@@ -121,11 +121,12 @@ def simulate(
     sim: Simulation,
     devices: np.ndarray,
     start_s: float,
-    down_bytes: int,
-    up_bytes: int,
+    down_bytes: np.ndarray,
+    up_bytes: np.ndarray,
     rounds: tuple[int, int],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Download, compute and upload for ``devices`` from ``start_s``, recorded in the trace.
+    """Download, compute and upload for ``devices`` from ``start_s``, recorded in the trace;
+    ``down_bytes`` and ``up_bytes`` per device (or one for all).
 
     Returns the positions (in ``devices``) of those whose update arrived, and when each
     device was done: its upload ended, or its battery emptied.
@@ -135,6 +136,7 @@ def simulate(
     for kind, nbytes in (("download", down_bytes), ("compute", 0), ("upload", up_bytes)):
         if len(going) == 0:
             break
+        nbytes = np.broadcast_to(nbytes, len(devices))[going]
         end = run_phase(sim, devices[going], now_s[going], kind, nbytes, rounds)
         now_s[going] = end.end_s
         going = going[end.done]
@@ -146,10 +148,11 @@ def run_phase(
     devices: np.ndarray,
     start_s: np.ndarray,
     kind: str,
-    nbytes: int,
+    nbytes: np.ndarray,
     rounds: tuple[int, int],
 ) -> PhaseEnd:
-    """Record one phase of ``devices`` starting at ``start_s``; drain their batteries.
+    """Record one phase of ``devices`` starting at ``start_s`` (``nbytes`` each); drain their
+    batteries.
 
     Idle drain (and radio tails) are settled up to ``start_s`` first. A battery that empties
     stops the device at that instant: its interval ends there, delivers 0 bytes, and a
@@ -159,7 +162,7 @@ def run_phase(
     died = settle(sim, devices, start_s, rounds)
     end_s = np.where(died, sim.battery.died_s[devices], 0.0)
     done = ~died
-    working, begun_s = devices[done], start_s[done]
+    working, begun_s, nbytes = devices[done], start_s[done], nbytes[done]
     power_w = getattr(sim.fleet, column)[working]
     if kind == "compute":
         finished_s, delivered = _compute(sim, working, begun_s, power_w, rounds[0])
@@ -181,7 +184,7 @@ def _compute(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Local training: its length from the FLOPs; ends and whether the battery lasted."""
     samples = sim.fleet.samples[devices]
-    flops = train_flops(sim.stats.forward_flops, samples, sim.scenario.run.local_epochs)
+    flops = train_flops(sim.forward_flops_of(devices), samples, sim.scenario.run.local_epochs)
     sigma = sim.scenario.variability.compute_sigma
     mflops = sim.fleet.compute_mflops[devices] * lognormal(
         sim.scenario.seed, STREAM_COMPUTE, devices, cloud_round, sigma)
@@ -195,7 +198,7 @@ def _transfer(
     devices: np.ndarray,
     start_s: np.ndarray,
     kind: str,
-    nbytes: int,
+    nbytes: np.ndarray,
     power_w: np.ndarray,
     rounds: tuple[int, int],
 ) -> tuple[np.ndarray, np.ndarray]:

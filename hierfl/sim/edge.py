@@ -39,7 +39,8 @@ def train_devices(
     share = sim.scenario.selection.fraction if seats is None else seat_share(seats, len(candidates))
     chosen = sim.policy(candidates, Fractions(sim.battery), share, rng)
     chosen = np.asarray(chosen, dtype=np.int64)
-    return (yield from cohort.play(sim, chosen, model, sim.dense_bytes, (cloud_round, edge_round)))
+    down_bytes = sim.down_bytes(chosen)
+    return (yield from cohort.play(sim, chosen, model, down_bytes, (cloud_round, edge_round)))
 
 
 def selection_rng(
@@ -104,7 +105,7 @@ def edge_cloud_round(
     yield from until(sim.env, received_s)
     node = sim.edge_node(edge)
     devices = sim.topo.members(edge)
-    model, samples = global_model, 0
+    model, samples, variant_samples = global_model, 0, None
     for edge_round in range(sim.scenario.run.edge_rounds):
         updates = yield from train_devices(
             sim, devices, model, cloud_round, edge_round, edge, seats
@@ -114,10 +115,12 @@ def edge_cloud_round(
                 sim, node, node, "edge_aggregate", model, updates, (cloud_round, edge_round)
             )
             samples = cohort.samples_of(updates)
+            if model is not None:
+                variant_samples = sim.variant_samples(updates)
     if samples == 0:
         return None
     payload = None if global_model is None else sim.encode([model], global_model)[0]
-    return Update(edge, payload, samples), sim.env.now
+    return Update(edge, payload, samples, variant_samples), sim.env.now
 
 
 def backhaul(

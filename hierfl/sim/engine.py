@@ -10,12 +10,20 @@ import numpy as np
 import simpy
 import torch
 
-from hierfl.aggregation import apply_deltas, fedavg
+from hierfl.aggregation import Slice, apply_deltas, fedavg, slice_fedavg
 from hierfl.compression import DENSE, Codec, UpdateCodec, resolve_codec
 from hierfl.costs import capacity_j, fits_in_memory, train_bytes
 from hierfl.errors import ModelDoesNotFitError, ScenarioError
 from hierfl.learn.batched import make_trainer
 from hierfl.learn.data import data_shape, draw_sample_counts, make_data
+from hierfl.learn.family import (
+    FamilyTrainer,
+    ModelFamily,
+    assign_variants,
+    build_family,
+    check_every_variant_fits,
+    variant_fits,
+)
 from hierfl.learn.models import ModelStats, build_model, model_stats
 from hierfl.learn.trainer import Job, ParamSpace, ReferenceTrainer
 from hierfl.limits import check_memory, input_elements
@@ -70,11 +78,16 @@ class Fleet:
 
 @dataclass
 class Update:
-    """What arrives at an aggregator: the encoded payload and the samples behind it."""
+    """What arrives at an aggregator: the encoded payload and the samples behind it.
+
+    With a model family, ``variant_samples`` (an edge's update) gives the samples behind
+    each variant's slice; a device's update holds its own variant's slice only.
+    """
 
     sender: int
     payload: bytes | None
     samples: int
+    variant_samples: np.ndarray | None = None
 
 
 @dataclass
@@ -94,9 +107,12 @@ class Simulation:
     codec: UpdateCodec
     policy: Selection
     model: torch.nn.Module
-    trainer: ReferenceTrainer | None
+    trainer: ReferenceTrainer | FamilyTrainer | None
     data: object | None
     trained: np.ndarray
+    family: ModelFamily | None = None
+    variant_of: np.ndarray | None = None
+    """Each device's variant (index into ``family.variants``; -1: none fits)."""
     round_rows: list[dict] = field(default_factory=list)
     global_weights: torch.Tensor | None = None
     on_round: Callable[[dict], None] | None = None
@@ -122,24 +138,48 @@ class Simulation:
         seed = (self.scenario.seed, STREAM_TRAINING, device, cloud_round, edge_round)
         return self.trainer.submit(device, start, seed)
 
-    def encode(self, models: Sequence[torch.Tensor], base: torch.Tensor) -> list[bytes]:
+    def encode(
+        self,
+        models: Sequence[torch.Tensor],
+        base: torch.Tensor,
+        senders: np.ndarray | None = None,
+    ) -> list[bytes]:
         """The uplink payloads of ``models`` received as ``base`` (``uplink_bytes`` each).
 
-        A built-in codec encodes ``ENCODE_ROWS`` models at a time, as one array each.
+        With a model family, ``senders`` are the devices that trained ``models``: each model
+        is its sender's variant, sent against that variant's slice of ``base``.
         """
+        if self.family is None or senders is None:
+            return self._encode(models, base, self.space)
+        payloads: list[bytes] = [b""] * len(models)
+        kinds = self.variant_of[senders]
+        for k in np.unique(kinds):
+            picks = np.flatnonzero(kinds == k)
+            variant = self.family.variants[k]
+            sent = self._encode([models[i] for i in picks], base[variant.index], variant.space)
+            for i, payload in zip(picks, sent, strict=True):
+                payloads[i] = payload
+        return payloads
+
+    def _encode(
+        self, models: Sequence[torch.Tensor], base: torch.Tensor, space: ParamSpace
+    ) -> list[bytes]:
+        """Payloads of ``models`` laid out as ``space``, ``ENCODE_ROWS`` at a time as one array
+        each with a built-in codec."""
         payloads = []
+        expected = self.codec.payload_bytes(space.specs)
         for start in range(0, len(models), ENCODE_ROWS):
             stacked = torch.stack(list(models[start : start + ENCODE_ROWS]))
             sent = stacked - base if self.scenario.compression.payload == "delta" else stacked
             if self._rows_codec is not None:
-                payloads += self._rows_codec.encode_rows(sent.numpy(), self.space.specs)
+                payloads += self._rows_codec.encode_rows(sent.numpy(), space.specs)
             else:
-                payloads += [self.codec.encode(self.space.unflatten(row)) for row in sent]
+                payloads += [self.codec.encode(space.unflatten(row)) for row in sent]
         for payload in payloads:
-            if len(payload) != self.uplink_bytes:
+            if len(payload) != expected:
                 raise ScenarioError(
                     f"compression.codec: encode wrote {len(payload)} bytes, payload_bytes "
-                    f"says {self.uplink_bytes}; a codec's size must depend on the shapes alone"
+                    f"says {expected}; a codec's size must depend on the shapes alone"
                 )
         return payloads
 
@@ -161,20 +201,91 @@ class Simulation:
         """Size of one dense float32 model: every model sent down (downlinks are dense)."""
         return DENSE.payload_bytes(self.space.specs)
 
+    @cached_property
+    def _spaces(self) -> list[ParamSpace]:
+        """The layout each device variant trains: the family's, or the one model's."""
+        return [self.space] if self.family is None else [v.space for v in self.family.variants]
+
+    @cached_property
+    def _variant_figures(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per variant: forward FLOPs, uplink bytes, dense downlink bytes."""
+        stats = [self.stats] if self.family is None else [v.stats for v in self.family.variants]
+        return (
+            np.array([s.forward_flops for s in stats], dtype=np.int64),
+            np.array([self.codec.payload_bytes(s.specs) for s in self._spaces], dtype=np.int64),
+            np.array([DENSE.payload_bytes(s.specs) for s in self._spaces], dtype=np.int64),
+        )
+
+    def _variants_of(self, devices: np.ndarray) -> np.ndarray:
+        return np.zeros(len(devices), np.int64) if self.variant_of is None else (
+            self.variant_of[devices])
+
+    def forward_flops_of(self, devices: np.ndarray) -> np.ndarray:
+        """Forward FLOPs of one sample on each device's variant."""
+        return self._variant_figures[0][self._variants_of(devices)]
+
+    def up_bytes(self, devices: np.ndarray) -> np.ndarray:
+        """Uplink payload bytes of each device's update (its variant's shapes)."""
+        return self._variant_figures[1][self._variants_of(devices)]
+
+    def down_bytes(self, devices: np.ndarray) -> np.ndarray:
+        """Dense bytes of the model each device receives (its variant's slice)."""
+        return self._variant_figures[2][self._variants_of(devices)]
+
+    def variant_samples(self, updates: Sequence[Update]) -> np.ndarray | None:
+        """Samples behind each variant's slice among device ``updates`` (None: no family)."""
+        if self.family is None:
+            return None
+        senders = np.array([u.sender for u in updates], dtype=np.int64)
+        samples = np.array([u.samples for u in updates], dtype=np.float64)
+        return np.bincount(self.variant_of[senders], samples, len(self.family.variants))
+
+    def _decode(self, payloads: list[bytes], space: ParamSpace) -> torch.Tensor:
+        """(N, P) float32 rows of ``payloads`` laid out as ``space``."""
+        specs = space.specs
+        if self._rows_codec is not None:
+            return torch.from_numpy(self._rows_codec.decode_rows(payloads, specs))
+        tensors = [self.codec.decode(payload, specs) for payload in payloads]
+        return torch.stack([space.flatten(t) for t in tensors])
+
     def aggregate(self, base: torch.Tensor | None, updates: list[Update]) -> torch.Tensor | None:
-        """Decode every update and FedAvg them, weighted by samples."""
+        """Decode every update and FedAvg them, weighted by samples (slice by slice with a
+        model family)."""
         if base is None:
             return None
-        payloads, specs = [u.payload for u in updates], self.space.specs
-        if self._rows_codec is not None:
-            decoded = torch.from_numpy(self._rows_codec.decode_rows(payloads, specs))
-        else:
-            tensors = [self.codec.decode(payload, specs) for payload in payloads]
-            decoded = torch.stack([self.space.flatten(t) for t in tensors])
+        if self.family is not None:
+            return self._aggregate_slices(base, updates)
+        decoded = self._decode([u.payload for u in updates], self.space)
         weights = [u.samples for u in updates]
         if self.scenario.compression.payload == "delta":
             return apply_deltas(base, decoded, weights)
         return fedavg(decoded, weights)
+
+    def _aggregate_slices(self, base: torch.Tensor, updates: list[Update]) -> torch.Tensor:
+        """HeteroFL: a device's update holds its variant's slice; an edge's holds the full
+        model, each variant's slice weighted by the samples behind it at that edge."""
+        variants = self.family.variants
+        rows: list[list[torch.Tensor]] = [[] for _ in variants]
+        weights: list[list[float]] = [[] for _ in variants]
+        edges = [u for u in updates if u.variant_samples is not None]
+        if edges:
+            full = self._decode([u.payload for u in edges], self.space)
+            for update, row in zip(edges, full, strict=True):
+                for k in np.flatnonzero(update.variant_samples):
+                    rows[k].append(row[variants[k].index])
+                    weights[k].append(float(update.variant_samples[k]))
+        devices = [u for u in updates if u.variant_samples is None]
+        kinds = self.variant_of[[u.sender for u in devices]]
+        for k in np.unique(kinds):
+            mine = [u for u, kind in zip(devices, kinds, strict=True) if kind == k]
+            rows[k].extend(self._decode([u.payload for u in mine], variants[k].space))
+            weights[k].extend(float(u.samples) for u in mine)
+        slices = [
+            Slice(variant.index, torch.stack(rows[k]), weights[k])
+            for k, variant in enumerate(variants)
+            if rows[k]
+        ]
+        return slice_fedavg(base, slices, self.scenario.compression.payload == "delta")
 
 
 def prepare(
@@ -189,16 +300,27 @@ def prepare(
     seed = scenario.seed
     input_shape, num_classes = data_shape(scenario.data)
     model_seed = int(np.random.SeedSequence([seed, STREAM_MODEL]).generate_state(1)[0])
-    model = build_model(scenario.model.name, input_shape, num_classes, model_seed)
     builtin = scenario.model.name if scenario.model.name in MODEL_NAMES else None
-    stats = model_stats(model, input_shape, builtin and f"{builtin}|{num_classes}")
+    cache_key = builtin and f"{builtin}|{num_classes}"
+    family = None
+    if scenario.model.variants is not None:
+        family = build_family(scenario.model.name, input_shape, num_classes, model_seed,
+                              scenario.model.variants, cache_key)
+        model, stats = family.full.model, family.full.stats
+    else:
+        model = build_model(scenario.model.name, input_shape, num_classes, model_seed)
+        stats = model_stats(model, input_shape, cache_key)
     check_memory(scenario, input_elements(input_shape), stats.n_params)
     topo = build_topology(scenario)
     data_rng = np.random.default_rng([seed, STREAM_DATA])
     samples = draw_sample_counts(scenario.data, len(topo.names), data_rng)
     needed = train_bytes(stats.n_params, scenario.run.batch_size, stats.activations_per_sample)
     fleet, battery = Fleet.build(scenario, topo, samples, needed)
-    if not fleet.fits.any():
+    variant_of = None
+    if family is not None:
+        variant_of = _assign(scenario, topo, family, fleet)
+        fleet.fits = variant_of >= 0
+    elif not fleet.fits.any():
         raise ModelDoesNotFitError(
             f"model.name: {scenario.model.name!r} needs {needed} bytes to train "
             f"(batch_size {scenario.run.batch_size}) and fits no device "
@@ -211,8 +333,11 @@ def prepare(
         if run.device == "cuda" and not torch.cuda.is_available():
             raise ScenarioError("run.device: 'cuda' requested but torch sees no CUDA device")
         data = make_data(scenario.data, samples, data_rng)
-        trainer = make_trainer(
-            model, data, run.local_epochs, run.batch_size, run.learning_rate, run.device
+        settings = (run.local_epochs, run.batch_size, run.learning_rate, run.device)
+        trainer = (
+            make_trainer(model, data, *settings)
+            if family is None
+            else FamilyTrainer(family, variant_of, data, *settings)
         )
     trace = Trace(string_index([CLOUD, *topo.edges]).append(topo.names))
     links = Links.build(scenario.topology, topo.edges)
@@ -235,5 +360,23 @@ def prepare(
         trainer=trainer,
         data=data,
         trained=np.zeros(len(topo.names), dtype=np.int64),
+        family=family,
+        variant_of=variant_of,
         global_weights=space.vector(model) if run.learning else None,
     )
+
+
+def _assign(scenario: Scenario, topo: Topology, family: ModelFamily, fleet: Fleet) -> np.ndarray:
+    """Each device's widest variant within its memory (and compute budget); refuse a family
+    with a variant that fits no device."""
+    memory_kb = np.array(
+        [scenario.profile(p).memory_kb for p in topo.profile_names], dtype=np.float64
+    )[topo.profile_of]
+    config, run = scenario.model, scenario.run
+    budget = None
+    if config.assign == "memory_and_time":
+        budget = (fleet.samples, fleet.compute_mflops, run.local_epochs, config.compute_budget_s)
+    fits = variant_fits(family, memory_kb, run.batch_size, budget)
+    check_every_variant_fits(family, fits, run.batch_size, float(memory_kb.max()),
+                             config.compute_budget_s if budget else None)
+    return assign_variants(fits)

@@ -10,7 +10,8 @@ import pandas as pd
 
 from hierfl.checkpoint import checkpoint_scenario, load_checkpoint, restore, save_checkpoint
 from hierfl.compression import UpdateCodec
-from hierfl.learn.trainer import per_sample
+from hierfl.compression import DENSE
+from hierfl.learn.trainer import evaluate, per_sample
 from hierfl.policies import Selection
 from hierfl.results import Result, rounds_table, scenario_as_run, to_target, versions
 from hierfl.scenario import Scenario
@@ -110,17 +111,72 @@ def devices_table(sim: Simulation) -> pd.DataFrame:
         **{f"energy_{category}_j": battery.used_j[:, k] for k, category in enumerate(CATEGORIES)},
         "accuracy": local_accuracy(sim),
     }
+    if sim.family is not None:
+        widths = np.array([*sim.family.widths, np.nan])
+        columns["width"] = widths[sim.variant_of]  # -1 (no variant fits) reads the NaN
     return pd.DataFrame(columns, copy=False)
 
 
 def local_accuracy(sim: Simulation) -> np.ndarray:
-    """The final global model's accuracy on each device's own data (NaN without learning)."""
+    """The final global model's accuracy on each device's own data (NaN without learning).
+
+    With a model family, each device's own variant (its slice of the global model) is
+    scored; a device that fits no variant gets NaN.
+    """
     if sim.trainer is None:
         return np.full(len(sim.topo.names), np.nan)
+    if sim.family is None:
+        return _per_device(sim, sim.model, sim.space, sim.global_weights)
+    accuracy = np.full(len(sim.topo.names), np.nan)
+    for k, variant in enumerate(sim.family.variants):
+        mine = sim.variant_of == k
+        if mine.any():
+            weights = sim.global_weights[variant.index]
+            accuracy[mine] = _per_device(sim, variant.model, variant.space, weights)[mine]
+    return accuracy
+
+
+def _per_device(sim: Simulation, model, space, weights) -> np.ndarray:
+    """Accuracy of ``weights`` on each device's own samples."""
     data = sim.trainer.data
-    hits, _ = per_sample(sim.model, sim.space, sim.global_weights, sim.trainer.x, sim.trainer.y)
+    hits, _ = per_sample(model, space, weights, sim.trainer.x, sim.trainer.y)
     correct = np.add.reduceat(hits.numpy().astype(np.int64), data.offsets[:-1])
     return correct / np.diff(data.offsets)
+
+
+def tiers(sim: Simulation, devices: pd.DataFrame) -> list[dict]:
+    """One record per variant of the family: its devices and profiles, its costs, and its
+    sub-model's accuracy on the global test set and on its devices' pooled samples."""
+    records = []
+    data = None if sim.trainer is None else sim.trainer.data
+    for k, variant in enumerate(sim.family.variants):
+        mine = sim.variant_of == k
+        test_accuracy = local = float("nan")
+        if data is not None:
+            weights = sim.global_weights[variant.index]
+            test_accuracy = evaluate(variant.model, variant.space, weights, data.x_test,
+                                     data.y_test)[0]
+            samples = devices["samples"].to_numpy()[mine]
+            if samples.sum():
+                local = float((devices["accuracy"].to_numpy()[mine] * samples).sum()
+                              / samples.sum())
+        profiles = devices.loc[mine, "profile"].astype(str).value_counts().sort_index()
+        records.append({
+            "width": variant.width,
+            "devices": int(mine.sum()),
+            "profiles": {name: int(n) for name, n in profiles.items()},
+            "n_params": variant.stats.n_params,
+            "forward_flops": variant.stats.forward_flops,
+            "train_bytes": variant.train_bytes(sim.scenario.run.batch_size),
+            "uplink_payload_bytes": sim.codec.payload_bytes(variant.space.specs),
+            "downlink_payload_bytes": DENSE.payload_bytes(variant.space.specs),
+            "test_accuracy": test_accuracy,
+            "local_accuracy": local,
+            "rounds_trained": float(devices.loc[mine, "rounds_trained"].mean())
+            if mine.any() else 0.0,
+            "energy_j": float(devices.loc[mine, "energy_j"].mean()) if mine.any() else 0.0,
+        })
+    return records
 
 
 def summarize(
@@ -139,6 +195,7 @@ def summarize(
         battery=("battery", "mean"),
         rounds_trained=("rounds_trained", "mean"),
         dropped=("dropped", "sum"),
+        **({} if sim.family is None else {"width": ("width", "mean")}),
     )
     last = rounds.iloc[-1]
     return {
@@ -164,4 +221,5 @@ def summarize(
         "target_accuracy": scenario.run.target_accuracy,
         **to_target(rounds, scenario.run.target_accuracy),
         "per_profile": per_profile.reset_index().to_dict(orient="records"),
+        **({} if sim.family is None else {"tiers": tiers(sim, devices)}),
     }
