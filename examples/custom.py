@@ -1,8 +1,9 @@
 """Your own model, selection policy and codec, named from a scenario as ``custom:Name``.
 
 Put this folder on ``PYTHONPATH`` (or install your package) and set, for example,
-``[model] name = "custom:Wide"``, ``[selection] policy = "custom:most_charged"`` and
-``[compression] codec = "custom:Float16Codec"``.
+``[model] name = "custom:Wide"`` (or ``"custom:Scalable"`` with ``variants``),
+``[selection] policy = "custom:most_charged"`` and ``[compression] codec =
+"custom:Float16Codec"``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,20 @@ class Wide(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+class Scalable(nn.Module):
+    """A width family for ``[model] variants``: the ``width`` keyword scales the hidden layer,
+    so each narrower variant's parameters are leading blocks of the full model's."""
+
+    def __init__(self, input_dim: int, num_classes: int, width: float = 1.0) -> None:
+        super().__init__()
+        hidden = math.ceil(256 * width)
+        self.body = nn.Linear(input_dim, hidden)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x.flatten(1)).relu())
 
 
 def most_charged(

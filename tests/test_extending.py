@@ -41,6 +41,20 @@ def test_custom_model_sets_the_costs(custom):
     assert set(uploads["bytes"]) == {4 * n_params}
 
 
+def test_custom_family_trains_its_variants(custom):
+    """A custom class taking ``width`` is a family: each device uploads its variant's slice."""
+    result = hierfl.run(small(
+        "model.name=custom:Scalable", "model.variants=[1, 0.25]", "compression.quantize=none",
+        "compression.prune_ratio=0", "profiles.mcu.memory_kb=60",
+    ))
+    sizes = {1.0: 32 * 256 + 256 + 256 * 10 + 10, 0.25: 32 * 64 + 64 + 64 * 10 + 10}
+    uploads = result.events[result.events["kind"] == "upload"]
+    width = result.devices.set_index("device")["width"]
+    sent = uploads.groupby(uploads["node"].astype(str))["bytes"].first()
+    assert (sent == 4 * width[sent.index].map(sizes)).all()
+    assert sorted(set(width)) == [0.25, 1.0]
+
+
 def test_custom_policy_by_name_and_by_object(custom):
     """A named policy and the same function passed from Python select the same devices."""
     by_name = hierfl.run(small("selection.policy=custom:most_charged"))

@@ -46,7 +46,7 @@ def test_compact_family_by_hand():
         params, flops, needed = COMPACT[variant.width]
         assert (variant.stats.n_params, variant.stats.forward_flops) == (params, flops)
         assert variant.train_bytes(8) == needed
-    assert (1754, 3392, 19472) == COMPACT[0.5]
+    assert COMPACT[0.5] == (1754, 3392, 19472)
 
 
 @pytest.mark.parametrize(("name", "shape"), [("tiny", (32,)), ("mobile", (32,)),
@@ -117,7 +117,8 @@ def test_slice_fedavg_matches_plain_loop(data):
         slices.append(Slice(held, rows, samples))
         updates += [(held, row, n) for row, n in zip(rows, samples, strict=True)]
     deltas = data.draw(st.booleans())
-    torch.testing.assert_close(slice_fedavg(base, slices, deltas), _reference(base, updates, deltas))
+    expected = _reference(base, updates, deltas)
+    torch.testing.assert_close(slice_fedavg(base, slices, deltas), expected)
 
 
 def test_assign_widest_fitting_variant():

@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 
 from hierfl.checkpoint import checkpoint_scenario, load_checkpoint, restore, save_checkpoint
-from hierfl.compression import UpdateCodec
-from hierfl.compression import DENSE
+from hierfl.compression import DENSE, UpdateCodec
 from hierfl.learn.trainer import evaluate, per_sample
 from hierfl.policies import Selection
 from hierfl.results import Result, rounds_table, scenario_as_run, to_target, versions
