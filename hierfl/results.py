@@ -180,6 +180,7 @@ def rounds_table(
     table["devices_trained"] = trained.diff().fillna(trained).astype("int64")
     used_j = table.pop("energy_used_j")
     table["energy_j"] = used_j.diff().fillna(used_j)
+    tiers = [column for column in table.columns if column.startswith("accuracy_w")]
     return table[
         [
             "cloud_round",
@@ -191,6 +192,7 @@ def rounds_table(
             "bytes_backhaul",
             "energy_j",
             "mean_battery",
+            *tiers,
         ]
     ]
 

@@ -216,10 +216,12 @@ def test_edges_then_cloud_equal_flat_heterofl(make_scenario, payload):
 
 
 def test_tiers_score_each_sub_model(make_scenario):
-    """summary tiers: each variant's slice of the final model on the test set; devices.csv:
-    each device's own variant on its own data (pooled per tier in local_accuracy)."""
+    """summary tiers: each variant's slice of the final model on the test set (and, per
+    round, rounds.csv accuracy_w<width>, whence its time to target); devices.csv: each
+    device's own variant on its own data (pooled per tier in local_accuracy)."""
     scenario = make_scenario(
-        run={"cloud_rounds": 2, "learning": True, "learning_rate": 0.1},
+        run={"cloud_rounds": 3, "learning": True, "learning_rate": 0.1,
+             "target_accuracy": 0.11},
         model={"name": "compact", "variants": [1, 0.25]},
         devices=[{"profile": "mcu", "count": 2}, {"profile": "mobile", "count": 1}],
         profiles={"mcu": {"memory_kb": 10}},
@@ -232,6 +234,11 @@ def test_tiers_score_each_sub_model(make_scenario):
         accuracy, _ = evaluate(variant.model, variant.space, flat[variant.index],
                                data.x_test, data.y_test)
         assert tier["test_accuracy"] == pytest.approx(accuracy)
+        column = result.rounds[f"accuracy_w{variant.width:g}"]
+        assert column.iloc[-1] == tier["test_accuracy"]
+        reached = np.flatnonzero(column.to_numpy() >= 0.11)
+        expected = result.rounds["sim_time_s"].iloc[reached[0]] if len(reached) else None
+        assert tier["time_to_target_s"] == expected
         mine = result.devices["width"] == variant.width
         own = [evaluate(variant.model, variant.space, flat[variant.index],
                         data.x[data.device_slice(d)], data.y[data.device_slice(d)])[0]

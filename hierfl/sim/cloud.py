@@ -85,6 +85,7 @@ def close_round(sim: Simulation, cloud_round: int) -> None:
         "devices_trained": int(sim.trained.sum()),
         "energy_used_j": float(sim.battery.used_j.sum()),
         "mean_battery": float(battery.mean()) if battery.size else float("nan"),
+        **sim.tier_accuracy(),
     }
     sim.round_rows.append(row)
     if sim.on_round is not None:

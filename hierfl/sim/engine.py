@@ -25,7 +25,7 @@ from hierfl.learn.family import (
     variant_fits,
 )
 from hierfl.learn.models import ModelStats, build_model, model_stats
-from hierfl.learn.trainer import Job, ParamSpace, ReferenceTrainer
+from hierfl.learn.trainer import Job, ParamSpace, ReferenceTrainer, evaluate
 from hierfl.limits import check_memory, input_elements
 from hierfl.policies import Selection, resolve_selection
 from hierfl.scenario import MODEL_NAMES, Scenario
@@ -240,6 +240,18 @@ class Simulation:
         samples = np.array([u.samples for u in updates], dtype=np.float64)
         return np.bincount(self.variant_of[senders], samples, len(self.family.variants))
 
+    def tier_accuracy(self) -> dict[str, float]:
+        """Each variant's slice of the global model on the test set, as rounds.csv columns
+        ``accuracy_w<width>`` (none without a family or without learning)."""
+        if self.family is None or self.trainer is None:
+            return {}
+        data = self.trainer.data
+        return {
+            tier_column(v.width): evaluate(v.model, v.space, self.global_weights[v.index],
+                                           data.x_test, data.y_test)[0]
+            for v in self.family.variants
+        }
+
     def _decode(self, payloads: list[bytes], space: ParamSpace) -> torch.Tensor:
         """(N, P) float32 rows of ``payloads`` laid out as ``space``."""
         specs = space.specs
@@ -286,6 +298,15 @@ class Simulation:
             if rows[k]
         ]
         return slice_fedavg(base, slices, self.scenario.compression.payload == "delta")
+
+
+def tier_column(width: float) -> str:
+    """The rounds.csv column of a variant's test accuracy.
+
+    >>> tier_column(0.25), tier_column(1.0)
+    ('accuracy_w0.25', 'accuracy_w1')
+    """
+    return f"accuracy_w{width:g}"
 
 
 def prepare(

@@ -16,7 +16,7 @@ from hierfl.results import Result, rounds_table, scenario_as_run, to_target, ver
 from hierfl.scenario import Scenario
 from hierfl.sim.battery import CATEGORIES
 from hierfl.sim.cloud import cloud
-from hierfl.sim.engine import Simulation, prepare
+from hierfl.sim.engine import Simulation, prepare, tier_column
 from hierfl.topology import CLOUD, string_index
 
 
@@ -143,9 +143,10 @@ def _per_device(sim: Simulation, model, space, weights) -> np.ndarray:
     return correct / np.diff(data.offsets)
 
 
-def tiers(sim: Simulation, devices: pd.DataFrame) -> list[dict]:
-    """One record per variant of the family: its devices and profiles, its costs, and its
-    sub-model's accuracy on the global test set and on its devices' pooled samples."""
+def tiers(sim: Simulation, devices: pd.DataFrame, rounds: pd.DataFrame) -> list[dict]:
+    """One record per variant of the family: its devices and profiles, its costs, its
+    sub-model's accuracy on the global test set and on its devices' pooled samples, and
+    when that sub-model first reached the target accuracy."""
     records = []
     data = None if sim.trainer is None else sim.trainer.data
     for k, variant in enumerate(sim.family.variants):
@@ -174,8 +175,17 @@ def tiers(sim: Simulation, devices: pd.DataFrame) -> list[dict]:
             "rounds_trained": float(devices.loc[mine, "rounds_trained"].mean())
             if mine.any() else 0.0,
             "energy_j": float(devices.loc[mine, "energy_j"].mean()) if mine.any() else 0.0,
+            **_tier_target(rounds, variant.width, sim.scenario.run.target_accuracy),
         })
     return records
+
+
+def _tier_target(rounds: pd.DataFrame, width: float, target: float | None) -> dict:
+    """``to_target`` on the variant's own accuracy column (rounds.csv ``accuracy_w<width>``)."""
+    column = tier_column(width)
+    if column not in rounds:
+        return to_target(rounds.iloc[:0], None)
+    return to_target(rounds.drop(columns="accuracy").rename(columns={column: "accuracy"}), target)
 
 
 def summarize(
@@ -220,5 +230,5 @@ def summarize(
         "target_accuracy": scenario.run.target_accuracy,
         **to_target(rounds, scenario.run.target_accuracy),
         "per_profile": per_profile.reset_index().to_dict(orient="records"),
-        **({} if sim.family is None else {"tiers": tiers(sim, devices)}),
+        **({} if sim.family is None else {"tiers": tiers(sim, devices, rounds)}),
     }
