@@ -8,6 +8,12 @@ models agree to float rounding, and the benchmark prints how far apart they are.
 
 Run: ``python benchmarks/bench_training.py`` (``--profile`` adds a pyinstrument profile of
 one batched round at the largest size; ``--device cuda`` trains the batched side on a GPU).
+
+``--variants 1,0.5,0.25`` trains a HeteroFL width family of the compact MLP instead: client
+``c`` trains variant ``c mod K`` from its slice of the global model (``FamilyTrainer``, one
+batched trainer per variant), and the round ends with the slice average
+(``aggregation.slice_fedavg``); the naive side trains each client's variant the same way
+with a plain loop.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import argparse
 import copy
 import os
 import time
+from functools import partial
 
 import numpy as np
 import torch
@@ -23,9 +30,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from hierfl.aggregation import fedavg
+from hierfl.aggregation import Slice, fedavg, slice_fedavg
 from hierfl.learn.batched import BatchedTrainer
 from hierfl.learn.data import FederatedData, make_data
+from hierfl.learn.family import FamilyTrainer, ModelFamily, build_family
 from hierfl.learn.models import build_model, model_stats
 from hierfl.learn.trainer import ParamSpace, epoch_orders
 from hierfl.scenario import DataConfig
@@ -44,25 +52,59 @@ def workload(clients: int) -> tuple[FederatedData, nn.Module]:
     return data, build_model("compact", (INPUT_DIM,), CLASSES, SEED)
 
 
+def naive_client(model: nn.Module, start: torch.Tensor, data: FederatedData, client: int,
+                 round_: int) -> torch.Tensor:
+    """One client's local training the usual way: deepcopy, DataLoader, torch.optim.SGD."""
+    local = copy.deepcopy(model)
+    nn.utils.vector_to_parameters(start, local.parameters())
+    rows = data.device_slice(client)
+    dataset = TensorDataset(data.x[rows], data.y[rows])
+    optimizer = torch.optim.SGD(local.parameters(), lr=LR)
+    for order in epoch_orders((SEED, round_, client), len(dataset), EPOCHS):
+        for xb, yb in DataLoader(dataset, batch_size=BATCH, sampler=order.tolist()):
+            optimizer.zero_grad()
+            F.cross_entropy(local(xb), yb).backward()
+            optimizer.step()
+    return ParamSpace.of(local).vector(local)
+
+
 def naive_round(model: nn.Module, data: FederatedData, global_flat: torch.Tensor,
                 round_: int) -> torch.Tensor:
-    """One FedAvg round the usual way: deepcopy, DataLoader and torch.optim.SGD per client."""
-    nn.utils.vector_to_parameters(global_flat, model.parameters())
-    space = ParamSpace.of(model)
-    vectors, weights = [], []
-    for client in range(data.n_devices):
-        rows = data.device_slice(client)
-        dataset = TensorDataset(data.x[rows], data.y[rows])
-        local = copy.deepcopy(model)
-        optimizer = torch.optim.SGD(local.parameters(), lr=LR)
-        for order in epoch_orders((SEED, round_, client), len(dataset), EPOCHS):
-            for xb, yb in DataLoader(dataset, batch_size=BATCH, sampler=order.tolist()):
-                optimizer.zero_grad()
-                F.cross_entropy(local(xb), yb).backward()
-                optimizer.step()
-        vectors.append(space.vector(local))
-        weights.append(len(dataset))
-    return fedavg(vectors, weights)
+    """One FedAvg round the usual way: ``naive_client`` for every client, then FedAvg."""
+    vectors = [naive_client(model, global_flat, data, c, round_) for c in range(data.n_devices)]
+    return fedavg(vectors, np.diff(data.offsets).tolist())
+
+
+def naive_family_round(family: ModelFamily, variant_of: np.ndarray, data: FederatedData,
+                       global_flat: torch.Tensor, round_: int) -> torch.Tensor:
+    """One HeteroFL round the usual way: each client its variant from its slice, then the
+    slice average."""
+    results = {
+        c: naive_client(family.variants[variant_of[c]].model,
+                        global_flat[family.variants[variant_of[c]].index], data, c, round_)
+        for c in range(data.n_devices)
+    }
+    return _slice_average(family, variant_of, data, global_flat, results)
+
+
+def family_round(trainer: FamilyTrainer, data: FederatedData, global_flat: torch.Tensor,
+                 round_: int) -> torch.Tensor:
+    """One HeteroFL round with hierfl: submit every client, collect (a flush per variant)."""
+    jobs = [trainer.submit(c, global_flat, (SEED, round_, c)) for c in range(data.n_devices)]
+    results = {c: job.result() for c, job in enumerate(jobs)}
+    return _slice_average(trainer.family, trainer.variant_of, data, global_flat, results)
+
+
+def _slice_average(family: ModelFamily, variant_of: np.ndarray, data: FederatedData,
+                   global_flat: torch.Tensor, results: dict[int, torch.Tensor]) -> torch.Tensor:
+    samples = np.diff(data.offsets)
+    slices = []
+    for k, variant in enumerate(family.variants):
+        mine = np.flatnonzero(variant_of == k)
+        if len(mine):
+            rows = torch.stack([results[c] for c in mine])
+            slices.append(Slice(variant.index, rows, samples[mine].tolist()))
+    return slice_fedavg(global_flat, slices, deltas=False)
 
 
 def batched_round(trainer: BatchedTrainer, data: FederatedData, global_flat: torch.Tensor,
@@ -106,28 +148,41 @@ def _row(label: str, updates: int, wall_s: float, cpu_s: float, flops: float,
 
 
 def bench(clients: int, rounds: int, device: str, peak: float, naive: bool,
-          repeat: int) -> None:
-    """Time both sides on one size (the batched side best of ``repeat``) and print figures."""
+          repeat: int, widths: list[float] | None = None) -> None:
+    """Time both sides on one size (the batched side best of ``repeat``) and print figures;
+    with ``widths``, a HeteroFL family whose client ``c`` trains variant ``c mod K``."""
     data, model = workload(clients)
     start = ParamSpace.of(model).vector(model)
-    flops = 3 * model_stats(model, (INPUT_DIM,)).forward_flops * SAMPLES * EPOCHS
-    trainer = BatchedTrainer(model, data, EPOCHS, BATCH, LR, device)
+    if widths is None:
+        flops = 3 * model_stats(model, (INPUT_DIM,)).forward_flops * SAMPLES * EPOCHS
+        trainer = BatchedTrainer(model, data, EPOCHS, BATCH, LR, device)
+        path = trainer.path
+        one_round = partial(batched_round, trainer, data)
+        naive_one = partial(naive_round, model, data)
+    else:
+        family = build_family("compact", (INPUT_DIM,), CLASSES, SEED, widths)
+        variant_of = np.arange(clients) % len(widths)
+        forward = np.array([v.stats.forward_flops for v in family.variants])[variant_of]
+        flops = 3 * float(forward.mean()) * SAMPLES * EPOCHS
+        trainer = FamilyTrainer(family, variant_of, data, EPOCHS, BATCH, LR, device)
+        path = "+".join(sorted({t.path for t in trainer.trainers}))
+        print(f"width family {family.widths}: client c trains variant c mod {len(widths)}")
+        one_round = partial(family_round, trainer, data)
+        naive_one = partial(naive_family_round, family, variant_of, data)
     updates = clients * rounds
     print(f"N={clients} clients x {rounds} rounds = {updates} client updates "
           f"({flops / 1e6:.2f} MFLOP each)")
     print(f"  {'':24s} {'wall_s':>8s} {'cpu_s':>8s} {'updates/s':>10s} {'updates/cpu_s':>12s} "
           f"{'GFLOP/s':>8s} {'of peak':>8s}")
     wall_s, cpu_s, batched = min(
-        (timed(rounds, lambda f, r: batched_round(trainer, data, f, r), start)
-         for _ in range(repeat)), key=lambda timing: timing[0])
-    rate = _row(f"hierfl batched ({trainer.path})", updates, wall_s, cpu_s, flops, peak)
+        (timed(rounds, one_round, start) for _ in range(repeat)), key=lambda timing: timing[0])
+    rate = _row(f"hierfl batched ({path})", updates, wall_s, cpu_s, flops, peak)
     if not naive:
         return
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the naive loop's best setting: its ops are too small to split
     try:
-        wall_s, cpu_s, reference = timed(
-            rounds, lambda f, r: naive_round(model, data, f, r), start)
+        wall_s, cpu_s, reference = timed(rounds, naive_one, start)
     finally:
         torch.set_num_threads(threads)
     naive_rate = _row("naive loop (1 thread)", updates, wall_s, cpu_s, flops, peak)
@@ -157,7 +212,9 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="profile one batched round")
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--repeat", type=int, default=3, help="best of this many batched runs")
+    parser.add_argument("--variants", help="HeteroFL widths of the compact MLP, e.g. 1,0.5,0.25")
     args = parser.parse_args()
+    widths = [float(w) for w in args.variants.split(",")] if args.variants else None
     if args.threads:
         torch.set_num_threads(args.threads)
     peak = peak_gflops()
@@ -170,7 +227,7 @@ def main() -> None:
     batched_round(trainer, warm_data, warm_start, 0)
     naive_round(warm_model, warm_data, warm_start, 0)
     for clients, rounds in SIZES:
-        bench(clients, rounds, args.device, peak, not args.no_naive, args.repeat)
+        bench(clients, rounds, args.device, peak, not args.no_naive, args.repeat, widths)
     if args.profile:
         profile(SIZES[-1][0], args.device)
 
