@@ -450,6 +450,58 @@ def sweep(
 
 
 @app.command()
+def archsearch(
+    scenario: Annotated[Path, typer.Argument(help="Scenario TOML file (the fleet to fit).")],
+    models: Annotated[str, typer.Option(help="Depths: built-in model names.")] = "tiny,compact",
+    widths: Annotated[str, typer.Option(help="Widths to try.")] = "1,0.5,0.25,0.125",
+    rounds: Annotated[int, typer.Option(help="Cloud rounds of each short run.")] = 5,
+    seeds: Annotated[int, typer.Option(help="Seeds per candidate.")] = 1,
+    out: Annotated[
+        Path | None, typer.Option(help="Sweep folder (default: runs/NAME-archsearch).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="Local processes (default: one per core).")
+    ] = None,
+) -> None:
+    """Score (model, width) candidates per device profile after a short run: accuracy
+    against seconds and joules per round, each profile's Pareto front marked
+    (archsearch.csv, archsearch.png in the sweep folder)."""
+    from hierfl.archsearch import search
+
+    folder = out or Path("runs") / f"{scenario.stem}-archsearch"
+    table, failed = search(scenario, _names(models, "--models"), _widths(widths), rounds, seeds,
+                           folder, workers)
+    shown = table.assign(pareto=table["pareto"].map({True: "*", False: ""}))
+    _print_table("candidates per profile (* on the Pareto front)", list(shown.columns),
+                 [[_cell(v) for v in row] for row in shown.itertuples(index=False)])
+    for error in failed:
+        out_console.print(f"not run: {error}", highlight=False, soft_wrap=True)
+    out_console.print(f"wrote archsearch.csv, archsearch.png in {folder}", highlight=False)
+
+
+def _names(text: str, option: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise HierflError(f"{option}: give at least one name: {text!r}")
+    return names
+
+
+def _widths(text: str) -> list[float]:
+    """``--widths`` as floats in (0, 1]."""
+    try:
+        widths = [float(w) for w in _names(text, "--widths")]
+    except ValueError:
+        raise HierflError(f"--widths: must be numbers in (0, 1]: {text!r}") from None
+    if any(not 0 < w <= 1 for w in widths):
+        raise HierflError(f"--widths: must be numbers in (0, 1]: {text!r}")
+    return widths
+
+
+def _cell(value: object) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@app.command()
 def validate(
     scenarios: Annotated[list[Path], typer.Argument(help="Scenario TOML files.")],
     set_: Annotated[
