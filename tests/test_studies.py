@@ -12,7 +12,7 @@ import pytest
 import hierfl
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = ["hierfl_vs_cloud", "cell_scaling", "compression", "battery", "digits"]
+STUDIES = ["hierfl_vs_cloud", "cell_scaling", "compression", "battery", "digits", "heterofl"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 needs_matplotlib = pytest.mark.skipif(
     importlib.util.find_spec("matplotlib") is None, reason="the study figures need matplotlib"
@@ -169,3 +169,19 @@ def test_digits_study(tmp_path):
     profiles = pd.read_csv(tmp_path / "digits_profiles.csv")
     mcu = profiles[(profiles["profile"] == "mcu") & (profiles["variant"] == "dscnn, batch 16")]
     assert not mcu["fits"].item()
+
+
+@needs_matplotlib
+def test_heterofl_study(tmp_path):
+    """HeteroFL trains each profile its widest fitting variant; dropping what does not fit
+    leaves the mcus and socs without a model; the smallest for all gives everyone width 1/4."""
+    table = load_study("heterofl").main(tmp_path, rounds=2, seed=42)
+    check_outputs("heterofl", tmp_path, table)
+    widths = table.set_index(["strategy", "profile"])["width"]
+    assert widths["HeteroFL"].to_dict() == {"mcu": 0.25, "soc": 0.5, "mobile": 1.0}
+    dropped = widths["drop what does not fit"]
+    assert dropped["mobile"] == 1.0 and dropped[["mcu", "soc"]].isna().all()
+    assert set(widths["smallest for all"]) == {0.25}
+    assert (table["seeds"] == 1).all()
+    runs = pd.read_csv(tmp_path / "heterofl_runs.csv")
+    assert len(runs) == 3 * 3
