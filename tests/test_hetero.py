@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -309,3 +310,26 @@ def test_custom_class_without_width_has_no_family(family_module):
     """A custom class without a ``width`` keyword cannot give a narrower variant."""
     with pytest.raises(ScenarioError, match=r"model\.variants: .*Fixed.*no 'width' keyword"):
         build_family(f"{family_module}:Fixed", (6,), 3, 0, [1, 0.5])
+
+
+def test_resume_of_a_family_run_equals_uninterrupted(tmp_path):
+    """A HeteroFL run stopped after a cloud round and resumed gives the same tables and model
+    (the family and each device's variant are rebuilt from the scenario)."""
+    from test_resume import Stop, assert_same
+
+    from hierfl.sim.runner import resume, simulate
+
+    scenario = hierfl.load_scenario(
+        Path(__file__).parents[1] / "scenarios" / "heterofl.toml", ["run.cloud_rounds=3"]
+    )
+    whole = simulate(scenario)
+
+    def stop_after_round_1(row: dict) -> None:
+        if row["cloud_round"] == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        simulate(scenario, on_round=stop_after_round_1, checkpoint_dir=tmp_path)
+    again = resume(tmp_path)
+    assert_same(whole, again)
+    assert again.summary["tiers"] == whole.summary["tiers"]

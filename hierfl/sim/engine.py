@@ -217,8 +217,10 @@ class Simulation:
         )
 
     def _variants_of(self, devices: np.ndarray) -> np.ndarray:
-        return np.zeros(len(devices), np.int64) if self.variant_of is None else (
-            self.variant_of[devices])
+        """Each device's variant (all 0: the one model, without a family)."""
+        if self.variant_of is None:
+            return np.zeros(len(devices), np.int64)
+        return self.variant_of[devices]
 
     def forward_flops_of(self, devices: np.ndarray) -> np.ndarray:
         """Forward FLOPs of one sample on each device's variant."""
