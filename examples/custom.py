@@ -1,9 +1,9 @@
-"""Your own model, selection policy and codec, named from a scenario as ``custom:Name``.
+"""Your own model, selection policy, codec and server optimiser, named as ``custom:Name``.
 
 Put this folder on ``PYTHONPATH`` (or install your package) and set, for example,
 ``[model] name = "custom:Wide"`` (or ``"custom:Scalable"`` with ``variants``),
-``[selection] policy = "custom:most_charged"`` and ``[compression] codec =
-"custom:Float16Codec"``.
+``[selection] policy = "custom:most_charged"``, ``[compression] codec =
+"custom:Float16Codec"`` and ``[aggregation] cloud_optimizer = "custom:FedYogi"``.
 """
 
 from __future__ import annotations
@@ -72,3 +72,32 @@ class Float16Codec:
 
     def payload_bytes(self, specs: Sequence[tuple[str, tuple[int, ...]]]) -> int:
         return sum(2 * math.prod(shape) for _, shape in specs)
+
+
+class FedYogi:
+    """Reddi et al.'s FedYogi: FedAdam whose second moment moves by a sign, not a decay.
+
+    Built once per aggregator as ``FedYogi(settings, size)``; ``settings`` is the
+    scenario's ``[aggregation]`` table (``server_lr``, ``beta1``, ``beta2``, ``tau``).
+    """
+
+    flops_per_param = 15  # FedAdam's 13, and the sign of v - delta**2 times it
+
+    def __init__(self, settings, size: int) -> None:
+        self.lr, self.tau = settings.server_lr, settings.tau
+        self.beta1, self.beta2 = settings.beta1, settings.beta2
+        self.m, self.v = torch.zeros(size), torch.full((size,), settings.tau**2)
+
+    def step(self, model: torch.Tensor, averaged: torch.Tensor) -> torch.Tensor:
+        delta = averaged - model
+        self.m.mul_(self.beta1).add_(delta, alpha=1 - self.beta1)
+        square = delta * delta
+        self.v.sub_((1 - self.beta2) * square * torch.sign(self.v - square))
+        return model + self.lr * self.m / (self.v.sqrt() + self.tau)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"m": self.m, "v": self.v}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.m.copy_(state["m"])
+        self.v.copy_(state["v"])

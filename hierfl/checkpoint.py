@@ -1,7 +1,8 @@
 """Cloud-round checkpoints: everything a run needs to continue exactly where it stopped.
 
 At a cloud-round boundary the state is small and complete: the clock, the global model
-(edges restart from it every cloud round), batteries, tallies and the trace so far.
+(edges restart from it every cloud round), each aggregator's server-optimiser state
+(momentum, moments), batteries, tallies and the trace so far.
 Training jobs and selection draws are seeded by (seed, round, device or edge), and data
 and the initial model are rebuilt from the seed, so they need no saving.
 
@@ -36,13 +37,13 @@ from hierfl.scenario import Scenario, parse_scenario
 from hierfl.sim.engine import Simulation
 
 CHECKPOINT = "checkpoint.pt"
-FORMAT = 3
+FORMAT = 4
 MAGIC = b"HIERFLCK"
 _HASH = 32
 _BATTERY = ("remaining_j", "settled_s", "alive", "died_s", "used_j", "tail_end_s")
 _LINKS = ("carried_bytes", "flows")
 _KEYS = ("format", "scenario", "next_round", "now_s", "global_weights", "battery", "trained",
-         "links", "link_steps", "trace", "round_rows")
+         "links", "link_steps", "trace", "round_rows", "optimizers")
 
 
 def save_checkpoint(sim: Simulation, folder: Path, next_round: int) -> Path:
@@ -61,6 +62,10 @@ def save_checkpoint(sim: Simulation, folder: Path, next_round: int) -> Path:
             name: torch.from_numpy(sim.trace.rows[name].copy()) for name in sim.trace.columns
         },
         "round_rows": [_plain(row) for row in sim.round_rows],
+        "optimizers": {
+            str(node): {name: value.clone() for name, value in opt.state_dict().items()}
+            for node, opt in sim.optimizers.items()
+        },
     }
     path = Path(folder) / CHECKPOINT
     write_state(state, path)
@@ -204,6 +209,8 @@ def restore(sim: Simulation, state: dict[str, Any]) -> None:
     sim.trace.load({name: column.numpy() for name, column in state["trace"].items()})
     sim.round_rows[:] = state["round_rows"]
     sim.global_weights = state["global_weights"]
+    for node, opt in sim.optimizers.items():
+        opt.load_state_dict(state["optimizers"][str(node)])
     sim.first_round = int(state["next_round"])
     sim.env = type(sim.env)(initial_time=state["now_s"])
 
@@ -223,12 +230,31 @@ def _check_fits(sim: Simulation, state: dict[str, Any]) -> None:
     _check_links(state, sim)
     _check_trace(_table(state["trace"], "trace"), sim)
     _check_rows(state["round_rows"], state["next_round"], state["now_s"])
+    _check_optimizers(_table(state["optimizers"], "optimizers"), sim)
     weights = state["global_weights"]
     if sim.global_weights is None:
         if weights is not None:
             raise CorruptError("checkpoint: global_weights given for a timing-only run")
     else:
         _same_as(weights, sim.global_weights.cpu(), "global_weights")
+
+
+def _check_optimizers(saved: dict[str, Any], sim: Simulation) -> None:
+    """One state per aggregator, each with the tensors its fresh optimiser holds, finite."""
+    if set(saved) != {str(node) for node in sim.optimizers}:
+        raise CorruptError(
+            f"checkpoint: optimizers must be nodes {', '.join(map(str, sim.optimizers))}"
+        )
+    for node, opt in sim.optimizers.items():
+        state, fresh = _table(saved[str(node)], f"optimizers.{node}"), opt.state_dict()
+        if set(state) != set(fresh):
+            raise CorruptError(
+                f"checkpoint: optimizers.{node} must hold {', '.join(fresh) or 'nothing'}"
+            )
+        for name, like in fresh.items():
+            _same_as(state[name], like, f"optimizers.{node}.{name}")
+            if not torch.isfinite(state[name]).all():
+                raise CorruptError(f"checkpoint: optimizers.{node}.{name} must be finite")
 
 
 def _table(value: object, key: str) -> dict[str, torch.Tensor]:

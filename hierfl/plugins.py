@@ -5,8 +5,9 @@ importing anything: the module must be found on ``sys.path`` (no parent package 
 imported to look), its source must parse, and ``Name`` must be bound at its top level by
 something that can be what the key needs (a class for ``model.name``; a function taking
 ``(candidates, battery, fraction, rng)`` for ``selection.policy``; a class or an object for
-``compression.codec``). ``selection.policy = "this:s"`` is refused without printing the Zen
-of Python. Only then is the module imported.
+``compression.codec``; a class for ``aggregation.edge_optimizer`` and
+``aggregation.cloud_optimizer``). ``selection.policy = "this:s"`` is refused without
+printing the Zen of Python. Only then is the module imported.
 """
 
 from __future__ import annotations
@@ -21,10 +22,18 @@ from typing import Any
 
 from hierfl.errors import ScenarioError
 
-CODE_KEYS = ("model.name", "selection.policy", "compression.codec")
+CODE_KEYS = (
+    "model.name", "selection.policy", "compression.codec",
+    "aggregation.edge_optimizer", "aggregation.cloud_optimizer",
+)
 """Scenario keys whose ``package.module:Name`` value is code hierfl imports and runs."""
 POLICY_ARGS = ("candidates", "battery", "fraction", "rng")
-_WANTS = {"model.name": "an nn.Module class", "compression.codec": "a codec class or object"}
+_WANTS = {
+    "model.name": "an nn.Module class",
+    "compression.codec": "a codec class or object",
+    "aggregation.edge_optimizer": "a server-optimiser class",
+    "aggregation.cloud_optimizer": "a server-optimiser class",
+}
 _LITERALS = (
     ast.Constant, ast.JoinedStr, ast.List, ast.Tuple, ast.Set, ast.Dict,
     ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp, ast.BinOp, ast.Compare,
@@ -37,6 +46,8 @@ def custom_references(scenario: Any) -> dict[str, str]:
         "model.name": scenario.model.name,
         "selection.policy": scenario.selection.policy,
         "compression.codec": scenario.compression.codec,
+        "aggregation.edge_optimizer": scenario.aggregation.edge_optimizer,
+        "aggregation.cloud_optimizer": scenario.aggregation.cloud_optimizer,
     }
     return {key: value for key, value in values.items() if value and ":" in value}
 

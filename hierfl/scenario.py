@@ -28,6 +28,7 @@ SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 """A name that is one plain folder name on every system: no separator, no '..', no space."""
 MODEL_NAMES = ("tiny", "compact", "mobile", "dscnn")
 POLICY_NAMES = ("all", "random", "battery")
+OPTIMIZER_NAMES = ("fedavg", "fedavgm", "fedadam")
 DIRECTIONS = ("uplink_kbps", "downlink_kbps")  # a new bandwidth_kbps replaces a built-in's
 AssignRule = Literal["round_robin", "block", "interleave", "random"]
 ASSIGN_RULES = get_args(AssignRule)
@@ -205,6 +206,38 @@ class SelectionConfig(_Frozen):
         return value
 
 
+class AggregationConfig(_Frozen):
+    """How aggregators turn the averaged update into their next model."""
+
+    edge_optimizer: str = Field(
+        "fedavg",
+        description="server optimiser of every edge aggregation: fedavg | fedavgm | fedadam | "
+        "'package.module:Name'",
+    )
+    cloud_optimizer: str = Field(
+        "fedavg",
+        description="server optimiser of the cloud aggregation: fedavg | fedavgm | fedadam | "
+        "'package.module:Name'",
+    )
+    server_lr: float = Field(
+        1.0, gt=0, description="server step size on the averaged delta (1: plain FedAvg)"
+    )
+    server_momentum: float = Field(0.9, ge=0, lt=1, description="fedavgm: momentum of the delta")
+    beta1: float = Field(0.9, ge=0, lt=1, description="fedadam: decay of the first moment")
+    beta2: float = Field(0.99, ge=0, lt=1, description="fedadam: decay of the second moment")
+    tau: float = Field(1e-3, gt=0, description="fedadam: adaptivity (added to the root of v)")
+
+    @field_validator("edge_optimizer", "cloud_optimizer")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        if value not in OPTIMIZER_NAMES and not _CUSTOM_NAME.match(value):
+            raise ValueError(
+                f"unknown optimiser {value!r} (allowed: {', '.join(OPTIMIZER_NAMES)}, "
+                "or 'package.module:Name')"
+            )
+        return value
+
+
 class LinkConfig(_Frozen):
     """One network link; as the backhaul, a key a table leaves out keeps its default."""
 
@@ -367,6 +400,7 @@ class Scenario(_Frozen):
     selection: SelectionConfig = SelectionConfig()
     topology: TopologyConfig = TopologyConfig()
     variability: VariabilityConfig = VariabilityConfig()
+    aggregation: AggregationConfig = AggregationConfig()
     devices: tuple[DeviceGroup, ...] = Field(min_length=1, description="device groups")
     profiles: dict[str, Profile] = Field(default_factory=dict, description="define or override")
 
@@ -406,6 +440,16 @@ class Scenario(_Frozen):
             raise ValueError(
                 "run.edge_rounds: must be 1 when topology.mode = 'cloud_only': "
                 f"{self.run.edge_rounds}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _cloud_only_has_no_edge_optimizer(self) -> Scenario:
+        optimizer = self.aggregation.edge_optimizer
+        if self.topology.mode == "cloud_only" and optimizer != "fedavg":
+            raise ValueError(
+                "aggregation.edge_optimizer: cloud_only has no edge aggregation, so it must "
+                f"be 'fedavg': {optimizer!r}"
             )
         return self
 

@@ -105,9 +105,9 @@ def test_dropout_mid_upload_end_to_end(make_scenario, weak_profile):
     senders: list[tuple[int, ...]] = []
     aggregate = sim.aggregate
 
-    def spy(base, updates):
+    def spy(node, base, updates):
         senders.append(tuple(u.sender for u in updates))
-        return aggregate(base, updates)
+        return aggregate(node, base, updates)
 
     sim.aggregate = spy
     sim.env.process(cloud(sim))

@@ -81,6 +81,18 @@ def test_custom_codec_sets_payload_and_round_trips(custom):
     assert result.rounds["accuracy"].notna().all()
 
 
+def test_custom_optimiser_takes_the_yogi_step(custom):
+    """The FedYogi example steps as Reddi et al. write it, and a run uses it at the cloud."""
+    settings = hierfl.scenario.AggregationConfig(server_lr=0.5, beta1=0.5, beta2=0.75, tau=1.0)
+    yogi = custom.FedYogi(settings, 1)
+    # delta 2: m = 0.5 * 2 = 1; v = 1 - 0.25 * 4 * sign(1 - 4) = 2; 0.5 * 1 / (sqrt 2 + 1)
+    step = yogi.step(torch.zeros(1), torch.full((1,), 2.0))
+    assert torch.allclose(step, torch.tensor([0.5 / (2**0.5 + 1)]))
+    result = hierfl.run(small("aggregation.cloud_optimizer=custom:FedYogi"))
+    assert result.summary["scenario"]["aggregation"]["cloud_optimizer"] == "custom:FedYogi"
+    assert result.rounds["accuracy"].notna().all()
+
+
 def test_the_documented_command_runs(tmp_path):
     """The command at the end of docs/extending.md works as written, after `make demo` too.
 

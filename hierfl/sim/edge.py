@@ -78,13 +78,16 @@ def aggregate_at(
     updates: list[Update],
     rounds: tuple[int, int],
 ) -> Process:
-    """Spend the aggregation time on ``node``, then FedAvg ``updates`` into a new model."""
+    """Spend the aggregation time on ``node`` (averaging, then its optimiser's step), then
+    FedAvg ``updates`` and take that step into a new model."""
     profile = sim.scenario.profile(
         sim.scenario.topology.cloud_profile
         if kind == "cloud_aggregate"
         else sim.scenario.topology.edge_profile
     )
-    seconds = compute_s(aggregate_flops(sim.space.size, len(updates)), profile.compute_mflops)
+    flops = aggregate_flops(sim.space.size, len(updates))
+    flops += sim.optimizers[node].flops_per_param * sim.space.size
+    seconds = compute_s(flops, profile.compute_mflops)
     now = sim.env.now
     sim.trace.record(
         kind, node, edge, now, now + seconds, *rounds, 0, profile.power_compute_w * seconds
@@ -92,7 +95,7 @@ def aggregate_at(
     yield sim.env.timeout(seconds)
     if kind == "edge_aggregate" or sim.scenario.topology.mode == "cloud_only":
         np.add.at(sim.trained, cohort.senders_of(updates), 1)
-    return sim.aggregate(base, updates)
+    return sim.aggregate(node, base, updates)
 
 
 def edge_cloud_round(

@@ -27,6 +27,7 @@ from hierfl.learn.family import (
 from hierfl.learn.models import ModelStats, build_model, model_stats
 from hierfl.learn.trainer import Job, ParamSpace, ReferenceTrainer, evaluate
 from hierfl.limits import check_memory, input_elements
+from hierfl.optimizers import resolve_optimizer
 from hierfl.policies import Selection, resolve_selection
 from hierfl.scenario import MODEL_NAMES, Scenario
 from hierfl.sim.battery import FleetBattery
@@ -110,6 +111,8 @@ class Simulation:
     trainer: ReferenceTrainer | FamilyTrainer | None
     data: object | None
     trained: np.ndarray
+    optimizers: dict[int, object]
+    """Each aggregator's server optimiser, by trace node (the cloud is 0, edge e is 1 + e)."""
     family: ModelFamily | None = None
     variant_of: np.ndarray | None = None
     """Each device's variant (index into ``family.variants``; -1: none fits)."""
@@ -262,11 +265,18 @@ class Simulation:
         tensors = [self.codec.decode(payload, specs) for payload in payloads]
         return torch.stack([space.flatten(t) for t in tensors])
 
-    def aggregate(self, base: torch.Tensor | None, updates: list[Update]) -> torch.Tensor | None:
-        """Decode every update and FedAvg them, weighted by samples (slice by slice with a
-        model family)."""
+    def aggregate(
+        self, node: int, base: torch.Tensor | None, updates: list[Update]
+    ) -> torch.Tensor | None:
+        """Decode every update, FedAvg them weighted by samples, and let ``node``'s server
+        optimiser step from ``base`` (the model it sent) towards that average."""
         if base is None:
             return None
+        return self.optimizers[node].step(base, self.average(base, updates))
+
+    def average(self, base: torch.Tensor, updates: list[Update]) -> torch.Tensor:
+        """The sample-weighted FedAvg of ``updates`` received as ``base`` (slice by slice
+        with a model family)."""
         if self.family is not None:
             return self._aggregate_slices(base, updates)
         decoded = self._decode([u.payload for u in updates], self.space)
@@ -363,6 +373,7 @@ def prepare(
             else FamilyTrainer(family, variant_of, data, *settings)
         )
     trace = Trace(string_index([CLOUD, *topo.edges]).append(topo.names))
+    optimizers = build_optimizers(scenario, len(topo.edges), space.size)
     links = Links.build(scenario.topology, topo.edges)
     return Simulation(
         scenario=scenario,
@@ -385,6 +396,7 @@ def prepare(
         trained=np.zeros(len(topo.names), dtype=np.int64),
         family=family,
         variant_of=variant_of,
+        optimizers=optimizers,
         global_weights=space.vector(model) if run.learning else None,
     )
 
@@ -403,3 +415,16 @@ def _assign(scenario: Scenario, topo: Topology, family: ModelFamily, fleet: Flee
     check_every_variant_fits(family, fits, run.batch_size, float(memory_kb.max()),
                              config.compute_budget_s if budget else None)
     return assign_variants(fits)
+
+
+def build_optimizers(scenario: Scenario, edges: int, size: int) -> dict[int, object]:
+    """A server optimiser for the cloud (node 0) and, when edges aggregate, one per edge."""
+    settings = scenario.aggregation
+    cloud_key, edge_key = "aggregation.cloud_optimizer", "aggregation.edge_optimizer"
+    optimizers = {0: resolve_optimizer(settings.cloud_optimizer, cloud_key, settings, size)}
+    if scenario.topology.mode == "hierarchical":
+        for edge in range(edges):
+            optimizers[1 + edge] = resolve_optimizer(
+                settings.edge_optimizer, edge_key, settings, size
+            )
+    return optimizers
