@@ -7,7 +7,8 @@ Both sides use the same per-client data orders (``epoch_orders``), so their fina
 models agree to float rounding, and the benchmark prints how far apart they are.
 
 Run: ``python benchmarks/bench_training.py`` (``--profile`` adds a pyinstrument profile of
-one batched round at the largest size; ``--device cuda`` trains the batched side on a GPU).
+one batched round at the largest size; ``--device cuda`` trains the batched side on a GPU;
+``--mu 0.01`` adds FedProx's proximal term on both sides).
 
 ``--variants 1,0.5,0.25`` trains a HeteroFL width family of the compact MLP instead: client
 ``c`` trains variant ``c mod K`` from its slice of the global model (``FamilyTrainer``, one
@@ -31,6 +32,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from hierfl.aggregation import Slice, fedavg, slice_fedavg
+from hierfl.costs import prox_flops
 from hierfl.learn.batched import BatchedTrainer
 from hierfl.learn.data import FederatedData, make_data
 from hierfl.learn.family import FamilyTrainer, ModelFamily, build_family
@@ -53,35 +55,42 @@ def workload(clients: int) -> tuple[FederatedData, nn.Module]:
 
 
 def naive_client(model: nn.Module, start: torch.Tensor, data: FederatedData, client: int,
-                 round_: int) -> torch.Tensor:
-    """One client's local training the usual way: deepcopy, DataLoader, torch.optim.SGD."""
+                 round_: int, mu: float = 0.0) -> torch.Tensor:
+    """One client's local training the usual way: deepcopy, DataLoader, torch.optim.SGD
+    (with ``mu``, on the loss plus FedProx's (mu/2)||w - start||^2)."""
     local = copy.deepcopy(model)
     nn.utils.vector_to_parameters(start, local.parameters())
+    anchors = [p.detach().clone() for p in local.parameters()]
     rows = data.device_slice(client)
     dataset = TensorDataset(data.x[rows], data.y[rows])
     optimizer = torch.optim.SGD(local.parameters(), lr=LR)
     for order in epoch_orders((SEED, round_, client), len(dataset), EPOCHS):
         for xb, yb in DataLoader(dataset, batch_size=BATCH, sampler=order.tolist()):
             optimizer.zero_grad()
-            F.cross_entropy(local(xb), yb).backward()
+            loss = F.cross_entropy(local(xb), yb)
+            if mu:
+                pairs = zip(local.parameters(), anchors, strict=True)
+                loss = loss + mu / 2 * sum(((p - a) ** 2).sum() for p, a in pairs)
+            loss.backward()
             optimizer.step()
     return ParamSpace.of(local).vector(local)
 
 
 def naive_round(model: nn.Module, data: FederatedData, global_flat: torch.Tensor,
-                round_: int) -> torch.Tensor:
+                round_: int, mu: float = 0.0) -> torch.Tensor:
     """One FedAvg round the usual way: ``naive_client`` for every client, then FedAvg."""
-    vectors = [naive_client(model, global_flat, data, c, round_) for c in range(data.n_devices)]
+    vectors = [naive_client(model, global_flat, data, c, round_, mu)
+               for c in range(data.n_devices)]
     return fedavg(vectors, np.diff(data.offsets).tolist())
 
 
 def naive_family_round(family: ModelFamily, variant_of: np.ndarray, data: FederatedData,
-                       global_flat: torch.Tensor, round_: int) -> torch.Tensor:
+                       global_flat: torch.Tensor, round_: int, mu: float = 0.0) -> torch.Tensor:
     """One HeteroFL round the usual way: each client its variant from its slice, then the
     slice average."""
     results = {
         c: naive_client(family.variants[variant_of[c]].model,
-                        global_flat[family.variants[variant_of[c]].index], data, c, round_)
+                        global_flat[family.variants[variant_of[c]].index], data, c, round_, mu)
         for c in range(data.n_devices)
     }
     return _slice_average(family, variant_of, data, global_flat, results)
@@ -148,27 +157,33 @@ def _row(label: str, updates: int, wall_s: float, cpu_s: float, flops: float,
 
 
 def bench(clients: int, rounds: int, device: str, peak: float, naive: bool,
-          repeat: int, widths: list[float] | None = None) -> None:
+          repeat: int, widths: list[float] | None = None, mu: float = 0.0) -> None:
     """Time both sides on one size (the batched side best of ``repeat``) and print figures;
-    with ``widths``, a HeteroFL family whose client ``c`` trains variant ``c mod K``."""
+    with ``widths``, a HeteroFL family whose client ``c`` trains variant ``c mod K``; with
+    ``mu``, FedProx on both sides."""
     data, model = workload(clients)
     start = ParamSpace.of(model).vector(model)
     if widths is None:
-        flops = 3 * model_stats(model, (INPUT_DIM,)).forward_flops * SAMPLES * EPOCHS
-        trainer = BatchedTrainer(model, data, EPOCHS, BATCH, LR, device)
+        stats = model_stats(model, (INPUT_DIM,))
+        flops = 3 * stats.forward_flops * SAMPLES * EPOCHS
+        params = stats.n_params
+        trainer = BatchedTrainer(model, data, EPOCHS, BATCH, LR, device, mu)
         path = trainer.path
         one_round = partial(batched_round, trainer, data)
-        naive_one = partial(naive_round, model, data)
+        naive_one = partial(naive_round, model, data, mu=mu)
     else:
         family = build_family("compact", (INPUT_DIM,), CLASSES, SEED, widths)
         variant_of = np.arange(clients) % len(widths)
         forward = np.array([v.stats.forward_flops for v in family.variants])[variant_of]
         flops = 3 * float(forward.mean()) * SAMPLES * EPOCHS
-        trainer = FamilyTrainer(family, variant_of, data, EPOCHS, BATCH, LR, device)
+        params = float(np.array([v.stats.n_params for v in family.variants])[variant_of].mean())
+        trainer = FamilyTrainer(family, variant_of, data, EPOCHS, BATCH, LR, device, mu)
         path = "+".join(sorted({t.path for t in trainer.trainers}))
         print(f"width family {family.widths}: client c trains variant c mod {len(widths)}")
         one_round = partial(family_round, trainer, data)
-        naive_one = partial(naive_family_round, family, variant_of, data)
+        naive_one = partial(naive_family_round, family, variant_of, data, mu=mu)
+    if mu:
+        flops += prox_flops(params, SAMPLES, EPOCHS, BATCH)
     updates = clients * rounds
     print(f"N={clients} clients x {rounds} rounds = {updates} client updates "
           f"({flops / 1e6:.2f} MFLOP each)")
@@ -213,6 +228,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--repeat", type=int, default=3, help="best of this many batched runs")
     parser.add_argument("--variants", help="HeteroFL widths of the compact MLP, e.g. 1,0.5,0.25")
+    parser.add_argument("--mu", type=float, default=0.0, help="FedProx proximal weight")
     args = parser.parse_args()
     widths = [float(w) for w in args.variants.split(",")] if args.variants else None
     if args.threads:
@@ -227,7 +243,8 @@ def main() -> None:
     batched_round(trainer, warm_data, warm_start, 0)
     naive_round(warm_model, warm_data, warm_start, 0)
     for clients, rounds in SIZES:
-        bench(clients, rounds, args.device, peak, not args.no_naive, args.repeat, widths)
+        bench(clients, rounds, args.device, peak, not args.no_naive, args.repeat, widths,
+              args.mu)
     if args.profile:
         profile(SIZES[-1][0], args.device)
 

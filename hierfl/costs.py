@@ -18,6 +18,16 @@ def train_flops(forward_flops: int, samples: int, local_epochs: int) -> int:
     return 3 * forward_flops * samples * local_epochs
 
 
+def prox_flops(n_params: int, samples: int, local_epochs: int, batch_size: int) -> int:
+    """Extra FLOPs of FedProx's proximal term: each SGD step adds ``mu * (w - w_start)`` to
+    the gradient, 3 FLOPs per parameter (subtract, scale, add), one step per minibatch.
+
+    >>> prox_flops(4522, 50, 2, 8)  # 2 epochs of ceil(50 / 8) = 7 steps
+    189924
+    """
+    return 3 * n_params * local_epochs * -(-samples // batch_size)
+
+
 def compute_s(flops: float, compute_mflops: float) -> float:
     """Seconds to execute ``flops`` at ``compute_mflops`` (10^6 FLOP/s).
 

@@ -207,7 +207,7 @@ class SelectionConfig(_Frozen):
 
 
 class AggregationConfig(_Frozen):
-    """How aggregators turn the averaged update into their next model."""
+    """How aggregators turn the averaged update into their next model, and the local objective."""
 
     edge_optimizer: str = Field(
         "fedavg",
@@ -226,6 +226,9 @@ class AggregationConfig(_Frozen):
     beta1: float = Field(0.9, ge=0, lt=1, description="fedadam: decay of the first moment")
     beta2: float = Field(0.99, ge=0, lt=1, description="fedadam: decay of the second moment")
     tau: float = Field(1e-3, gt=0, description="fedadam: adaptivity (added to the root of v)")
+    mu: float = Field(
+        0.0, ge=0, description="FedProx: weight of (mu/2)||w - w_received||^2 in local training"
+    )
 
     @field_validator("edge_optimizer", "cloud_optimizer")
     @classmethod

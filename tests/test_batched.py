@@ -82,19 +82,23 @@ def _case(name: str) -> tuple[nn.Module, FederatedData]:
     return build_model(name, (32,), 10, seed=0), _data((32,), 10)
 
 
-def _trainers(model: nn.Module, data: FederatedData) -> tuple[ReferenceTrainer, BatchedTrainer]:
-    return (ReferenceTrainer(model, data, EPOCHS, BATCH, LR),
-            BatchedTrainer(model, data, EPOCHS, BATCH, LR))
+def _trainers(
+    model: nn.Module, data: FederatedData, mu: float = 0.0
+) -> tuple[ReferenceTrainer, BatchedTrainer]:
+    return (ReferenceTrainer(model, data, EPOCHS, BATCH, LR, mu=mu),
+            BatchedTrainer(model, data, EPOCHS, BATCH, LR, mu=mu))
 
 
+@pytest.mark.parametrize("mu", [0.0, 0.5])
 @pytest.mark.parametrize(("name", "path"), [
     ("tiny", "linear"), ("compact", "linear"), ("chain", "linear"), ("stacked", "linear"),
     ("dscnn", "generic"), ("residual", "generic"), ("mobile", "reference"),
 ])
-def test_matches_reference_over_rounds(name, path):
-    """Batched results equal the reference's, device by device, round after round."""
+def test_matches_reference_over_rounds(name, path, mu):
+    """Batched results equal the reference's, device by device, round after round, with
+    and without FedProx's proximal term."""
     model, data = _case(name)
-    ref, bat = _trainers(model, data)
+    ref, bat = _trainers(model, data, mu)
     assert bat.path == path
     bat.chunk = 4  # chunks of 4 and 2 jobs: clients train chunk by chunk
     space = ParamSpace.of(model)

@@ -8,6 +8,8 @@ cross-entropy over the client's real samples. A partial batch is padded and its 
 weight 0; clients are sorted by their number of steps, so the clients still training at step
 ``t`` are a prefix of the stack and finished ones are not computed at all. A job's result
 therefore depends on its start, data and seed only, not on the other jobs of its flush.
+With FedProx's ``mu > 0`` each step also pulls every client's weights towards its start,
+``- learning_rate * mu * (w - w_start)``, from a copy of the starts kept for the flush.
 
 Three paths, chosen once per model:
 
@@ -162,8 +164,9 @@ class BatchedTrainer(ReferenceTrainer):
         batch_size: int,
         learning_rate: float,
         device: str = "cpu",
+        mu: float = 0.0,
     ) -> None:
-        super().__init__(model, data, local_epochs, batch_size, learning_rate, device)
+        super().__init__(model, data, local_epochs, batch_size, learning_rate, device, mu)
         random = needs_reference(model)
         self.plan = None if random else linear_plan(model, self.space, data.input_shape)
         self.path = "reference" if random else "linear" if self.plan else "generic"
@@ -216,24 +219,32 @@ class BatchedTrainer(ReferenceTrainer):
 
     def _train_linear(self, params: dict[str, torch.Tensor], sched: _Schedule) -> torch.Tensor:
         """Train chunk by chunk of clients, so a chunk's weights stay in cache all along."""
+        anchor = {name: p.clone() for name, p in params.items()} if self.mu else None
         jobs = len(sched.order)
         chunks = [(begin, min(begin + self.chunk, jobs)) for begin in range(0, jobs, self.chunk)]
         workers = min(len(chunks), self._workers)
         if workers == 1:
             for begin, end in chunks:
-                self._train_chunk(params, sched, begin, end)
+                self._train_chunk(params, anchor, sched, begin, end)
         else:
             with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(lambda c: self._train_chunk(params, sched, *c), chunks))
+                list(pool.map(lambda c: self._train_chunk(params, anchor, sched, *c), chunks))
         return self._flat(params)
 
     def _train_chunk(
-        self, params: dict[str, torch.Tensor], sched: _Schedule, begin: int, end: int
+        self,
+        params: dict[str, torch.Tensor],
+        anchor: dict[str, torch.Tensor] | None,
+        sched: _Schedule,
+        begin: int,
+        end: int,
     ) -> None:
-        """Every step of the sorted jobs ``begin:end``; their weights are updated in place."""
+        """Every step of the sorted jobs ``begin:end``; their weights are updated in place.
+
+        ``anchor`` holds the start weights FedProx pulls towards (None without FedProx)."""
         assert self.plan is not None
         layers = [
-            (params[s.weight][begin:end], params[s.bias][begin:end] if s.bias else None)
+            (*self._pair(params, s, begin, end), *self._pair(anchor, s, begin, end))
             if isinstance(s, LinearLayer)
             else s
             for s in self.plan
@@ -248,6 +259,16 @@ class BatchedTrainer(ReferenceTrainer):
                 sched.weights[t, begin : begin + k, :width],
             )
 
+    @staticmethod
+    def _pair(
+        params: dict[str, torch.Tensor] | None, layer: LinearLayer, begin: int, end: int
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(weight, bias) of ``layer`` for clients ``begin:end``; Nones where there are none."""
+        if params is None:
+            return None, None
+        bias = params[layer.bias][begin:end] if layer.bias else None
+        return params[layer.weight][begin:end], bias
+
     def _flat(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
         """(J, P): stacked parameters back in the flat layout, one row per job."""
         return torch.cat([params[name].flatten(1) for name in self.space.names], 1)
@@ -255,8 +276,9 @@ class BatchedTrainer(ReferenceTrainer):
     def _linear_step(self, layers: list, rows: torch.Tensor, weights: torch.Tensor) -> None:
         """One SGD step for the first ``k = len(rows)`` clients of a chunk, updated in place.
 
-        ``layers`` holds a (weight, bias) pair per Linear of the plan (stacked over the chunk's
-        clients) and the activation itself otherwise.
+        ``layers`` holds (weight, bias, start weight, start bias) per Linear of the plan
+        (stacked over the chunk's clients; the starts None without FedProx) and the
+        activation itself otherwise.
         """
         k, batch = rows.shape
         flat_rows = rows.reshape(-1)
@@ -269,9 +291,9 @@ class BatchedTrainer(ReferenceTrainer):
                 sliced.append(layer)
                 h, fresh = out, False
                 continue
-            w, b = layer[0][:k], None if layer[1] is None else layer[1][:k]
+            w, b, w0, b0 = (None if t is None else t[:k] for t in layer)
             saved.append(h)
-            sliced.append((w, b))
+            sliced.append((w, b, w0, b0))
             h = (
                 torch.bmm(h, w.transpose(1, 2))
                 if b is None
@@ -290,15 +312,22 @@ class BatchedTrainer(ReferenceTrainer):
             if isinstance(layer, Activation):
                 g = layer.backward(g, saved[i])
                 continue
-            w, b = layer
+            w, b, w0, b0 = layer
             below = torch.bmm(g, w) if i > self._first else g
+            pull_w = None if w0 is None else w - w0  # FedProx, at the weights before the step
+            pull_b = None if b0 is None else b - b0
             w.baddbmm_(g.transpose(1, 2), saved[i], alpha=-self.learning_rate)
             if b is not None:
                 b.sub_(g.sum(dim=1), alpha=self.learning_rate)
+            if pull_w is not None:
+                w.sub_(pull_w, alpha=self.learning_rate * self.mu)
+            if pull_b is not None:
+                b.sub_(pull_b, alpha=self.learning_rate * self.mu)
             g = below
 
     def _train_generic(self, flat: torch.Tensor, sched: _Schedule) -> torch.Tensor | None:
         step = vmap(grad(self._weighted_loss))
+        start = flat.clone() if self.mu else None
         for t, (k, width) in enumerate(zip(sched.active, sched.widths(0, len(flat)), strict=True)):
             rows = sched.rows[t, :k, :width]
             x = self.x.index_select(0, rows.reshape(-1)).reshape(*rows.shape, *self.x.shape[1:])
@@ -315,6 +344,8 @@ class BatchedTrainer(ReferenceTrainer):
                 )
                 self.path = "reference"
                 return None
+            if start is not None:
+                g = g + self.mu * (flat[:k] - start[:k])
             flat[:k] -= self.learning_rate * g
         return flat
 
@@ -332,7 +363,9 @@ def make_trainer(
     batch_size: int,
     learning_rate: float,
     device: str = "cpu",
+    mu: float = 0.0,
 ) -> ReferenceTrainer | BatchedTrainer:
-    """A ``BatchedTrainer``, or a ``ReferenceTrainer`` for models that need one."""
+    """A ``BatchedTrainer``, or a ``ReferenceTrainer`` for models that need one; ``mu`` is
+    FedProx's proximal weight (0: plain local SGD)."""
     kind = ReferenceTrainer if needs_reference(model) else BatchedTrainer
-    return kind(model, data, local_epochs, batch_size, learning_rate, device)
+    return kind(model, data, local_epochs, batch_size, learning_rate, device, mu)

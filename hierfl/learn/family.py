@@ -183,7 +183,8 @@ class FamilyTrainer:
     """One trainer per variant (``make_trainer``, batched by default): a device's job trains
     its variant's slice of the start weights, in one batch with that variant's other jobs.
 
-    Results are in the variant's own flat layout.
+    Results are in the variant's own flat layout. ``mu`` (FedProx) pulls each job towards
+    its own start slice.
     """
 
     def __init__(
@@ -195,10 +196,11 @@ class FamilyTrainer:
         batch_size: int,
         learning_rate: float,
         device: str = "cpu",
+        mu: float = 0.0,
     ) -> None:
         self.family, self.variant_of, self.data = family, variant_of, data
         self.trainers = [
-            make_trainer(v.model, data, local_epochs, batch_size, learning_rate, device)
+            make_trainer(v.model, data, local_epochs, batch_size, learning_rate, device, mu)
             for v in family.variants
         ]
         self.x, self.y = self.trainers[0].x, self.trainers[0].y

@@ -93,7 +93,11 @@ class Job:
 
 
 class ReferenceTrainer:
-    """Trains pending jobs one after another: plain minibatch SGD, the sequential reference."""
+    """Trains pending jobs one after another: plain minibatch SGD, the sequential reference.
+
+    With ``mu > 0`` the local objective is FedProx's: the loss plus
+    ``(mu / 2) * ||w - w_start||^2``, so each step adds ``mu * (w - w_start)`` to the gradient.
+    """
 
     def __init__(
         self,
@@ -103,6 +107,7 @@ class ReferenceTrainer:
         batch_size: int,
         learning_rate: float,
         device: str = "cpu",
+        mu: float = 0.0,
     ) -> None:
         self.model = model.to(device).train()
         self.space = ParamSpace.of(model)
@@ -112,7 +117,7 @@ class ReferenceTrainer:
             batch_size,
             learning_rate,
         )
-        self.device = device
+        self.device, self.mu = device, mu
         self.x, self.y = data.x.to(device), data.y.to(device)
         self.pending: dict[Job, None] = {}  # in submission order; cancelling one is O(1)
 
@@ -140,7 +145,8 @@ class ReferenceTrainer:
         """Local epochs of SGD for one job; dropout (if any) seeded by the job alone."""
         rows = self.data.device_slice(job.device)
         x, y = self.x[rows], self.y[rows]
-        flat = job.start.to(self.device).clone()
+        start = job.start.to(self.device)
+        flat = start.clone()
         step = grad(self._loss)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(int(np.random.SeedSequence(list(job.seed)).generate_state(1)[0]))
@@ -148,7 +154,10 @@ class ReferenceTrainer:
                 order_t = torch.as_tensor(order, device=self.device)
                 for begin in range(0, len(order), self.batch_size):
                     batch = order_t[begin : begin + self.batch_size]
-                    flat = flat - self.learning_rate * step(flat, x[batch], y[batch])
+                    gradient = step(flat, x[batch], y[batch])
+                    if self.mu:
+                        gradient = gradient + self.mu * (flat - start)
+                    flat = flat - self.learning_rate * gradient
         return flat.detach().cpu()
 
     def _loss(self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

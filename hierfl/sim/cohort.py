@@ -20,7 +20,7 @@ import numpy as np
 import simpy
 import torch
 
-from hierfl.costs import compute_s, train_flops
+from hierfl.costs import compute_s, prox_flops, train_flops
 from hierfl.sim import network
 from hierfl.sim.battery import per_device
 from hierfl.sim.engine import Simulation, Update
@@ -184,7 +184,11 @@ def _compute(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Local training: its length from the FLOPs; ends and whether the battery lasted."""
     samples = sim.fleet.samples[devices]
-    flops = train_flops(sim.forward_flops_of(devices), samples, sim.scenario.run.local_epochs)
+    run = sim.scenario.run
+    flops = train_flops(sim.forward_flops_of(devices), samples, run.local_epochs)
+    if sim.scenario.aggregation.mu:
+        flops = flops + prox_flops(sim.params_of(devices), samples, run.local_epochs,
+                                   run.batch_size)
     sigma = sim.scenario.variability.compute_sigma
     mflops = sim.fleet.compute_mflops[devices] * lognormal(
         sim.scenario.seed, STREAM_COMPUTE, devices, cloud_round, sigma)

@@ -229,6 +229,11 @@ class Simulation:
         """Forward FLOPs of one sample on each device's variant."""
         return self._variant_figures[0][self._variants_of(devices)]
 
+    def params_of(self, devices: np.ndarray) -> np.ndarray:
+        """Parameters of each device's variant (FedProx's proximal term costs FLOPs per one)."""
+        sizes = np.array([space.size for space in self._spaces], dtype=np.int64)
+        return sizes[self._variants_of(devices)]
+
     def up_bytes(self, devices: np.ndarray) -> np.ndarray:
         """Uplink payload bytes of each device's update (its variant's shapes)."""
         return self._variant_figures[1][self._variants_of(devices)]
@@ -366,7 +371,8 @@ def prepare(
         if run.device == "cuda" and not torch.cuda.is_available():
             raise ScenarioError("run.device: 'cuda' requested but torch sees no CUDA device")
         data = make_data(scenario.data, samples, data_rng)
-        settings = (run.local_epochs, run.batch_size, run.learning_rate, run.device)
+        settings = (run.local_epochs, run.batch_size, run.learning_rate, run.device,
+                    scenario.aggregation.mu)
         trainer = (
             make_trainer(model, data, *settings)
             if family is None
