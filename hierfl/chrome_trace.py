@@ -6,8 +6,8 @@ have an ``aggregator`` thread (tid 0); every device has its own thread below its
 
 - ``download``, ``compute``, ``upload`` are complete slices (``"ph": "X"``) on the device's
   thread; ``cloud_download``, ``edge_upload`` and ``edge_aggregate`` on its edge's aggregator
-  thread; ``cloud_aggregate`` on the cloud's. Aggregations take no simulated time, so their
-  slices have ``dur == 0``.
+  thread; ``cloud_aggregate`` and ``distill`` on the cloud's. Aggregations take no simulated
+  time, so their slices have ``dur == 0``.
 - ``skip``, ``dropout`` and ``late`` are thread-scoped instants (``"ph": "i", "s": "t"``).
 - Battery: one counter (``"ph": "C"``) named ``mean battery`` on the cloud process, with the
   fleet's mean remaining battery in percent: 100 at time 0 (every battery starts full), then
@@ -56,6 +56,7 @@ CATEGORY = {
     "compute": "compute",
     "edge_aggregate": "aggregate",
     "cloud_aggregate": "aggregate",
+    "distill": "aggregate",
     "skip": "fault",
     "dropout": "fault",
     "late": "fault",

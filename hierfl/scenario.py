@@ -241,6 +241,22 @@ class AggregationConfig(_Frozen):
         return value
 
 
+class DistillationConfig(_Frozen):
+    """FedDF: after each cloud aggregation, distil the ensemble of arrived models into it."""
+
+    enabled: bool = Field(False, description="distil at the cloud after every cloud aggregation")
+    proxy: Literal["pool", "noise"] = Field(
+        "pool",
+        description="unlabelled proxy inputs: pool: a seeded draw from the devices' training "
+        "inputs, labels unused; noise: standard normal inputs shaped like the data",
+    )
+    proxy_samples: int = Field(256, ge=1, description="proxy inputs, drawn once per run")
+    steps: int = Field(50, ge=1, description="Adam steps per distillation")
+    batch_size: int = Field(64, ge=1, description="proxy inputs per step, samples")
+    temperature: float = Field(1.0, gt=0, description="softmax temperature of teacher and student")
+    learning_rate: float = Field(1e-3, gt=0, description="Adam step size of the student")
+
+
 class LinkConfig(_Frozen):
     """One network link; as the backhaul, a key a table leaves out keeps its default."""
 
@@ -404,6 +420,7 @@ class Scenario(_Frozen):
     topology: TopologyConfig = TopologyConfig()
     variability: VariabilityConfig = VariabilityConfig()
     aggregation: AggregationConfig = AggregationConfig()
+    distillation: DistillationConfig = DistillationConfig()
     devices: tuple[DeviceGroup, ...] = Field(min_length=1, description="device groups")
     profiles: dict[str, Profile] = Field(default_factory=dict, description="define or override")
 

@@ -22,6 +22,7 @@ KINDS = (
     "nic_tx",
     "nic_rx",
     "idle",
+    "distill",
 )
 KIND = {name: code for code, name in enumerate(KINDS)}
 

@@ -11,9 +11,11 @@ import hierfl
 from hierfl import docgen
 from hierfl.profiles import Profile
 from hierfl.scenario import (
+    AggregationConfig,
     CompressionConfig,
     DataConfig,
     DeviceGroup,
+    DistillationConfig,
     LinkConfig,
     ModelConfig,
     RunConfig,
@@ -37,6 +39,8 @@ MODELS = (
     LinkConfig,
     SharedLinkConfig,
     VariabilityConfig,
+    AggregationConfig,
+    DistillationConfig,
     DeviceGroup,
     Profile,
 )

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
+from hierfl.costs import compute_s
+from hierfl.learn.distill import distill, distill_flops, proxy_count
 from hierfl.learn.trainer import evaluate
-from hierfl.sim.cohort import CLOUD_NODE, until
+from hierfl.sim.cohort import CLOUD_NODE, senders_of, until
 from hierfl.sim.device import Process, settle
 from hierfl.sim.edge import (
     aggregate_at,
@@ -14,7 +17,7 @@ from hierfl.sim.edge import (
     edge_seats,
     train_devices,
 )
-from hierfl.sim.engine import Simulation, Update
+from hierfl.sim.engine import STREAM_DISTILL, Simulation, Update
 
 
 def cloud(sim: Simulation) -> Process:
@@ -27,16 +30,50 @@ def cloud(sim: Simulation) -> Process:
             everyone = np.arange(len(sim.topo.names))
             updates = yield from train_devices(sim, everyone, sim.global_weights, cloud_round, 0)
         if updates:
+            sent = sim.global_weights
             sim.global_weights = yield from aggregate_at(
                 sim,
                 CLOUD_NODE,
                 -1,
                 "cloud_aggregate",
-                sim.global_weights,
+                sent,
                 updates,
                 (cloud_round, -1),
             )
+            if sim.scenario.distillation.enabled:
+                sim.global_weights = yield from distill_at(sim, sent, updates, cloud_round)
         close_round(sim, cloud_round)
+
+
+def distill_at(
+    sim: Simulation, sent: torch.Tensor | None, updates: list[Update], cloud_round: int
+) -> Process:
+    """FedDF at the cloud: spend the distillation's compute time (from its FLOPs), then
+    distil the ensemble of the models behind ``updates`` (received as ``sent``) into the
+    global model on the proxy set."""
+    settings, stats = sim.scenario.distillation, sim.stats
+    profile = sim.scenario.profile(sim.scenario.topology.cloud_profile)
+    proxy = proxy_count(settings, int(sim.fleet.samples.sum()))
+    flops = distill_flops(teacher_flops(sim, updates), stats.forward_flops, stats.n_params,
+                          settings, proxy)
+    seconds = compute_s(flops, profile.compute_mflops)
+    now = sim.env.now
+    sim.trace.record("distill", CLOUD_NODE, -1, now, now + seconds, cloud_round, -1, 0,
+                     profile.power_compute_w * seconds)
+    yield sim.env.timeout(seconds)
+    if sent is None or sim.proxy is None:
+        return sim.global_weights
+    rng = np.random.default_rng([sim.scenario.seed, STREAM_DISTILL, cloud_round])
+    members = sim.members(sent, updates)
+    return distill(sim.model, sim.global_weights, members, sim.proxy, settings, rng)
+
+
+def teacher_flops(sim: Simulation, updates: list[Update]) -> int:
+    """Forward FLOPs per sample of the ensemble: the full model per edge update, each
+    device's own variant per device update (cloud_only)."""
+    if sim.scenario.topology.mode == "hierarchical":
+        return sim.stats.forward_flops * len(updates)
+    return int(sim.forward_flops_of(senders_of(updates)).sum())
 
 
 def _gather_edges(sim: Simulation, cloud_round: int) -> Process:

@@ -9,6 +9,7 @@ from functools import cached_property
 import numpy as np
 import simpy
 import torch
+from torch import nn
 
 from hierfl.aggregation import Slice, apply_deltas, fedavg, slice_fedavg
 from hierfl.compression import DENSE, Codec, UpdateCodec, resolve_codec
@@ -16,6 +17,7 @@ from hierfl.costs import capacity_j, fits_in_memory, train_bytes
 from hierfl.errors import ModelDoesNotFitError, ScenarioError
 from hierfl.learn.batched import make_trainer
 from hierfl.learn.data import data_shape, draw_sample_counts, make_data
+from hierfl.learn.distill import proxy_inputs
 from hierfl.learn.family import (
     FamilyTrainer,
     ModelFamily,
@@ -35,7 +37,7 @@ from hierfl.sim.network import LinkLog, Links
 from hierfl.topology import CLOUD, Topology, build_topology, string_index
 from hierfl.trace import Trace
 
-STREAM_SELECTION, STREAM_DATA, STREAM_TRAINING, STREAM_MODEL = 1, 2, 3, 4
+STREAM_SELECTION, STREAM_DATA, STREAM_TRAINING, STREAM_MODEL, STREAM_DISTILL = 1, 2, 3, 4, 5
 ENCODE_ROWS = 256  # updates encoded as one array: bounds the codec's scratch memory
 
 
@@ -120,6 +122,8 @@ class Simulation:
     global_weights: torch.Tensor | None = None
     on_round: Callable[[dict], None] | None = None
     first_round: int = 0
+    proxy: torch.Tensor | None = None
+    """The unlabelled proxy inputs of FedDF distillation (None without it or without learning)."""
 
     # node numbering in the trace: cloud, edges, devices
     def device_node(self, device: int) -> int:
@@ -316,6 +320,25 @@ class Simulation:
         ]
         return slice_fedavg(base, slices, self.scenario.compression.payload == "delta")
 
+    def members(
+        self, base: torch.Tensor, updates: list[Update]
+    ) -> list[tuple[nn.Module, torch.Tensor]]:
+        """The model each of ``updates`` stands for, received as ``base``, with the network
+        that runs it: the full model for an edge's update, a device's variant for its own."""
+        delta = self.scenario.compression.payload == "delta"
+        if self.family is None:
+            rows = self._decode([u.payload for u in updates], self.space)
+            return [(self.model, row) for row in (base + rows if delta else rows)]
+        found = []
+        for update in updates:
+            whole = update.variant_samples is not None
+            variant = None if whole else self.family.variants[self.variant_of[update.sender]]
+            space = self.space if whole else variant.space
+            row = self._decode([update.payload], space)[0]
+            start = base if whole else base[variant.index]
+            found.append((self.model if whole else variant.model, start + row if delta else row))
+        return found
+
 
 def tier_column(width: float) -> str:
     """The rounds.csv column of a variant's test accuracy.
@@ -378,6 +401,10 @@ def prepare(
             if family is None
             else FamilyTrainer(family, variant_of, data, *settings)
         )
+    proxy = None
+    if data is not None and scenario.distillation.enabled:
+        proxy_rng = np.random.default_rng([seed, STREAM_DISTILL])
+        proxy = proxy_inputs(data, scenario.distillation, proxy_rng)
     trace = Trace(string_index([CLOUD, *topo.edges]).append(topo.names))
     optimizers = build_optimizers(scenario, len(topo.edges), space.size)
     links = Links.build(scenario.topology, topo.edges)
@@ -403,6 +430,7 @@ def prepare(
         family=family,
         variant_of=variant_of,
         optimizers=optimizers,
+        proxy=proxy,
         global_weights=space.vector(model) if run.learning else None,
     )
 
