@@ -15,6 +15,7 @@ or ``cloud_optimizer``: built as ``Name(settings, size)`` once per aggregator, i
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Protocol
 
 import torch
 
@@ -23,6 +24,18 @@ from hierfl.plugins import load_object
 from hierfl.scenario import AggregationConfig
 
 State = dict[str, torch.Tensor]
+
+
+class Optimizer(Protocol):
+    """What an aggregator needs of a server optimiser (built-in or plug-in)."""
+
+    flops_per_param: int
+
+    def step(self, model: torch.Tensor, averaged: torch.Tensor) -> torch.Tensor: ...
+
+    def state_dict(self) -> State: ...
+
+    def load_state_dict(self, state: State) -> None: ...
 
 
 class ServerOptimizer:
@@ -109,7 +122,7 @@ BUILTIN: dict[str, Callable[[AggregationConfig, int], ServerOptimizer]] = {
 }
 
 
-def resolve_optimizer(name: str, key: str, settings: AggregationConfig, size: int) -> object:
+def resolve_optimizer(name: str, key: str, settings: AggregationConfig, size: int) -> Optimizer:
     """A fresh optimiser for one aggregator: a built-in by name, or ``package.module:Name``
     built as ``Name(settings, size)``; errors name ``key`` (``aggregation.edge_optimizer``)."""
     factory = BUILTIN.get(name) or load_object(name, key)

@@ -198,9 +198,11 @@ def user_optimizers(tmp_path, monkeypatch):
             def load_state_dict(self, state):
                 self.steps.copy_(state["steps"])
 
-        def not_a_class(settings, size):
-            return None
+        class Empty:
+            def __init__(self, settings, size):
+                pass
     """))
+    (tmp_path / "useropt_fn.py").write_text("def not_a_class(settings, size):\n    return None\n")
     monkeypatch.syspath_prepend(str(tmp_path))
 
 
@@ -218,9 +220,11 @@ def test_plugin_optimiser_takes_its_step(user_optimizers, make_scenario):
 
 
 def test_plugin_that_is_not_an_optimiser_is_refused(user_optimizers):
-    """A plug-in without the optimiser methods is refused naming the key."""
+    """A class without the optimiser methods, or a function, is refused naming the key."""
     with pytest.raises(ScenarioError, match="aggregation.edge_optimizer.*has no step"):
-        resolve_optimizer("useropt:not_a_class", "aggregation.edge_optimizer",
+        resolve_optimizer("useropt:Empty", "aggregation.edge_optimizer", AggregationConfig(), 3)
+    with pytest.raises(ScenarioError, match="cloud_optimizer.*is a function, not a server-opt"):
+        resolve_optimizer("useropt_fn:not_a_class", "aggregation.cloud_optimizer",
                           AggregationConfig(), 3)
 
 

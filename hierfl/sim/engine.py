@@ -29,7 +29,7 @@ from hierfl.learn.family import (
 from hierfl.learn.models import ModelStats, build_model, model_stats
 from hierfl.learn.trainer import Job, ParamSpace, ReferenceTrainer, evaluate
 from hierfl.limits import check_memory, input_elements
-from hierfl.optimizers import resolve_optimizer
+from hierfl.optimizers import Optimizer, resolve_optimizer
 from hierfl.policies import Selection, resolve_selection
 from hierfl.scenario import MODEL_NAMES, Scenario
 from hierfl.sim.battery import FleetBattery
@@ -113,7 +113,7 @@ class Simulation:
     trainer: ReferenceTrainer | FamilyTrainer | None
     data: object | None
     trained: np.ndarray
-    optimizers: dict[int, object]
+    optimizers: dict[int, Optimizer]
     """Each aggregator's server optimiser, by trace node (the cloud is 0, edge e is 1 + e)."""
     family: ModelFamily | None = None
     variant_of: np.ndarray | None = None
@@ -451,7 +451,7 @@ def _assign(scenario: Scenario, topo: Topology, family: ModelFamily, fleet: Flee
     return assign_variants(fits)
 
 
-def build_optimizers(scenario: Scenario, edges: int, size: int) -> dict[int, object]:
+def build_optimizers(scenario: Scenario, edges: int, size: int) -> dict[int, Optimizer]:
     """A server optimiser for the cloud (node 0) and, when edges aggregate, one per edge."""
     settings = scenario.aggregation
     cloud_key, edge_key = "aggregation.cloud_optimizer", "aggregation.edge_optimizer"
