@@ -12,7 +12,8 @@ import pytest
 import hierfl
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDIES = ["hierfl_vs_cloud", "cell_scaling", "compression", "battery", "digits", "heterofl"]
+STUDIES = ["hierfl_vs_cloud", "cell_scaling", "compression", "battery", "digits", "heterofl",
+           "optimizers"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 needs_matplotlib = pytest.mark.skipif(
     importlib.util.find_spec("matplotlib") is None, reason="the study figures need matplotlib"
@@ -185,3 +186,14 @@ def test_heterofl_study(tmp_path):
     assert (table["seeds"] == 1).all()
     runs = pd.read_csv(tmp_path / "heterofl_runs.csv")
     assert len(runs) == 3 * 3
+
+
+@needs_matplotlib
+def test_optimizers_study(tmp_path):
+    """Every optimiser variant runs on each of the three seeds, one row each."""
+    pytest.importorskip("sklearn", reason="data.kind = 'digits' needs scikit-learn")
+    table = run_study("optimizers", tmp_path, rounds=2)
+    study = load_study("optimizers")
+    assert list(table["variant"].unique()) == list(study.VARIANTS)
+    assert (table.groupby("variant")["seed"].apply(tuple) == study.SEEDS).all()
+    assert table["final_accuracy"].between(0, 1).all()
