@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from test_batched import _data
+from test_hetero import COMPACT
 from test_resume import Stop, assert_same
 from torch import nn
 
@@ -19,6 +20,8 @@ from hierfl.learn.distill import (
 from hierfl.learn.models import build_model
 from hierfl.learn.trainer import ParamSpace
 from hierfl.scenario import DistillationConfig
+from hierfl.sim.cloud import cloud
+from hierfl.sim.engine import prepare
 from hierfl.sim.runner import resume, simulate
 
 
@@ -143,3 +146,41 @@ def test_resumed_distillation_equals_uninterrupted(tmp_path, make_scenario):
     with pytest.raises(Stop):
         simulate(sc, on_round=stop_after_round_1, checkpoint_dir=tmp_path)
     assert_same(whole, resume(tmp_path))
+
+
+def test_cloud_only_tiers_are_the_ensemble(make_scenario):
+    """With a model family in cloud_only, each device's update joins the ensemble as its own
+    width variant (decoded slice, run by the variant's network), and the teacher's FLOPs
+    are the variants' forward FLOPs summed: 0.25-wide mcu + full-width mobile."""
+    scenario = make_scenario(
+        run={"learning": True, "cloud_rounds": 1},
+        data={"test_samples": 50},
+        model={"name": "compact", "variants": [1, 0.5, 0.25]},
+        topology={"mode": "cloud_only", "edges": 1},
+        devices=[{"profile": "mcu", "count": 1}, {"profile": "mobile", "count": 1}],
+        profiles={"mcu": {"memory_kb": 10}},
+        distillation={"enabled": True, "proxy_samples": 16, "steps": 3, "batch_size": 8},
+    )
+    sim = prepare(scenario)
+    seen = []
+    members = sim.members
+
+    def spy(base, updates):
+        found = members(base, updates)
+        seen.append(found)
+        return found
+
+    sim.members = spy
+    sim.env.process(cloud(sim))
+    sim.env.run()
+    (found,) = seen
+    width = {v.width: v for v in sim.family.variants}
+    narrow, full = width[0.25], width[1.0]
+    assert [m for m, _ in found] == [narrow.model, full.model]
+    assert [w.numel() for _, w in found] == [narrow.space.size, full.space.size]
+    events = sim.trace.to_frame()
+    (row,) = events[events["kind"] == "distill"].itertuples()
+    teacher = COMPACT[0.25][1] + COMPACT[1.0][1]
+    flops = teacher * 16 + 3 * (3 * COMPACT[1.0][1] * 8 + 13 * COMPACT[1.0][0])
+    mflops = scenario.profile("edge_server").compute_mflops
+    assert row.t_end - row.t_start == pytest.approx(flops / (mflops * 1e6), rel=1e-8)

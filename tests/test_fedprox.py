@@ -7,7 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from test_batched import BATCH, EPOCHS, LR, _data
+from test_hetero import COMPACT, _mixed
 
+import hierfl
 from hierfl.costs import prox_flops, train_flops
 from hierfl.learn.batched import BatchedTrainer
 from hierfl.learn.models import build_model
@@ -84,3 +86,16 @@ def test_compute_time_counts_the_proximal_term(make_scenario):
     flops = train_flops(fwd, 40, 2) + 3 * n_params * 2 * 5  # 40 samples, batch 8: 5 steps
     mflops = scenario.profile("mcu").compute_mflops
     assert np.allclose(compute["t_end"] - compute["t_start"], flops / (mflops * 1e6), rtol=1e-12)
+
+
+def test_proximal_flops_count_each_devices_variant(make_scenario):
+    """With a model family, the proximal term costs 3 FLOPs per parameter of the device's own
+    variant per step: 40 samples, batch 8, 2 epochs = 10 steps."""
+    scenario = _mixed(make_scenario, **{}).with_overrides(["aggregation.mu=0.1"])
+    events = hierfl.run(scenario).events
+    events = events.assign(kind=events["kind"].astype(str), node=events["node"].astype(str))
+    for device, width, mflops in (("mcu-0", 0.25, 100), ("mobile-1", 1.0, 50_000)):
+        compute = events[(events["node"] == device) & (events["kind"] == "compute")].iloc[0]
+        params, flops, _ = COMPACT[width]
+        expected = (3 * flops * 40 * 2 + 3 * params * 10) / (mflops * 1e6)
+        assert compute["t_end"] - compute["t_start"] == pytest.approx(expected, rel=1e-9)
