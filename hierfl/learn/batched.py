@@ -314,15 +314,13 @@ class BatchedTrainer(ReferenceTrainer):
                 continue
             w, b, w0, b0 = layer
             below = torch.bmm(g, w) if i > self._first else g
-            pull_w = None if w0 is None else w - w0  # FedProx, at the weights before the step
-            pull_b = None if b0 is None else b - b0
+            if w0 is not None:  # FedProx: w - lr * mu * (w - w0), one fused pass
+                w.lerp_(w0, self.learning_rate * self.mu)
             w.baddbmm_(g.transpose(1, 2), saved[i], alpha=-self.learning_rate)
             if b is not None:
+                if b0 is not None:
+                    b.lerp_(b0, self.learning_rate * self.mu)
                 b.sub_(g.sum(dim=1), alpha=self.learning_rate)
-            if pull_w is not None:
-                w.sub_(pull_w, alpha=self.learning_rate * self.mu)
-            if pull_b is not None:
-                b.sub_(pull_b, alpha=self.learning_rate * self.mu)
             g = below
 
     def _train_generic(self, flat: torch.Tensor, sched: _Schedule) -> torch.Tensor | None:
