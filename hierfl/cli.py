@@ -23,6 +23,7 @@ from hierfl.chrome_trace import (
     write_chrome_trace,
 )
 from hierfl.errors import HierflError
+from hierfl.export import CALIBRATION_SAMPLES, export_run
 from hierfl.plugins import check_references
 from hierfl.profiles import BUILTIN_PROFILES, Profile
 from hierfl.results import Result, compare_table, read_result
@@ -233,6 +234,46 @@ def compare(
     _print_table("comparison", header, rows)
     out_console.print(selection_note(results, labels), highlight=False, soft_wrap=True)
     out_console.print(f"figure: {out}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def export(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder that learned (has model.pt).")],
+    format_: Annotated[str, typer.Option("--format", help="onnx")] = "onnx",
+    int8: Annotated[
+        bool, typer.Option("--int8", help="Quantize statically to int8 (onnxruntime).")
+    ] = False,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="File to write (default RUN_DIR/model.onnx or model.int8.onnx)."),
+    ] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing file and report.")] = False,
+    calibration: Annotated[
+        int, typer.Option(help="Training samples that calibrate --int8.")
+    ] = CALIBRATION_SAMPLES,
+    allow_code: Annotated[
+        bool, typer.Option(help="Build a model the run names as package.module:Class.")
+    ] = False,
+) -> None:
+    """Export the run's global model, check it against PyTorch on the test set, and set its
+    size against each profile's memory; the report also goes to FILE.json."""
+    report = export_run(run_dir, format_, int8, out, force, allow_code, calibration)
+    rows = [
+        ["file", f"{report.file} ({report.file_bytes:,} bytes)"],
+        ["test samples", f"{report.test_samples:,}"],
+        ["agreement with PyTorch", f"{report.agreement:.2%}"],
+        ["accuracy PyTorch", f"{report.accuracy_torch:.2%}"],
+        [f"accuracy {report.format}{' int8' * report.int8}", f"{report.accuracy_export:.2%}"],
+    ]
+    rows += [
+        [
+            f"fits {name} ({_kib(p['memory_kb'])}{', in fleet' * p['in_fleet']})",
+            "yes" if p["fits"] else "no",
+        ]
+        for name, p in report.profiles.items()
+    ]
+    _print_table("export", None, rows)
+    out_console.print(f"report: {report.file}.json", highlight=False, soft_wrap=True)
 
 
 COMPARE_HEADERS = {

@@ -21,12 +21,15 @@ from hierfl.checkpoint import CHECKPOINT
 from hierfl.errors import HierflError, OutputError
 from hierfl.results import RUN_FILES, TEMP_SUFFIX, atomic_write
 
+EXPORTS = ("model.onnx", "model.onnx.json", "model.int8.onnx", "model.int8.onnx.json")
+"""What ``hierfl export`` writes into a run folder by default: it exports the old model."""
 LOCK = ".hierfl.lock"
 OPTIONS = ".hierfl-run.json"
 """What the command asked to write (plots, trace.json), for ``--resume`` to do the same."""
 KNOWN_OUTPUTS = (
     *RUN_FILES,
     "model.pt",
+    *EXPORTS,
     "trace.json",
     "timeline.png",
     "accuracy.png",

@@ -252,7 +252,7 @@ def test_plot_redraws_and_compare_overlays(tmp_path):
 
 def test_help_on_every_command():
     """--help works on the app and each command."""
-    for args in ([], ["run"], ["validate"], ["profiles"], ["plot"], ["compare"]):
+    for args in ([], ["run"], ["validate"], ["profiles"], ["plot"], ["compare"], ["export"]):
         done = hierfl(*args, "--help")
         assert done.returncode == 0 and "Usage" in done.stdout
 
