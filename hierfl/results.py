@@ -68,20 +68,22 @@ class Result:
 def scenario_as_run(scenario: Scenario, codec: object, data: FederatedData | None) -> dict:
     """The resolved scenario as the run used it (summary.json's ``scenario``).
 
-    Real data (digits, npz) records its own ``data.input_dim`` (features per sample) and
-    ``data.num_classes``. Settings the run ignored are left out: ``class_sep`` beyond
+    Real data (every kind but synthetic and seed) records its own ``data.input_dim``
+    (features per sample) and ``data.num_classes``. Settings the run ignored are left out:
+    ``samples_per_device`` with LEAF data (femnist, shakespeare), ``class_sep`` beyond
     synthetic data, ``feature_shift`` beyond synthetic and seed, ``alpha`` beyond dirichlet,
     and ``quantize`` and ``prune_ratio`` when your own codec encoded the updates (it is named
     in ``compression.codec``, as ``module:Class`` when it was passed from Python).
     """
     used = scenario.to_dict()
     cfg, section = scenario.data, used["data"]
-    if cfg.kind in ("digits", "npz"):
+    if cfg.kind not in ("synthetic", "seed"):
         shape, classes = (
             (data.input_shape, data.num_classes) if data is not None else data_shape(cfg)
         )
         section |= {"input_dim": math.prod(shape), "num_classes": classes}
     unused = {
+        "samples_per_device": cfg.kind in ("femnist", "shakespeare"),
         "class_sep": cfg.kind != "synthetic",
         "feature_shift": cfg.kind not in ("synthetic", "seed"),
         "alpha": cfg.partition != "dirichlet",

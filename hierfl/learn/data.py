@@ -1,4 +1,6 @@
-"""Datasets and their partition over devices: synthetic Gaussians, the seed's noise, digits, npz.
+"""Datasets and their partition over devices: synthetic Gaussians, the seed's noise, digits, npz,
+and the real datasets of ``hierfl.learn.datasets`` (LEAF, MNIST, Fashion-MNIST, CIFAR-10,
+MNIST-1D).
 
 Every function draws only from the numpy Generator it is given, so the same configuration,
 counts and generator state give identical tensors.
@@ -17,6 +19,14 @@ import numpy as np
 import torch
 
 from hierfl.errors import ScenarioError
+from hierfl.learn.datasets import (
+    LEAF_KINDS,
+    SHAPES,
+    read_cifar10,
+    read_idx_dataset,
+    read_leaf,
+    read_mnist1d,
+)
 from hierfl.scenario import DataConfig
 
 __all__ = ["FederatedData", "data_shape", "draw_sample_counts", "make_data"]
@@ -59,15 +69,31 @@ class FederatedData:
 def draw_sample_counts(cfg: DataConfig, n_devices: int, rng: np.random.Generator) -> np.ndarray:
     """Samples per device, int64, uniform in ``cfg.samples_per_device`` inclusive.
 
-    Cheap enough for a million devices: no features are made.
+    Cheap enough for a million devices: no features are made. LEAF data (femnist,
+    shakespeare) has its natural partition instead: device i takes user ``i mod users`` in
+    file order, with that user's training samples.
 
     >>> cfg = DataConfig(samples_per_device=(20, 80))
     >>> counts = draw_sample_counts(cfg, 5, np.random.default_rng(0))
     >>> bool(((counts >= 20) & (counts <= 80)).all()), counts.dtype
     (True, dtype('int64'))
     """
+    if cfg.kind in LEAF_KINDS:
+        return read_leaf(cfg.kind, cfg.path).counts[_leaf_owners(cfg, n_devices)]
     low, high = cfg.samples_per_device
     return rng.integers(low, high, size=n_devices, dtype=np.int64, endpoint=True)
+
+
+def _leaf_owners(cfg: DataConfig, n_devices: int) -> np.ndarray:
+    """The LEAF user of each device, ``i mod users``; more devices than users is sharing."""
+    users = len(read_leaf(cfg.kind, cfg.path).users)
+    if n_devices > users and not cfg.allow_reuse:
+        raise ScenarioError(
+            f"data.allow_reuse: {n_devices:,} devices but the {cfg.kind} data has {users:,} "
+            f"users, so devices would share users' samples (device i takes user i mod "
+            f"{users:,}); set data.allow_reuse = true to accept that, or use fewer devices"
+        )
+    return np.arange(n_devices) % users
 
 
 def data_shape(cfg: DataConfig) -> tuple[Shape, int]:
@@ -80,6 +106,8 @@ def data_shape(cfg: DataConfig) -> tuple[Shape, int]:
         return (cfg.input_dim,), cfg.num_classes
     if cfg.kind == "digits":
         return _DIGITS
+    if cfg.kind in SHAPES:
+        return SHAPES[cfg.kind]
     x, y, _, y_test = _read_npz(cfg.path)
     return tuple(x.shape[1:]), _num_classes(y, y_test)
 
@@ -92,7 +120,9 @@ def make_data(cfg: DataConfig, counts: np.ndarray, rng: np.random.Generator) -> 
     otherwise each device draws on its own, so samples repeat across devices but not
     within one device (unless it asks for more than the pool holds). Real data keeps
     ``test_samples`` (at most 30%) aside as the test set, unless the npz file brings its own
-    ``x_test`` and ``y_test``, which are used whole.
+    ``x_test`` and ``y_test``, which are used whole, as are the test sets of MNIST,
+    Fashion-MNIST, CIFAR-10 and MNIST-1D. LEAF data gives each device its user's samples and
+    draws ``test_samples`` of its test samples (all, if fewer) as the test set.
     """
     counts = np.asarray(counts, dtype=np.int64)
     if counts.ndim != 1 or len(counts) == 0 or (counts < 0).any():
@@ -104,6 +134,10 @@ def make_data(cfg: DataConfig, counts: np.ndarray, rng: np.random.Generator) -> 
     if cfg.kind == "digits":
         x, y = _load_digits()
         return _from_arrays(cfg, (x, y, None, None), _DIGITS[1], counts, rng)
+    if cfg.kind in LEAF_KINDS:
+        return _from_leaf(cfg, counts, rng)
+    if cfg.kind in SHAPES:
+        return _from_arrays(cfg, _read_real(cfg), SHAPES[cfg.kind][1], counts, rng)
     arrays = _read_npz(cfg.path)
     return _from_arrays(cfg, arrays, _num_classes(arrays[1], arrays[3]), counts, rng)
 
@@ -203,6 +237,37 @@ def _from_arrays(
         y_test=torch.from_numpy(y_test.astype(np.int64)),
         input_shape=tuple(x.shape[1:]),
         num_classes=num_classes,
+    )
+
+
+def _read_real(cfg: DataConfig) -> Arrays:
+    """Train and test arrays of MNIST, Fashion-MNIST, CIFAR-10 or MNIST-1D."""
+    if cfg.kind == "cifar10":
+        return read_cifar10(cfg.path)
+    if cfg.kind == "mnist1d":
+        return read_mnist1d()
+    return read_idx_dataset(cfg.kind, cfg.path)
+
+
+def _from_leaf(cfg: DataConfig, counts: np.ndarray, rng: np.random.Generator) -> FederatedData:
+    """Device i holds all training samples of user ``i mod users``; the test set is drawn."""
+    leaf = read_leaf(cfg.kind, cfg.path)
+    owners = _leaf_owners(cfg, len(counts))
+    if not np.array_equal(leaf.counts[owners], counts):
+        raise ValueError("counts must be the LEAF users' sample counts (draw_sample_counts)")
+    test = np.arange(len(leaf.y_test))
+    if len(test) > cfg.test_samples:
+        test = np.sort(rng.choice(test, size=cfg.test_samples, replace=False))
+    shape, classes = SHAPES[cfg.kind]
+    x = [leaf.x[u] for u in owners]
+    return FederatedData(
+        x=torch.from_numpy(np.concatenate(x) if x else np.zeros((0, *shape), np.float32)),
+        y=torch.from_numpy(np.concatenate([leaf.y[u] for u in owners])),
+        offsets=_offsets(counts),
+        x_test=torch.from_numpy(np.ascontiguousarray(leaf.x_test[test])),
+        y_test=torch.from_numpy(leaf.y_test[test]),
+        input_shape=shape,
+        num_classes=classes,
     )
 
 
