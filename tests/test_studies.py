@@ -13,7 +13,7 @@ import hierfl
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ["hierfl_vs_cloud", "cell_scaling", "compression", "battery", "digits", "heterofl",
-           "optimizers"]
+           "optimizers", "mnist1d_tiers"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 needs_matplotlib = pytest.mark.skipif(
     importlib.util.find_spec("matplotlib") is None, reason="the study figures need matplotlib"
@@ -197,3 +197,17 @@ def test_optimizers_study(tmp_path):
     assert list(table["variant"].unique()) == list(study.VARIANTS)
     assert (table.groupby("variant")["seed"].apply(tuple) == study.SEEDS).all()
     assert table["final_accuracy"].between(0, 1).all()
+
+
+@needs_matplotlib
+def test_mnist1d_tiers_study(tmp_path):
+    """Each side of each partition runs as many aggregations (4 with one two-tier cloud
+    round); the summary has one row per variant, in the study's order."""
+    study = load_study("mnist1d_tiers")
+    table = study.main(tmp_path, rounds=1, seed=42)
+    check_outputs("mnist1d_tiers", tmp_path, table)
+    assert list(table["variant"]) == [label for label, *_ in study.VARIANTS]
+    assert (table["aggregations"] == 4).all()
+    assert table["final_accuracy"].between(0, 1).all()
+    summary = pd.read_csv(tmp_path / "mnist1d_tiers_summary.csv")
+    assert list(summary["variant"]) == list(table["variant"]) and (summary["seeds"] == 1).all()

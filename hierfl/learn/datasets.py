@@ -363,9 +363,10 @@ def read_mnist1d() -> Arrays:
 def _mnist1d(samples: int) -> Arrays:
     try:
         from mnist1d.data import get_dataset_args, make_dataset
-    except ImportError:
+    except ImportError as error:
         raise ScenarioError(
-            "data.kind: 'mnist1d' needs the mnist1d package: pip install 'hierfl[datasets]'"
+            f"data.kind: 'mnist1d' needs the mnist1d package ({error}): "
+            "pip install 'hierfl[datasets]'"
         ) from None
     args = get_dataset_args()
     args.num_samples = samples
