@@ -245,7 +245,7 @@ def export(
     ] = False,
     out: Annotated[
         Path | None,
-        typer.Option(help="File to write (default RUN_DIR/model.onnx or model.int8.onnx)."),
+        typer.Option(help="File to write (default RUN_DIR/model[.wWIDTH][.int8].onnx)."),
     ] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing file and report.")] = False,
     calibration: Annotated[
@@ -254,12 +254,18 @@ def export(
     allow_code: Annotated[
         bool, typer.Option(help="Build a model the run names as package.module:Class.")
     ] = False,
+    width: Annotated[
+        float | None,
+        typer.Option(help="Export this HeteroFL variant (one of [model] variants) instead."),
+    ] = None,
 ) -> None:
-    """Export the run's global model, check it against PyTorch on the test set, and set its
-    size against each profile's memory; the report also goes to FILE.json."""
-    report = export_run(run_dir, format_, int8, out, force, allow_code, calibration)
+    """Export the run's global model (or a tier's variant), check it against PyTorch on the
+    test set, and set its size against each profile's memory; the report also goes to
+    FILE.json."""
+    report = export_run(run_dir, format_, int8, out, force, allow_code, calibration, width)
     rows = [
         ["file", f"{report.file} ({report.file_bytes:,} bytes)"],
+        ["width", f"{report.width:g}"],
         ["test samples", f"{report.test_samples:,}"],
         ["agreement with PyTorch", f"{report.agreement:.2%}"],
         ["accuracy PyTorch", f"{report.accuracy_torch:.2%}"],

@@ -2,9 +2,10 @@
 
 The exported file is checked against PyTorch on the run's own test set (rebuilt from the
 scenario in summary.json): the share of test samples on which both predict the same class,
-and each one's accuracy. Its size is set against each profile's ``memory_kb``. Any torch
-module with an input shape can be exported (``export_module``), so a width variant of a model
-exports the same way as the global model.
+and each one's accuracy. Its size is set against each profile's ``memory_kb``. A HeteroFL
+run's width variants export too (``width``): each parameter the leading block of the global
+one, as the run's devices trained it. Any torch module with an input shape can be exported
+(``export_module``).
 """
 
 from __future__ import annotations
@@ -55,6 +56,8 @@ class ExportReport:
     file: str
     format: str
     int8: bool
+    width: float
+    """1 for the global model, else the HeteroFL variant's width."""
     file_bytes: int
     test_samples: int
     agreement: float
@@ -74,8 +77,10 @@ def export_run(
     force: bool = False,
     allow_code: bool = False,
     calibration: int = CALIBRATION_SAMPLES,
+    width: float | None = None,
 ) -> ExportReport:
-    """Export the global model of ``run_dir``, check it on the test set, write its report.
+    """Export the global model of ``run_dir`` (or its width-``width`` HeteroFL variant),
+    check it on the test set, write its report.
 
     The report goes beside the export as ``FILE.json``. Nothing is written when an input is
     bad, and each file appears whole or not at all.
@@ -84,13 +89,14 @@ def export_run(
         raise HierflError(f"--format: unknown format {fmt!r} (allowed: {', '.join(FORMATS)})")
     folder = Path(run_dir)
     scenario, tensors = _load_run(folder, allow_code)
-    target = _target(folder, fmt, int8, out, force)
-    model = run_model(scenario, tensors)
+    _check_width(scenario, width)
+    target = _target(folder, fmt, int8, out, force, width)
+    model = run_model(scenario, tensors, width or 1.0)
     data = run_data(scenario)
     samples = _calibration_rows(data, calibration) if int8 else None
     export_module(model, data.input_shape, target, samples)
     predicted = onnx_predict(target, data.x_test)
-    report = _report(target, fmt, model, data, predicted, samples, scenario)
+    report = _report(target, fmt, width or 1.0, model, data, predicted, samples, scenario)
     text = json.dumps(asdict(report), indent=2) + "\n"
     atomic_write(_report_path(target), lambda temp: Path(temp).write_text(text))
     return report
@@ -136,17 +142,44 @@ def onnx_predict(path: str | Path, x: torch.Tensor, batch: int = 4096) -> np.nda
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def run_model(scenario: Scenario, tensors: dict[str, torch.Tensor]) -> nn.Module:
-    """The scenario's model holding the run's final global weights, in eval mode."""
+def run_model(
+    scenario: Scenario, tensors: dict[str, torch.Tensor], width: float = 1.0
+) -> nn.Module:
+    """The scenario's model holding the run's final global weights, in eval mode; with
+    ``width`` < 1 its HeteroFL variant, each parameter the leading block of the global one."""
     shape, classes = data_shape(scenario.data)
-    model = build_model(scenario.model.name, shape, classes, seed=0)
+    model = build_model(scenario.model.name, shape, classes, seed=0, width=width)
     try:
-        model.load_state_dict(tensors)
+        model.load_state_dict(
+            {name: _leading(tensors, name, part.shape) for name, part in model.state_dict().items()}
+        )
     except RuntimeError as error:
         first = str(error).strip().splitlines()[0]
         name = scenario.model.name
         raise CorruptError(f"model.pt does not fit model {name!r}: {first}") from None
     return model.eval()
+
+
+def _leading(tensors: dict[str, torch.Tensor], name: str, shape: torch.Size) -> torch.Tensor:
+    """The leading ``shape`` block of ``tensors[name]`` (all of it at full width)."""
+    if name not in tensors:
+        raise RuntimeError(f"missing parameter {name!r}")
+    full = tensors[name]
+    if full.dim() != len(shape) or any(n > m for n, m in zip(shape, full.shape, strict=True)):
+        raise RuntimeError(f"{name!r} has shape {tuple(full.shape)}, not {tuple(shape)}")
+    return full[tuple(slice(0, n) for n in shape)]
+
+
+def _check_width(scenario: Scenario, width: float | None) -> None:
+    """``width`` must be one of the run's HeteroFL variants (or absent: the global model)."""
+    if width is None:
+        return
+    variants = scenario.model.variants
+    if variants is None:
+        raise HierflError(f"--width {width:g}: the run trained one model, no width variants")
+    if width not in variants:
+        allowed = ", ".join(f"{v:g}" for v in variants)
+        raise HierflError(f"--width {width:g}: not a variant of the run (variants: {allowed})")
 
 
 def run_data(scenario: Scenario) -> FederatedData:
@@ -157,12 +190,15 @@ def run_data(scenario: Scenario) -> FederatedData:
     return make_data(scenario.data, counts, rng)
 
 
-def _target(folder: Path, fmt: str, int8: bool, out: str | Path | None, force: bool) -> Path:
+def _target(
+    folder: Path, fmt: str, int8: bool, out: str | Path | None, force: bool, width: float | None
+) -> Path:
     """The export's path, refused when it climbs out with ``..``, or when the file (or its
     report) exists without ``force``."""
     if out is not None and ".." in Path(out).parts:
         raise HierflError(f"--out: must not contain '..' (name the file plainly): {str(out)!r}")
-    target = Path(out) if out is not None else folder / f"model{'.int8' * int8}.{fmt}"
+    tier = "" if width is None else f".w{width:g}"
+    target = Path(out) if out is not None else folder / f"model{tier}{'.int8' * int8}.{fmt}"
     if not target.parent.is_dir():
         raise OutputError(f"--out {target}: no such folder {str(target.parent)!r}")
     for path in (target, _report_path(target)):
@@ -287,6 +323,7 @@ def _calibration_rows(data: FederatedData, count: int) -> torch.Tensor:
 def _report(
     target: Path,
     fmt: str,
+    width: float,
     model: nn.Module,
     data: FederatedData,
     predicted: np.ndarray,
@@ -312,6 +349,7 @@ def _report(
         file=str(target),
         format=fmt,
         int8=calibration is not None,
+        width=width,
         file_bytes=size,
         test_samples=len(labels),
         agreement=_mean(predicted == reference),

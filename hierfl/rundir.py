@@ -23,6 +23,8 @@ from hierfl.results import RUN_FILES, TEMP_SUFFIX, atomic_write
 
 EXPORTS = ("model.onnx", "model.onnx.json", "model.int8.onnx", "model.int8.onnx.json")
 """What ``hierfl export`` writes into a run folder by default: it exports the old model."""
+TIER_EXPORTS = ("model.w*.onnx", "model.w*.onnx.json")
+"""The same for a HeteroFL variant (``hierfl export --width``), by name pattern."""
 LOCK = ".hierfl.lock"
 OPTIONS = ".hierfl-run.json"
 """What the command asked to write (plots, trace.json), for ``--resume`` to do the same."""
@@ -128,7 +130,8 @@ def _clear(folder: Path, force: bool, resume: bool) -> None:
         )
     if others and not force:
         raise HierflError(f"--out {folder}: folder is not empty (use --force to write into it)")
-    for name in KNOWN_OUTPUTS:
+    tiers = [path.name for pattern in TIER_EXPORTS for path in folder.glob(pattern)]
+    for name in (*KNOWN_OUTPUTS, *tiers):
         path = folder / name
         if path.is_file():
             try:

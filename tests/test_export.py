@@ -10,7 +10,7 @@ import onnx
 import pytest
 import torch
 from clirun import invoke
-from conftest import small_raw
+from conftest import WEAK, small_raw
 from torch import nn
 
 import hierfl
@@ -161,15 +161,58 @@ def test_a_failed_quantization_leaves_no_file(trained, monkeypatch):
     assert not out.exists() and not list(trained.glob(".*"))
 
 
+HETERO = small_raw(
+    run={"cloud_rounds": 3, "learning": True, "learning_rate": 0.05},
+    data={"kind": "synthetic", "samples_per_device": 60, "test_samples": 400},
+    model={"name": "compact", "variants": [1, 0.5]},
+    profiles={"small": {**WEAK, "memory_kb": 30}},  # compact needs 43.6 KiB, half of it less
+    devices=[{"profile": "mcu", "count": 2}, {"profile": "small", "count": 2}],
+)
+
+
+@pytest.fixture(scope="module")
+def hetero(tmp_path_factory) -> Path:
+    """A HeteroFL run folder: the mcus train width 1, the 30 KiB boards width 0.5."""
+    folder = tmp_path_factory.mktemp("hetero")
+    hierfl.run(hierfl.parse_scenario(HETERO)).write(folder)
+    return folder
+
+
+def test_a_tiers_variant_exports_as_the_run_scored_it(hetero):
+    """--width 0.5 exports the width-0.5 variant (each parameter the leading block of the
+    global one) to model.w0.5.onnx; PyTorch's accuracy on it is the tier's test accuracy in
+    summary.json, and the export agrees with PyTorch; it is smaller than the full model."""
+    done = invoke("export", str(hetero), "--width", "0.5")
+    assert done.code == 0, done
+    report = json.loads((hetero / "model.w0.5.onnx.json").read_text())
+    tiers = json.loads((hetero / "summary.json").read_text())["tiers"]
+    half = next(tier for tier in tiers if tier["width"] == 0.5)
+    assert report["width"] == 0.5 and report["agreement"] >= 0.99
+    assert report["accuracy_torch"] == pytest.approx(half["test_accuracy"], abs=1e-6)
+    assert invoke("export", str(hetero)).code == 0
+    assert (hetero / "model.w0.5.onnx").stat().st_size < (hetero / "model.onnx").stat().st_size
+
+
+def test_a_width_that_is_not_a_variant_is_refused(hetero, trained):
+    """--width must name one of the run's variants; a run without variants has none."""
+    done = invoke("export", str(hetero), "--width", "0.25")
+    assert done.one_error_line and "not a variant of the run (variants: 1, 0.5)" in done.err
+    done = invoke("export", str(trained), "--width", "0.5")
+    assert done.one_error_line and "the run trained one model, no width variants" in done.err
+    assert not list(hetero.glob("*.w0.25*")) and not list(trained.glob("*.w0.5*"))
+
+
 def test_run_force_clears_old_exports(trained, tmp_path):
-    """A new run with --force into a folder removes the exports of the old model."""
+    """A new run with --force into a folder removes the exports of the old model, a tier's
+    variant's included."""
     folder = tmp_path / "run"
-    hierfl.run(hierfl.parse_scenario(LEARNING)).write(folder)
+    hierfl.run(hierfl.parse_scenario(HETERO)).write(folder)
     assert invoke("export", str(folder)).code == 0
+    assert invoke("export", str(folder), "--width", "0.5").code == 0
     scenario = tmp_path / "s.toml"
     scenario.write_text('[run]\ncloud_rounds = 1\nlearning = false\n'
                         '[[devices]]\nprofile = "mcu"\ncount = 1\n')
     done = invoke("run", str(scenario), "--out", str(folder), "--force", "--quiet",
                   "--no-plots", "--no-trace")
     assert done.code == 0, done
-    assert not (folder / "model.onnx").exists() and not (folder / "model.onnx.json").exists()
+    assert not list(folder.glob("model*.onnx*"))
