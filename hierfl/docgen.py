@@ -58,6 +58,20 @@ RULES: dict[tuple[str, str], str] = {
     ("TopologyConfig", "edge_profile"): _profile_names(),
     ("TopologyConfig", "cloud_profile"): _profile_names(),
     ("DeviceGroup", "profile"): _profile_names(),
+    ("AggregationConfig", "deadline_s"): "required with, and only with, `trigger = \"deadline\"`",
+    ("AggregationConfig", "k"): "required with, and only with, `trigger = \"first_k\"`; "
+    "at most the fleet's devices",
+    ("AggregationConfig", "overcommit"): "only with `trigger = \"first_k\"`",
+    ("AggregationConfig", "concurrency"): "required with, and only with, "
+    "`trigger = \"buffered\"`",
+    ("AggregationConfig", "buffer"): "required with, and only with, `trigger = \"buffered\"`",
+    ("AggregationConfig", "staleness_exponent"): "only with a buffered trigger",
+    ("AggregationConfig", "max_staleness"): "only with a buffered trigger",
+    ("AggregationConfig", "cloud_trigger"): '`all` when `topology.mode = "cloud_only"`',
+    ("AggregationConfig", "cloud_deadline_s"): "required with, and only with, "
+    "`cloud_trigger = \"deadline\"`",
+    ("AggregationConfig", "cloud_buffer"): "required with, and only with, "
+    "`cloud_trigger = \"buffered\"`",
 }
 
 # What a section's reader must know beyond its table.
@@ -85,6 +99,9 @@ NOTES: dict[str, str] = {
     "[topology.core]": "One link at the cloud: every flow that reaches the cloud (each edge's "
     "backhaul traffic; in `cloud_only`, every device flow) shares it. `bandwidth_kbps` is "
     "required; `latency_ms` adds to the path's latency.",
+    "[aggregation]": "Each trigger reads its own keys; a key given with another trigger is "
+    "an error, so a scenario says only what it means. See [concepts.md](concepts.md#"
+    "aggregation-triggers) for what each trigger does and what is simulated today.",
     "[variability]": "Each device draws, per cloud round, a multiplier `exp(sigma * Z)` "
     "(Z standard normal; median 1) for its compute speed and one for both directions of its "
     "access bandwidth, from a stream seeded by (seed, device, cloud round): adding a device "

@@ -230,7 +230,8 @@ class SelectionConfig(_Frozen):
 
 
 class AggregationConfig(_Frozen):
-    """How aggregators turn the averaged update into their next model, and the local objective."""
+    """When aggregators aggregate (triggers), how they turn the averaged update into their next
+    model (optimisers), and the local objective."""
 
     edge_optimizer: str = Field(
         "fedavg",
@@ -263,6 +264,57 @@ class AggregationConfig(_Frozen):
             )
         return value
 
+
+
+    trigger: Literal["all", "deadline", "first_k", "buffered"] = Field(
+        "all",
+        description="all: wait for every selected device; deadline: aggregate what arrived "
+        "deadline_s after the round started; first_k: select ceil(overcommit * k), aggregate "
+        "the first k; buffered: FedBuff, aggregate every `buffer` arrivals",
+    )
+    deadline_s: float | None = Field(
+        None, gt=0, description="edge round length before aggregating (trigger = deadline), s"
+    )
+    k: int | None = Field(None, ge=1, description="arrivals an edge aggregates (first_k)")
+    overcommit: float = Field(
+        1.3, ge=1, description="devices selected per update aggregated (first_k)"
+    )
+    concurrency: int | None = Field(
+        None, ge=1, description="devices each edge keeps training at once (buffered)"
+    )
+    buffer: int | None = Field(None, ge=1, description="arrivals per aggregation (buffered)")
+    staleness_exponent: float = Field(
+        0.5, ge=0, description="an update s aggregations stale weighs (1 + s)^-exponent (buffered)"
+    )
+    max_staleness: int | None = Field(
+        None, ge=0, description="updates staler than this are discarded as late (buffered)"
+    )
+    cloud_trigger: Literal["all", "deadline", "buffered"] = Field(
+        "all", description="the same rule one level up, over the edges' models"
+    )
+    cloud_deadline_s: float | None = Field(
+        None, gt=0, description="cloud round length before aggregating (cloud_trigger = "
+        "deadline), s"
+    )
+    cloud_buffer: int | None = Field(
+        None, ge=1, description="edge models per cloud aggregation (cloud_trigger = buffered)"
+    )
+
+    @model_validator(mode="after")
+    def _keys_match_triggers(self) -> AggregationConfig:
+        """A key only its trigger reads must come with that trigger, and its required keys."""
+        wanted = {*TRIGGER_KEYS.get(self.trigger, ()),
+                  *CLOUD_TRIGGER_KEYS.get(self.cloud_trigger, ())}
+        keys = (*REQUIRED_KEYS, "overcommit", "staleness_exponent", "max_staleness")
+        given = {key for key in keys if getattr(self, key) != type(self).model_fields[key].default}
+        for key in sorted(given - wanted, key=keys.index):
+            raise ValueError(f"{key}: only with {_trigger_of(key)}, not with trigger = "
+                             f"{self.trigger!r}, cloud_trigger = {self.cloud_trigger!r}: "
+                             f"{getattr(self, key)!r}")
+        for key in sorted(wanted - given, key=keys.index):
+            if key in REQUIRED_KEYS:
+                raise ValueError(f"{key}: required with {_trigger_of(key)}")
+        return self
 
 class DistillationConfig(_Frozen):
     """FedDF: after each cloud aggregation, distil the ensemble of arrived models into it."""
@@ -419,6 +471,26 @@ class VariabilityConfig(_Frozen):
     )
 
 
+TRIGGER_KEYS: dict[str, tuple[str, ...]] = {  # the aggregation keys each trigger reads
+    "deadline": ("deadline_s",),
+    "first_k": ("k", "overcommit"),
+    "buffered": ("concurrency", "buffer", "staleness_exponent", "max_staleness"),
+}
+CLOUD_TRIGGER_KEYS: dict[str, tuple[str, ...]] = {
+    "deadline": ("cloud_deadline_s",),
+    "buffered": ("cloud_buffer", "staleness_exponent", "max_staleness"),
+}
+REQUIRED_KEYS = ("deadline_s", "k", "concurrency", "buffer", "cloud_deadline_s", "cloud_buffer")
+
+
+def _trigger_of(key: str) -> str:
+    """Which trigger reads ``key``, in words: "trigger = 'first_k'"."""
+    edge = [t for t, keys in TRIGGER_KEYS.items() if key in keys]
+    cloud = [t for t, keys in CLOUD_TRIGGER_KEYS.items() if key in keys]
+    said = [f"trigger = {t!r}" for t in edge] + [f"cloud_trigger = {t!r}" for t in cloud]
+    return " or ".join(said)
+
+
 class DeviceGroup(_Frozen):
     """``count`` devices of one profile."""
 
@@ -493,6 +565,20 @@ class Scenario(_Frozen):
             raise ValueError(
                 "aggregation.edge_optimizer: cloud_only has no edge aggregation, so it must "
                 f"be 'fedavg': {optimizer!r}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _triggers_fit_the_fleet(self) -> Scenario:
+        aggregation = self.aggregation
+        if aggregation.k is not None and aggregation.k > self.n_devices:
+            raise ValueError(
+                f"aggregation.k: must be <= the fleet's {self.n_devices} devices: {aggregation.k}"
+            )
+        if aggregation.cloud_trigger != "all" and self.topology.mode == "cloud_only":
+            raise ValueError(
+                "aggregation.cloud_trigger: needs topology.mode = 'hierarchical' (in "
+                f"cloud_only the edge trigger is the cloud's): {aggregation.cloud_trigger!r}"
             )
         return self
 
@@ -762,6 +848,9 @@ def _describe(error: dict[str, Any]) -> str:
         limit = error["ctx"][bound[1]]
         return f"{path}: must be {bound[0]} {limit}: {value!r}"
     message = error["msg"].removeprefix("Value error, ")
+    named = re.match(r"([A-Za-z_]\w*): (.*)", message)
+    if named and named.group(1) in _allowed_keys(loc):  # a table's validator names its key
+        path, message = _key_path([*loc, named.group(1)]), named.group(2)
     hidden = error["type"] == "value_error" or isinstance(value, dict)
     shown = "" if hidden else f" (got {value!r})"
     return f"{path}: {message}{shown}" if path else f"{message}{shown}"
