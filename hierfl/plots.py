@@ -31,6 +31,7 @@ PHASE_COLOURS = {
     "cloud_download": "#56B4E9",
     "edge_upload": "#CC79A7",
     "tail": "#BBBBBB",
+    "late_upload": "#F0E442",
 }
 PHASE_LABELS = {
     "download": "download (device)",
@@ -39,6 +40,7 @@ PHASE_LABELS = {
     "cloud_download": "cloud \u2192 edge model",
     "edge_upload": "edge \u2192 cloud model",
     "tail": "radio tail (after a transfer)",
+    "late_upload": "late upload (not aggregated)",
 }
 MARKERS = {  # kind: (label, matplotlib marker style)
     "edge_aggregate": ("edge aggregation", {"marker": "D", "color": "black", "ms": 4}),
@@ -63,6 +65,14 @@ MIN_BATTERY_SPAN_PCT = 20.0  # the battery axis spans at least this many points,
 MAX_DEVICE_LANES = 60  # above this the timeline samples devices per edge
 MAX_EDGE_GROUPS = 12  # above this the timeline samples edges
 DPI = 150
+
+
+def late_uploads(frame: pd.DataFrame) -> np.ndarray:
+    """Mask of the uploads whose update came late: each ends at its device's ``late`` instant."""
+    late = frame[frame["kind"] == "late"]
+    keys = pd.MultiIndex.from_arrays([late["node"], late["t_start"]])
+    ends = pd.MultiIndex.from_arrays([frame["node"], frame["t_end"]])
+    return ((frame["kind"] == "upload") & ends.isin(keys)).to_numpy()
 
 
 def plot_timeline(
@@ -95,6 +105,7 @@ def plot_timeline(
             "t_end": events["t_end"].to_numpy(float),
         }
     )
+    frame.loc[late_uploads(frame), "kind"] = "late_upload"
     inside = (frame["t_end"] >= start_s) & (frame["t_start"] <= end_s)
     frame = frame[inside]
     shown = frame[frame["node"].isin(row)]

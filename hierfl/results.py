@@ -183,6 +183,11 @@ def rounds_table(
     used_j = table.pop("energy_used_j")
     table["energy_j"] = used_j.diff().fillna(used_j)
     tiers = [column for column in table.columns if column.startswith("accuracy_w")]
+    fates = update_fates(events)
+    for column in ("updates_used", "updates_late", "energy_wasted_j"):
+        table[column] = table["cloud_round"].map(fates[column]).fillna(0)
+    table[["updates_used", "updates_late"]] = table[["updates_used", "updates_late"]].astype(
+        "int64")
     return table[
         [
             "cloud_round",
@@ -190,13 +195,54 @@ def rounds_table(
             "accuracy",
             "loss",
             "devices_trained",
+            "updates_used",
+            "updates_late",
             "bytes_up",
             "bytes_backhaul",
             "energy_j",
+            "energy_wasted_j",
             "mean_battery",
             *tiers,
         ]
     ]
+
+
+WORK_KINDS = ("download", "compute", "upload")
+
+
+def update_fates(events: pd.DataFrame) -> pd.DataFrame:
+    """Per cloud round: device updates that arrived and were aggregated, updates that came
+    ``late``, and the energy of work whose update was not aggregated (late, or lost to an
+    empty battery): its download, compute and upload, and the radio tail that followed.
+
+    A job is a device's work handed out in one edge round (its ``download``, ``compute``
+    and ``upload`` share node, cloud round and edge round); a tail piece belongs to the
+    device's last job that ended before it began.
+    """
+    keys = ["node", "cloud_round", "edge_round"]
+    kind = events["kind"].astype(str)
+    frame = events[["t_start", "t_end", "cloud_round", "edge_round", "bytes", "energy_j"]].assign(
+        node=events["node"].cat.codes.to_numpy(), kind=kind.to_numpy())
+    jobs = frame[frame["kind"].isin(WORK_KINDS)].groupby(keys).agg(
+        energy_j=("energy_j", "sum"), end_s=("t_end", "max"))
+    uploads = frame[(frame["kind"] == "upload") & (frame["bytes"] > 0)].set_index(keys).index
+    jobs["arrived"] = jobs.index.isin(uploads)
+    jobs["late"] = jobs.index.isin(frame[frame["kind"] == "late"].set_index(keys).index)
+    jobs = jobs.reset_index()
+    tails = frame.loc[frame["kind"] == "tail", ["node", "t_start", "energy_j"]]
+    if len(tails) and len(jobs):
+        owner = pd.merge_asof(
+            tails.sort_values("t_start"),
+            jobs[["node", "end_s"]].assign(job=jobs.index).sort_values("end_s"),
+            left_on="t_start", right_on="end_s", by="node", direction="backward")
+        extra = owner.dropna(subset=["job"]).groupby("job")["energy_j"].sum()
+        jobs["energy_j"] += jobs.index.map(extra).fillna(0.0).to_numpy()
+    wasted = jobs[~jobs["arrived"] | jobs["late"]]
+    return pd.DataFrame({
+        "updates_used": jobs[jobs["arrived"] & ~jobs["late"]].groupby("cloud_round").size(),
+        "updates_late": jobs[jobs["late"]].groupby("cloud_round").size(),
+        "energy_wasted_j": wasted.groupby("cloud_round")["energy_j"].sum(),
+    })
 
 
 def to_target(rounds: pd.DataFrame, target: float | None) -> dict[str, float | int | None]:

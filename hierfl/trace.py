@@ -121,6 +121,18 @@ class Trace:
             done += take
         self._n += n
 
+    def extend_rows(self, rows: np.ndarray) -> None:
+        """Append events given as rows of ``EVENT_DTYPE`` (another Trace's ``rows``)."""
+        done = 0
+        while done < len(rows):
+            if self._fill == len(self._block):
+                self._next_block(len(rows) - done)
+            take = min(len(rows) - done, len(self._block) - self._fill)
+            self._block[self._fill : self._fill + take] = rows[done : done + take]
+            self._fill += take
+            done += take
+        self._n += len(rows)
+
     def _next_block(self, rows: int) -> None:
         """Seal the full block; open one for at least ``rows`` rows."""
         self._full.append(self._block)

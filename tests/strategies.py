@@ -18,6 +18,7 @@ def timing_scenarios(draw) -> Scenario:
     compute up to a few J, a dense upload 1.5 J; idle power up to 50 W empties it before the
     model arrives. 'nomem' cannot hold the model (skips), 'plug' has no battery. Fixed
     sample counts make devices tie to the float, so edges finish at the same instants.
+    Edges aggregate on any trigger but ``buffered``: all, a deadline, or the first k.
     """
     mode = draw(st.sampled_from(["hierarchical", "cloud_only"]))
     edges = draw(st.integers(1, 4) if mode == "hierarchical" else st.integers(0, 3))
@@ -55,5 +56,9 @@ def timing_scenarios(draw) -> Scenario:
                                   "latency_ms": draw(st.sampled_from([0, 20]))}},
         "devices": groups,
         "profiles": {"weak": weak, "nomem": nomem, "plug": plug},
+        "aggregation": draw(st.sampled_from([
+            {}, {"trigger": "deadline", "deadline_s": 2.0},
+            {"trigger": "deadline", "deadline_s": 8.0}, {"trigger": "first_k", "k": 1},
+            {"trigger": "first_k", "k": 2, "overcommit": 2.0}])),
     }
     return hierfl.parse_scenario(raw)

@@ -16,6 +16,7 @@ from hierfl.scenario import Scenario
 
 INTERVALS = ("download", "compute", "upload", "tail")
 RUN_LONG = ("idle",)  # an infrastructure node's idle draw spans the whole run
+DEVICE_WORK = ("download", "compute", "upload", "tail", "dropout", "late", "nic_tx", "nic_rx")
 AFTER_MODEL = ("download", "compute", "upload", "skip", "edge_aggregate", "edge_upload")
 TOL = 1e-12
 
@@ -49,20 +50,25 @@ def check_causality(result: Result, scenario: Scenario) -> None:
     assert drops["node"].is_unique, "a device drops out once"
     died = drops.set_index("node")["t_start"]
 
-    # a device's upload ends before the aggregation that uses it starts
+    # a device's upload ends before the aggregation that uses it starts; a late one (its
+    # ``late`` instant is its end) ends after the aggregation of its round began
+    lates = events[events["kind"] == "late"].set_index(["node", "cloud_round", "edge_round"])
+    assert lates.index.is_unique and (lates["t_start"] == lates["t_end"]).all()
     for row in events[events["kind"] == "upload"].itertuples():
         dropped_here = row.node in died.index and math.isclose(died[row.node], row.t_end)
-        if hierarchical:
-            key = (row.edge, row.cloud_round, row.edge_round)
-            if key not in aggregates.index:
-                assert dropped_here, f"upload without aggregation: {row}"
-                continue
-            assert row.t_end <= aggregates.loc[key, "t_start"] + TOL, row
+        late = (row.node, row.cloud_round, row.edge_round) in lates.index
+        if late:
+            assert lates.loc[(row.node, row.cloud_round, row.edge_round), "t_start"] == row.t_end
+        key = (row.edge, row.cloud_round, row.edge_round) if hierarchical else row.cloud_round
+        aggregations = aggregates if hierarchical else clouds
+        if key not in aggregations.index:
+            assert dropped_here or late, f"upload without aggregation: {row}"
+            continue
+        if late:
+            assert row.t_end >= aggregations.loc[key, "t_start"] - TOL, row
         else:
-            if row.cloud_round not in clouds.index:
-                assert dropped_here, f"upload without aggregation: {row}"
-                continue
-            assert row.t_end <= clouds.loc[row.cloud_round, "t_start"] + TOL, row
+            assert row.t_end <= aggregations.loc[key, "t_start"] + TOL, row
+    assert len(lates) == 0 or scenario.aggregation.trigger != "all"
 
     # every edge_upload ends before the cloud aggregation of its round starts
     for row in events[events["kind"] == "edge_upload"].itertuples():
@@ -88,9 +94,11 @@ def check_causality(result: Result, scenario: Scenario) -> None:
         assert "cloud_download" not in set(events["kind"])
         assert not (events["kind"].isin(["edge_aggregate", "edge_upload"])).any()
 
-    # a cloud round starts when the previous one is closed, and closes after its events
+    # a cloud round starts when the previous one is closed, and closes after its events;
+    # work a trigger did not wait for (and its edge's NIC time) goes on after the close
     ends = result.rounds.set_index("cloud_round")["sim_time_s"]
-    for cloud_round, group in events.groupby("cloud_round"):
+    waited = ~events["kind"].isin(DEVICE_WORK) | (scenario.aggregation.trigger == "all")
+    for cloud_round, group in events[waited].groupby("cloud_round"):
         assert (group["t_end"] <= ends[cloud_round] + TOL).all()
         if cloud_round > 0:
             assert (group["t_start"] >= ends[cloud_round - 1] - TOL).all()

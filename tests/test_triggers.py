@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 
+import hierfl
 from hierfl.errors import ScenarioError
-from hierfl.scenario import parse_scenario
-from tests.conftest import small_raw
+from hierfl.scenario import Scenario, parse_scenario
+from hierfl.sim.flows import solve
+from tests.conftest import WEAK, small_raw
+from tests.test_flows_simgrid import simgrid
 
 
 def scenario_error(aggregation: dict, **sections) -> str:
@@ -85,3 +90,171 @@ def test_unsimulated_trigger_is_refused(aggregation):
 
     with pytest.raises(ScenarioError, match="is not simulated yet"):
         prepare(parse_scenario(small_raw(aggregation=aggregation)))
+
+
+# ----- what the triggers do to a round (hand-computed; timing-only, no cell: no sharing)
+
+BOARD = {**WEAK, "battery_mah": 500.0, "voltage_v": 3.7}
+FAST_MFLOPS, SLOW_MFLOPS = 100.0, 1.0
+TRAIN_FLOPS = 3 * 8_832 * 40 * 2  # compact model, 40 samples, 2 local epochs
+MODEL_BYTES = 4 * 4_522  # dense float32 both ways
+TRANSFER_S = 0.050 + 8 * MODEL_BYTES / 100_000  # 1.49704 s over a 100 kbps, 50 ms link
+START_S = 0.020 + 8 * MODEL_BYTES / 100_000_000  # the edge has the model (default backhaul)
+FAST_DONE_S = START_S + 2 * TRANSFER_S + TRAIN_FLOPS / (FAST_MFLOPS * 1e6)  # 3.0367 s
+SLOW_DONE_S = START_S + 2 * TRANSFER_S + TRAIN_FLOPS / (SLOW_MFLOPS * 1e6)  # 5.1352 s
+
+
+def three_boards(aggregation: dict, cloud_rounds: int = 1, **sections) -> Scenario:
+    """Two fast boards and one slow one (fast-0, slow-1, fast-2) under one edge."""
+    sections.setdefault("profiles", {"fast": {**BOARD, "compute_mflops": FAST_MFLOPS},
+                                     "slow": {**BOARD, "compute_mflops": SLOW_MFLOPS}})
+    return parse_scenario(small_raw(
+        aggregation=aggregation, run={"cloud_rounds": cloud_rounds},
+        devices=[{"profile": "fast", "count": 2}, {"profile": "slow", "count": 1}],
+        **sections))
+
+
+def of_kind(result: hierfl.Result, kind: str) -> pd.DataFrame:
+    return result.events[result.events["kind"] == kind]
+
+
+def test_deadline_cuts_the_slow_device():
+    """deadline_s = 4: the edge round starts at 0.0214 s (the model crossed the backhaul);
+    the fast boards arrive at 3.037 s and are aggregated at 4.0214 s; the slow one keeps
+    working (its energy is spent), arrives at 5.135 s as a late update, and is discarded."""
+    result = hierfl.run(three_boards({"trigger": "deadline", "deadline_s": 4.0}))
+    aggregate = of_kind(result, "edge_aggregate")
+    assert aggregate["t_start"].tolist() == [pytest.approx(START_S + 4.0, rel=1e-12)]
+    upload = of_kind(result, "upload")
+    uploads = dict(zip(upload["node"].astype(str), upload["t_end"], strict=True))
+    assert uploads["fast-0"] == pytest.approx(FAST_DONE_S, rel=1e-12)
+    assert uploads["slow-1"] == pytest.approx(SLOW_DONE_S, rel=1e-12)
+    late = of_kind(result, "late")
+    assert late["node"].astype(str).tolist() == ["slow-1"]
+    assert late["t_start"].tolist() == late["t_end"].tolist() == [uploads["slow-1"]]
+    assert late["bytes"].tolist() == [MODEL_BYTES]
+    rounds = result.rounds
+    assert rounds["updates_used"].tolist() == [2] and rounds["updates_late"].tolist() == [1]
+    assert rounds["devices_trained"].tolist() == [2]
+    slow_j = (0.30 * TRANSFER_S + 0.20 * TRAIN_FLOPS / (SLOW_MFLOPS * 1e6)
+              + 0.95 * TRANSFER_S)
+    assert rounds["energy_wasted_j"].tolist() == [pytest.approx(slow_j, rel=1e-12)]
+    devices = result.devices.set_index("device")
+    assert devices["late_updates"].to_dict() == {"fast-0": 0, "slow-1": 1, "fast-2": 0}
+    assert devices["rounds_trained"].to_dict() == {"fast-0": 1, "slow-1": 0, "fast-2": 1}
+
+
+def test_deadline_closes_early_when_all_have_arrived():
+    """A deadline later than every arrival closes the round at the last arrival, as all."""
+    late = hierfl.run(three_boards({"trigger": "deadline", "deadline_s": 60.0}))
+    everyone = hierfl.run(three_boards({}))
+    pd.testing.assert_frame_equal(late.events, everyone.events, check_exact=True)
+
+
+def test_busy_device_is_not_a_candidate():
+    """The slow board is still uploading when the second cloud round starts: only the two
+    fast boards download in that round."""
+    result = hierfl.run(three_boards({"trigger": "deadline", "deadline_s": 4.0}, 2))
+    second = of_kind(result, "download")
+    second = second[second["cloud_round"] == 1]
+    assert sorted(second["node"].astype(str)) == ["fast-0", "fast-2"]
+    assert second["t_start"].min() < SLOW_DONE_S
+
+
+def test_first_k_over_selects_and_takes_the_first_k():
+    """k = 2, overcommit 1.5: ceil(3.0) = 3 selected; the edge aggregates at the second
+    arrival (3.037 s) and the slow board's update is late."""
+    result = hierfl.run(three_boards({"trigger": "first_k", "k": 2, "overcommit": 1.5}))
+    assert len(of_kind(result, "download")) == 3
+    assert of_kind(result, "edge_aggregate")["t_start"].tolist() == [
+        pytest.approx(FAST_DONE_S, rel=1e-12)]
+    assert of_kind(result, "late")["node"].astype(str).tolist() == ["slow-1"]
+    assert result.rounds["updates_used"].tolist() == [2]
+
+
+def test_first_k_selects_ceil_overcommit_k():
+    """k = 1, overcommit 1.3 over three candidates: ceil(1.3) = 2 devices selected (the
+    'all' policy's first two), and the first to arrive is aggregated."""
+    result = hierfl.run(three_boards({"trigger": "first_k", "k": 1}))
+    assert sorted(of_kind(result, "download")["node"].astype(str)) == ["fast-0", "slow-1"]
+    assert of_kind(result, "late")["node"].astype(str).tolist() == ["slow-1"]
+    assert result.rounds["updates_used"].tolist() == [1]
+
+
+# ----- flows of overlapping rounds share the cell exactly
+
+
+def overlapping_rounds(trigger: dict) -> Scenario:
+    """Slow boards still upload when the next round's fast boards upload over one cell."""
+    return parse_scenario(small_raw(
+        aggregation=trigger, run={"cloud_rounds": 3},
+        topology={"edges": 1, "cell": {"bandwidth_kbps": 300, "latency_ms": 5}},
+        profiles={"fast": {**BOARD, "compute_mflops": 100.0},
+                  "slow": {**BOARD, "compute_mflops": 0.5, "bandwidth_kbps": 60}},
+        devices=[{"profile": "fast", "count": 3}, {"profile": "slow", "count": 3}]))
+
+
+def cell_flows(result: hierfl.Result, scenario: Scenario, kind: str) -> dict:
+    """Every device flow of ``kind`` over the one cell as a single solver case: byte phases
+    from each event's start plus its path latency, at its profile's access cap."""
+    flows = of_kind(result, kind)
+    profile = flows["node"].astype(str).str.split("-").str[0]
+    latency_s = (profile.map(lambda p: scenario.profile(p).latency_ms).to_numpy() + 5) / 1000
+    kbps = profile.map(lambda p: scenario.profile(p).bandwidth_kbps).to_numpy()
+    return {"start_s": flows["t_start"].to_numpy() + latency_s,
+            "size_bytes": flows["bytes"].to_numpy(float), "cap_bytes_s": kbps * 1000 / 8,
+            "paths": np.zeros((len(flows), 1), dtype=np.int64),
+            "capacity_bytes_s": np.array([300 * 1000 / 8]), "stop_s": None,
+            }, flows["t_end"].to_numpy()
+
+
+@pytest.mark.parametrize("trigger", [{"trigger": "deadline", "deadline_s": 6.0},
+                                     {"trigger": "first_k", "k": 2}])
+def test_overlapping_rounds_share_the_cell_as_one_solve(trigger):
+    """Late uploads of one round and the uploads of the next share the cell: every flow of
+    the run ends where one max-min solve of all of them at once ends it, and where SimGrid
+    does; and the late uploads really overlap the next round's."""
+    scenario = overlapping_rounds(trigger)
+    result = hierfl.run(scenario)
+    late = of_kind(result, "late")
+    uploads = of_kind(result, "upload")
+    overlapping = [(uploads["cloud_round"] > row.cloud_round)
+                   & (uploads["t_start"] < row.t_start) for row in late.itertuples()]
+    assert np.any(overlapping)
+    for kind in ("download", "upload"):
+        problem, end_s = cell_flows(result, scenario, kind)
+        np.testing.assert_allclose(solve(**problem).end_s, end_s, rtol=1e-12, atol=0)
+        reference = simgrid([problem])[0]
+        np.testing.assert_allclose(reference["end_s"], end_s, rtol=1e-9, atol=0)
+
+
+def test_wasted_energy_counts_the_tail_after_a_late_upload():
+    """With a 1 s radio tail at 0.5 W, the slow board's late work in cloud round 0 wastes
+    its download, compute and upload energy plus the 0.5 J tail that followed its upload
+    (charged when round 1 closed, after the tail ended); nothing is wasted in round 1."""
+    tail = {"tail_s": 1.0, "power_tail_w": 0.5}
+    profiles = {"fast": {**BOARD, **tail, "compute_mflops": FAST_MFLOPS},
+                "slow": {**BOARD, **tail, "compute_mflops": SLOW_MFLOPS}}
+    result = hierfl.run(three_boards({"trigger": "deadline", "deadline_s": 4.0}, 2,
+                                     profiles=profiles))
+    slow_j = (0.30 * TRANSFER_S + 0.20 * TRAIN_FLOPS / (SLOW_MFLOPS * 1e6)
+              + 0.95 * TRANSFER_S)
+    assert result.rounds["sim_time_s"].iloc[1] > SLOW_DONE_S + 1.0
+    assert result.rounds["energy_wasted_j"].tolist() == [
+        pytest.approx(slow_j + 0.5, rel=1e-12), 0.0]
+
+
+def test_timeline_draws_late_uploads_apart(tmp_path):
+    """The timeline finds the upload that ended at its device's late instant (and only it)
+    and draws it in its own colour, named in the legend."""
+    from hierfl import plots
+
+    result = hierfl.run(three_boards({"trigger": "deadline", "deadline_s": 4.0}))
+    frame = pd.DataFrame({"kind": result.events["kind"].astype(str),
+                          "node": result.events["node"].astype(str),
+                          "t_start": result.events["t_start"],
+                          "t_end": result.events["t_end"]})
+    marked = frame[plots.late_uploads(frame)]
+    assert marked["node"].tolist() == ["slow-1"] and set(marked["kind"]) == {"upload"}
+    assert plots.plot_timeline(result, tmp_path / "timeline.png").stat().st_size > 0
+    assert "late_upload" in plots.PHASE_COLOURS and "late" in plots.PHASE_LABELS["late_upload"]

@@ -14,15 +14,18 @@ from hierfl.costs import energy_j, seconds_until_empty
 
 CATEGORIES = ("compute", "tx", "rx", "idle", "tail")
 CATEGORY = {name: k for k, name in enumerate(CATEGORIES)}
+STATE = ("remaining_j", "settled_s", "alive", "died_s", "used_j", "tail_end_s")  # what changes
 
 
 @dataclass(frozen=True)
 class Settled:
     """What settling brought: ``died`` (a mask over the devices settled), and the pieces of
-    radio tail charged: ``tail_devices`` drew ``tail_j`` from ``tail_from_s`` to ``tail_to_s``.
+    radio tail charged: ``tail_devices`` (at positions ``tail_at`` of those settled) drew
+    ``tail_j`` from ``tail_from_s`` to ``tail_to_s``.
     """
 
     died: np.ndarray
+    tail_at: np.ndarray
     tail_devices: np.ndarray
     tail_from_s: np.ndarray
     tail_to_s: np.ndarray
@@ -104,7 +107,19 @@ class FleetBattery:
             self.died_s[dead] = settled_s[dies]
             self.alive[dead] = False
         piece = tail_to_s > from_s
-        return Settled(died, devices[piece], from_s[piece], tail_to_s[piece], tail_j[piece])
+        at = np.flatnonzero(piece) if isinstance(living, slice) else living[piece]
+        return Settled(died, at, devices[piece], from_s[piece], tail_to_s[piece], tail_j[piece])
+
+    def snapshot(self, devices: np.ndarray) -> dict[str, np.ndarray]:
+        """A copy of the state rows of ``devices``, for ``restore`` to put back."""
+        return {name: getattr(self, name)[devices].copy() for name in STATE} | {
+            "devices": devices.copy()}
+
+    def restore(self, snapshot: dict[str, np.ndarray]) -> None:
+        """Put the rows a ``snapshot`` copied back, as they were when it was taken."""
+        devices = snapshot["devices"]
+        for name in STATE:
+            getattr(self, name)[devices] = snapshot[name]
 
     def start_tails(self, devices: np.ndarray, end_s: np.ndarray) -> None:
         """Transfers of ``devices`` ended at ``end_s``: their radios enter the tail state."""

@@ -43,6 +43,8 @@ def cloud(sim: Simulation) -> Process:
             if sim.scenario.distillation.enabled:
                 sim.global_weights = yield from distill_at(sim, sent, updates, cloud_round)
         close_round(sim, cloud_round)
+    for work in sim.works.values():  # work still running when the run ends goes on
+        work.commit(np.inf)
 
 
 def distill_at(
@@ -106,7 +108,7 @@ def _gather_edges(sim: Simulation, cloud_round: int) -> Process:
 
 def close_round(sim: Simulation, cloud_round: int) -> None:
     """Settle idle drain to now, evaluate the global model, and keep the round's figures."""
-    settle(sim, np.arange(len(sim.topo.names)), cloud_round, -1)
+    settle(sim, np.flatnonzero(~sim.busy), cloud_round, -1)
     accuracy = loss = float("nan")
     if sim.trainer is not None:
         data = sim.trainer.data

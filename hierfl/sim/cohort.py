@@ -1,14 +1,12 @@
-"""An edge round's devices as one cohort: phases over numpy arrays, flows over shared links.
+"""The phases of devices at work, over numpy arrays: download, compute, upload.
 
-The devices an edge selected are simulated together, up front: their downloads start when
-the edge sends the model, each one's compute when its download ends, each one's upload when
-its compute ends. Transfers are flows over the shared links (``network.transfer``), so a
-cohort's downloads share its cell as SimGrid would share them; batteries drain and empty at
-exact instants, and every interval goes to the trace in bulk. That is exact because nothing
-outside the cohort uses its links at the time: a cell serves one edge, whose rounds follow
-one another, and uplink and downlink are separate links. The edge's process then waits
-until the cohort's last device is done, and the updates that arrived are trained (in one
-batch with every job pending) and encoded.
+``simulate`` plays the jobs of a ``Stage`` (an aggregator's open work, ``hierfl.sim.work``):
+their downloads start when the aggregator sends the model, each one's compute when its
+download ends, each one's upload when its compute ends. Transfers are flows over the shared
+links, solved by the aggregator's channels (``hierfl.sim.channel``) together with every
+flow of its still running; batteries drain and empty at exact instants; every interval goes
+to the stage's trace in bulk. ``play`` is the aggregator's side of an edge round: hand the
+work out, wait for the trigger, collect the updates it aggregates.
 """
 
 from __future__ import annotations
@@ -21,11 +19,13 @@ import simpy
 import torch
 
 from hierfl.costs import compute_s, prox_flops, train_flops
-from hierfl.sim import network
+from hierfl.sim import triggers
 from hierfl.sim.battery import per_device
+from hierfl.sim.channel import Channel, Flows
 from hierfl.sim.engine import Simulation, Update
 from hierfl.sim.network import DOWN, UP, bytes_per_s, merge_intervals
 from hierfl.sim.variability import STREAM_BANDWIDTH, STREAM_COMPUTE, lognormal
+from hierfl.trace import Trace
 
 PHASES = {  # kind -> (battery category, Fleet column of the power drawn)
     "download": ("rx", "power_rx_w"),
@@ -33,6 +33,29 @@ PHASES = {  # kind -> (battery category, Fleet column of the power drawn)
     "upload": ("tx", "power_tx_w"),
 }
 CLOUD_NODE = 0
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Jobs a plan plays: per job its device, key and rounds; the trace its events go to,
+    and the channels its flows take."""
+
+    devices: np.ndarray
+    keys: np.ndarray
+    cloud_round: np.ndarray
+    edge_round: np.ndarray
+    trace: Trace
+    down: Channel
+    up: Channel
+
+    def take(self, index: np.ndarray) -> Stage:
+        """The jobs at ``index`` (positions or a mask)."""
+        return Stage(self.devices[index], self.keys[index], self.cloud_round[index],
+                     self.edge_round[index], self.trace, self.down, self.up)
+
+    @property
+    def rounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.cloud_round, self.edge_round
 
 
 @dataclass(frozen=True)
@@ -56,32 +79,38 @@ def until(env: simpy.Environment, t_s: float) -> Generator:
 
 def play(
     sim: Simulation,
+    work,
     devices: np.ndarray,
     model: torch.Tensor | None,
-    down_bytes: np.ndarray,
     rounds: tuple[int, int],
 ) -> Generator:
-    """The edge's side of a cohort (a SimPy process body): simulate, wait, collect.
+    """The aggregator's side of an edge round (a SimPy process body): hand out, wait, collect.
 
+    ``work`` (the aggregator's ``Work``) plans the round's jobs with every job still open.
     Uploads take ``up_bytes``, the size every codec derives from shapes alone, so the
-    whole round is simulated up front. The edge waits out the phases of the device that
-    ends last, one timeout per phase, so the clock adds the very same floats that device's
-    own process would (a single timeout of ``end - now`` can miss ``end`` by an ulp). Only
-    then are the updates that arrived trained and encoded: every job submitted until then,
-    at any edge, trains in the same batch, and jobs of devices that dropped out never train.
-    Returns the Updates that arrived, in the order of ``devices``.
+    plan is known when the work is handed out. The aggregator waits until the trigger
+    closes the round (``triggers.close_s``); the updates that arrived and that the trigger
+    takes are trained and encoded then, in one batch with every job pending at any edge.
+    The others are marked late, and their jobs never train. Returns the Updates aggregated,
+    in the order of ``devices``.
     """
+    aggregation = sim.scenario.aggregation
     jobs = [sim.submit(int(d), model, *rounds) for d in devices] if sim.learning else None
-    arrived, end_s = simulate(sim, devices, sim.env.now, down_bytes, sim.up_bytes(devices), rounds)
-    if jobs is not None:
-        for k in np.setdiff1d(np.arange(len(devices)), arrived):
-            sim.trainer.cancel(jobs[k])
+    start_s = sim.env.now
+    arrive_s, done_s = work.hand_out(devices, rounds)
     if len(devices):
-        yield from until(sim.env, float(end_s.max()))
-    senders, samples = devices[arrived], sim.fleet.samples[devices[arrived]]
+        yield from until(sim.env, triggers.close_s(aggregation, start_s, arrive_s, done_s))
+    taken = triggers.used(aggregation, arrive_s, sim.env.now)
+    work.mark_late(devices[np.isfinite(arrive_s) & ~taken])
+    work.commit(sim.env.now)
+    used = np.flatnonzero(taken)
+    if jobs is not None:
+        for k in np.flatnonzero(~taken):
+            sim.trainer.cancel(jobs[k])
+    senders, samples = devices[used], sim.fleet.samples[devices[used]]
     if jobs is None:
         return Arrivals(senders, samples)
-    payloads = sim.encode([jobs[k].result() for k in arrived], model, senders)
+    payloads = sim.encode([jobs[k].result() for k in used], model, senders)
     return [Update(int(d), p, int(n)) for d, p, n in zip(senders, payloads, samples, strict=True)]
 
 
@@ -118,71 +147,64 @@ def samples_of(updates: Sequence[Update]) -> int:
 
 
 def simulate(
-    sim: Simulation,
-    devices: np.ndarray,
-    start_s: float,
-    down_bytes: np.ndarray,
+    sim: Simulation, stage: Stage, start_s: np.ndarray, down_bytes: np.ndarray,
     up_bytes: np.ndarray,
-    rounds: tuple[int, int],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Download, compute and upload for ``devices`` from ``start_s``, recorded in the trace;
-    ``down_bytes`` and ``up_bytes`` per device (or one for all).
+    """Download, compute and upload for the jobs of ``stage`` from ``start_s``, recorded in
+    the stage's trace; ``down_bytes`` and ``up_bytes`` per job.
 
-    Returns the positions (in ``devices``) of those whose update arrived, and when each
+    Returns the positions (in the stage) of the jobs whose update arrived, and when each
     device was done: its upload ended, or its battery emptied.
     """
-    now_s = np.full(len(devices), start_s, dtype=np.float64)
-    going = np.arange(len(devices))
+    now_s = np.array(start_s, dtype=np.float64)
+    going = np.arange(len(stage.devices))
     for kind, nbytes in (("download", down_bytes), ("compute", 0), ("upload", up_bytes)):
         if len(going) == 0:
             break
-        nbytes = np.broadcast_to(nbytes, len(devices))[going]
-        end = run_phase(sim, devices[going], now_s[going], kind, nbytes, rounds)
+        nbytes = np.broadcast_to(nbytes, len(stage.devices))[going]
+        end = run_phase(sim, stage.take(going), now_s[going], kind, nbytes)
         now_s[going] = end.end_s
         going = going[end.done]
     return going, now_s
 
 
 def run_phase(
-    sim: Simulation,
-    devices: np.ndarray,
-    start_s: np.ndarray,
-    kind: str,
-    nbytes: np.ndarray,
-    rounds: tuple[int, int],
+    sim: Simulation, stage: Stage, start_s: np.ndarray, kind: str, nbytes: np.ndarray
 ) -> PhaseEnd:
-    """Record one phase of ``devices`` starting at ``start_s`` (``nbytes`` each); drain their
-    batteries.
+    """Record one phase of the jobs of ``stage`` starting at ``start_s`` (``nbytes`` each);
+    drain batteries.
 
     Idle drain (and radio tails) are settled up to ``start_s`` first. A battery that empties
     stops the device at that instant: its interval ends there, delivers 0 bytes, and a
     ``dropout`` follows.
     """
-    category, column = PHASES[kind]
-    died = settle(sim, devices, start_s, rounds)
+    devices = stage.devices
+    died = settle(sim, devices, start_s, stage.rounds, stage.trace)
     end_s = np.where(died, sim.battery.died_s[devices], 0.0)
     done = ~died
-    working, begun_s, nbytes = devices[done], start_s[done], nbytes[done]
-    power_w = getattr(sim.fleet, column)[working]
+    working, begun_s, nbytes = stage.take(done), start_s[done], nbytes[done]
+    power_w = getattr(sim.fleet, PHASES[kind][1])[working.devices]
     if kind == "compute":
-        finished_s, delivered = _compute(sim, working, begun_s, power_w, rounds[0])
+        finished_s, delivered = _compute(sim, working, begun_s, power_w)
     else:
-        finished_s, delivered = _transfer(sim, working, begun_s, kind, nbytes, power_w, rounds)
-    node, edge = trace_nodes(sim, working)
+        finished_s, delivered = _transfer(sim, working, begun_s, kind, nbytes, power_w)
+    node, edge = trace_nodes(sim, working.devices)
     sent = np.where(delivered, nbytes, 0)
-    sim.trace.extend(kind, node, edge, begun_s, finished_s, *rounds, sent,
-                     power_w * (finished_s - begun_s))
+    stage.trace.extend(kind, node, edge, begun_s, finished_s, *working.rounds, sent,
+                       power_w * (finished_s - begun_s))
     end_s[done] = finished_s
     done[done] = delivered
-    record_dropouts(sim, working[~delivered], rounds)
+    lost = ~delivered
+    record_dropouts(sim, working.devices[lost], (working.cloud_round[lost],
+                    working.edge_round[lost]), stage.trace)
     return PhaseEnd(done, end_s)
 
 
 def _compute(
-    sim: Simulation, devices: np.ndarray, start_s: np.ndarray, power_w: np.ndarray,
-    cloud_round: int,
+    sim: Simulation, stage: Stage, start_s: np.ndarray, power_w: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Local training: its length from the FLOPs; ends and whether the battery lasted."""
+    devices = stage.devices
     samples = sim.fleet.samples[devices]
     run = sim.scenario.run
     flops = train_flops(sim.forward_flops_of(devices), samples, run.local_epochs)
@@ -191,7 +213,7 @@ def _compute(
                                    run.batch_size)
     sigma = sim.scenario.variability.compute_sigma
     mflops = sim.fleet.compute_mflops[devices] * lognormal(
-        sim.scenario.seed, STREAM_COMPUTE, devices, cloud_round, sigma)
+        sim.scenario.seed, STREAM_COMPUTE, devices, stage.cloud_round, sigma)
     seconds = per_device(compute_s(flops, mflops), len(devices))
     lasted_s = sim.battery.draw_many(devices, start_s, seconds, power_w, "compute")
     return start_s + lasted_s, lasted_s >= seconds
@@ -199,31 +221,34 @@ def _compute(
 
 def _transfer(
     sim: Simulation,
-    devices: np.ndarray,
+    stage: Stage,
     start_s: np.ndarray,
     kind: str,
     nbytes: np.ndarray,
     power_w: np.ndarray,
-    rounds: tuple[int, int],
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Flows between ``devices`` and their aggregator; the radio draws for each whole flow.
+    """Flows between the stage's devices and their aggregator, over its channel; the radio
+    draws for each whole flow.
 
     A sender whose battery would empty mid-flow stops at that instant (the flow's ``stop_s``),
     which frees its share of the links for the others.
     """
     up = kind == "upload"
-    topo, battery = sim.topo, sim.battery
+    topo, battery, devices = sim.topo, sim.battery, stage.devices
     with np.errstate(divide="ignore", invalid="ignore"):
         stop_s = start_s + np.where(power_w > 0, battery.remaining_j[devices] / power_w, np.inf)
     kbps = (topo.access_up_kbps if up else topo.access_down_kbps)[devices]
     sigma = sim.scenario.variability.bandwidth_sigma
-    kbps = kbps * lognormal(sim.scenario.seed, STREAM_BANDWIDTH, devices, rounds[0], sigma)
+    kbps = kbps * lognormal(sim.scenario.seed, STREAM_BANDWIDTH, devices, stage.cloud_round,
+                            sigma)
     to_cloud = sim.scenario.topology.mode == "cloud_only"
     paths, latency_s = sim.links.device_paths(topo.edge_of[devices], UP if up else DOWN, to_cloud)
     latency_s = latency_s + topo.access_ms[devices] / 1000
-    flows = network.transfer(
-        sim.link_log, start_s, nbytes, bytes_per_s(kbps), paths, latency_s, stop_s)
-    end_s, done = flows.end_s, flows.done.copy()
+    channel = stage.up if up else stage.down
+    flows = Flows(stage.keys, start_s, start_s + latency_s, nbytes.astype(np.float64),
+                  np.broadcast_to(bytes_per_s(kbps), (len(devices),)), paths, stop_s)
+    end_s, solved = channel.solve(flows)
+    done = solved.copy()
     category = PHASES[kind][0]
     sent = np.flatnonzero(done)
     seconds = end_s[sent] - start_s[sent]
@@ -231,26 +256,9 @@ def _transfer(
     short = lasted_s < seconds  # emptied by rounding at the very end: lost all the same
     done[sent[short]] = False
     end_s[sent[short]] = start_s[sent[short]] + lasted_s[short]
-    battery.run_out(devices[~flows.done], end_s[~flows.done], category)
+    battery.run_out(devices[~solved], end_s[~solved], category)
     battery.start_tails(devices[done], end_s[done])
-    _record_nic(sim, devices, start_s, end_s, up, rounds)
     return end_s, done
-
-
-def _record_nic(
-    sim: Simulation, devices: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, up: bool,
-    rounds: tuple[int, int],
-) -> None:
-    """The aggregator's NIC works while any of its flows is active: the union of the flows."""
-    topology = sim.scenario.topology
-    if not len(devices):
-        return
-    if topology.mode == "hierarchical":
-        node = sim.edge_node(int(sim.topo.edge_of[devices[0]]))
-        profile = sim.scenario.profile(topology.edge_profile)
-    else:
-        node, profile = CLOUD_NODE, sim.scenario.profile(topology.cloud_profile)
-    record_nic(sim, node, "nic_rx" if up else "nic_tx", start_s, end_s, profile, rounds)
 
 
 def record_nic(
@@ -266,17 +274,28 @@ def record_nic(
 
 
 def settle(
-    sim: Simulation, devices: np.ndarray, now_s: np.ndarray | float, rounds: tuple[int, int]
+    sim: Simulation,
+    devices: np.ndarray,
+    now_s: np.ndarray | float,
+    rounds: tuple[np.ndarray | int, np.ndarray | int],
+    trace: Trace | None = None,
 ) -> np.ndarray:
     """Drain tails and idle power of ``devices`` to ``now_s``; record the ``tail`` pieces and
-    the dropouts. Returns the mask of devices that died."""
+    the dropouts (in ``trace``, the run's by default) with ``rounds`` (one pair for all, or
+    arrays, one entry per device). Returns the mask of devices that died."""
+    trace = sim.trace if trace is None else trace
     settled = sim.battery.settle(devices, now_s)
     if len(settled.tail_devices):
         node, edge = trace_nodes(sim, settled.tail_devices)
-        sim.trace.extend("tail", node, edge, settled.tail_from_s, settled.tail_to_s, *rounds,
-                         0, settled.tail_j)
-    record_dropouts(sim, devices[settled.died], rounds)
+        trace.extend("tail", node, edge, settled.tail_from_s, settled.tail_to_s,
+                     *_at(rounds, settled.tail_at), 0, settled.tail_j)
+    record_dropouts(sim, devices[settled.died], _at(rounds, settled.died), trace)
     return settled.died
+
+
+def _at(rounds: tuple, index: np.ndarray) -> tuple:
+    """The rounds of the devices at ``index``: a pair for all stays as it is."""
+    return tuple(r[index] if isinstance(r, np.ndarray) else r for r in rounds)
 
 
 def trace_nodes(sim: Simulation, devices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -285,11 +304,14 @@ def trace_nodes(sim: Simulation, devices: np.ndarray) -> tuple[np.ndarray, np.nd
     return sim.device_node(devices), np.where(edges < 0, -1, sim.edge_node(0) + edges)
 
 
-def record_dropouts(sim: Simulation, devices: np.ndarray, rounds: tuple[int, int]) -> np.ndarray:
+def record_dropouts(
+    sim: Simulation, devices: np.ndarray, rounds: tuple, trace: Trace | None = None
+) -> np.ndarray:
     """Record a ``dropout`` at each dead device's empty instant; return those instants."""
     died_s = sim.battery.died_s[devices]
     if not len(devices):
         return died_s
     node, edge = trace_nodes(sim, devices)
-    sim.trace.extend("dropout", node, edge, died_s, died_s, *rounds)
+    (sim.trace if trace is None else trace).extend("dropout", node, edge, died_s, died_s,
+                                                   *rounds)
     return died_s

@@ -20,8 +20,10 @@ def settle(sim: Simulation, devices: np.ndarray, cloud_round: int, edge_round: i
 def eligible(sim: Simulation, devices: np.ndarray, cloud_round: int, edge_round: int) -> list[int]:
     """Devices that may be selected: alive, above min_battery, and able to hold the model.
 
-    A living device that cannot hold the model gets a ``skip`` event.
+    A living device that cannot hold the model gets a ``skip`` event. A device still at
+    work (busy) is not a candidate.
     """
+    devices = devices[~sim.busy[devices]]
     settle(sim, devices, cloud_round, edge_round)
     alive = devices[sim.battery.alive[devices]]
     fits = sim.fleet.fits[alive]

@@ -12,12 +12,13 @@ import torch
 
 from hierfl.costs import aggregate_flops, compute_s
 from hierfl.policies import fleet_seats, seat_share
-from hierfl.sim import cohort, network
+from hierfl.sim import cohort, network, triggers
 from hierfl.sim.battery import Fractions
 from hierfl.sim.cohort import CLOUD_NODE, record_nic, until
 from hierfl.sim.device import Process, eligible
 from hierfl.sim.engine import STREAM_SELECTION, Simulation, Update
 from hierfl.sim.network import DOWN, UP
+from hierfl.sim.work import work_of
 
 
 def train_devices(
@@ -29,18 +30,25 @@ def train_devices(
     edge: int = -1,
     seats: int | None = None,
 ) -> Process:
-    """Select among ``devices``, send them ``model``, wait for all; return what arrived.
+    """Select among ``devices``, send them ``model``, wait for the trigger; return the
+    updates it takes.
 
     ``edge`` is the edge running this round (-1: the cloud, in cloud_only); ``seats``, its
-    share of the fleet's quota (None: the scenario's fraction of the candidates).
+    share of the fleet's quota (None: the scenario's fraction of the candidates); with
+    ``first_k`` the trigger's ``ceil(overcommit * k)`` instead.
     """
     candidates = eligible(sim, devices, cloud_round, edge_round)
     rng = selection_rng(sim, cloud_round, edge_round, edge)
+    aggregation = sim.scenario.aggregation
+    if aggregation.trigger == "first_k":
+        seats = triggers.selected(aggregation, 0, len(candidates))
     share = sim.scenario.selection.fraction if seats is None else seat_share(seats, len(candidates))
     chosen = sim.policy(candidates, Fractions(sim.battery), share, rng)
     chosen = np.asarray(chosen, dtype=np.int64)
-    down_bytes = sim.down_bytes(chosen)
-    return (yield from cohort.play(sim, chosen, model, down_bytes, (cloud_round, edge_round)))
+    if aggregation.trigger == "first_k":
+        chosen = chosen[:seats]  # a policy that ignores the share ('all') takes its first
+    work = work_of(sim, edge)
+    return (yield from cohort.play(sim, work, chosen, model, (cloud_round, edge_round)))
 
 
 def selection_rng(
@@ -62,7 +70,7 @@ def edge_seats(sim: Simulation, cloud_round: int) -> np.ndarray:
     Counted once, as the cloud round starts (every battery settled when the last one closed).
     """
     battery = sim.battery
-    able = battery.alive & sim.fleet.fits
+    able = battery.alive & sim.fleet.fits & ~sim.busy
     able &= battery.fractions() >= sim.scenario.selection.min_battery
     eligible_per_edge = np.bincount(sim.topo.edge_of[able], minlength=len(sim.topo.edges))
     rng = np.random.default_rng([sim.scenario.seed, STREAM_SELECTION, cloud_round])

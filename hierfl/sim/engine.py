@@ -115,9 +115,12 @@ class Simulation:
     trained: np.ndarray
     optimizers: dict[int, Optimizer]
     """Each aggregator's server optimiser, by trace node (the cloud is 0, edge e is 1 + e)."""
+    busy: np.ndarray  # devices at work the aggregator has not committed (hierfl.sim.work)
+    late: np.ndarray  # late updates per device
     family: ModelFamily | None = None
     variant_of: np.ndarray | None = None
     """Each device's variant (index into ``family.variants``; -1: none fits)."""
+    works: dict = field(default_factory=dict)  # aggregator (edge, -1: cloud) -> its Work
     round_rows: list[dict] = field(default_factory=list)
     global_weights: torch.Tensor | None = None
     on_round: Callable[[dict], None] | None = None
@@ -349,7 +352,7 @@ def tier_column(width: float) -> str:
     return f"accuracy_w{width:g}"
 
 
-SIMULATED_TRIGGERS = {"trigger": ("all",), "cloud_trigger": ("all",)}
+SIMULATED_TRIGGERS = {"trigger": ("all", "deadline", "first_k"), "cloud_trigger": ("all",)}
 
 
 def _check_triggers(scenario: Scenario) -> None:
@@ -442,6 +445,8 @@ def prepare(
         trainer=trainer,
         data=data,
         trained=np.zeros(len(topo.names), dtype=np.int64),
+        busy=np.zeros(len(topo.names), dtype=bool),
+        late=np.zeros(len(topo.names), dtype=np.int64),
         family=family,
         variant_of=variant_of,
         optimizers=optimizers,

@@ -126,17 +126,29 @@ class LinkLog:
         self.carried_bytes = np.zeros(len(self.links.names))
         self.flows = np.zeros(len(self.links.names), dtype=np.int64)
 
-    def add(self, solution: Solution, paths: np.ndarray) -> None:
-        """Keep one solved batch: each flow's bytes on each link of its path, load steps."""
+    def add(
+        self,
+        solution: Solution,
+        paths: np.ndarray,
+        sent_bytes: np.ndarray | None = None,
+        counted: np.ndarray | None = None,
+        until_s: float = np.inf,
+    ) -> None:
+        """Keep one solved batch up to ``until_s``: each flow's bytes on each link of its
+        path (``sent_bytes``, by default all it sent), the flows ``counted`` (by default
+        all), and the load steps before ``until_s``."""
         on = paths >= 0
-        links = paths[on]
-        np.add.at(self.carried_bytes, links, np.broadcast_to(solution.sent_bytes[:, None],
-                                                               paths.shape)[on])
-        np.add.at(self.flows, links, 1)
+        sent = solution.sent_bytes if sent_bytes is None else sent_bytes
+        np.add.at(self.carried_bytes, paths[on], np.broadcast_to(sent[:, None], paths.shape)[on])
+        if counted is not None:
+            on = on & counted[:, None]
+        np.add.at(self.flows, paths[on], 1)
         times, load = solution.times_s, solution.load_bytes_s
         step, link = np.nonzero(load > 0)
+        step, link = step[times[step] < until_s], link[times[step] < until_s]
         if len(step):
-            self.steps.append(np.column_stack([link, times[step], times[step + 1],
+            self.steps.append(np.column_stack([link, times[step],
+                                               np.minimum(times[step + 1], until_s),
                                                load[step, link]]))
 
     def load_table(self) -> pd.DataFrame:

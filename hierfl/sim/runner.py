@@ -62,8 +62,8 @@ def _play(
         folder.mkdir(parents=True, exist_ok=True)
 
     def after_round(row: dict) -> None:
-        if folder is not None:
-            save_checkpoint(sim, folder, row["cloud_round"] + 1)
+        if folder is not None and not any(work.open for work in sim.works.values()):
+            save_checkpoint(sim, folder, row["cloud_round"] + 1)  # only a state with no work out
         if on_round is not None:
             on_round(row)
 
@@ -105,6 +105,7 @@ def devices_table(sim: Simulation) -> pd.DataFrame:
         "energy_j": battery.used_j.sum(axis=1),
         "battery": battery.fractions(),
         "rounds_trained": sim.trained,
+        "late_updates": sim.late,
         "dropped": ~battery.alive,
         "dropped_at_s": battery.died_s,
         **{f"energy_{category}_j": battery.used_j[:, k] for k, category in enumerate(CATEGORIES)},
