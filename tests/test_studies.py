@@ -13,7 +13,7 @@ import hierfl
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ["hierfl_vs_cloud", "cell_scaling", "compression", "battery", "digits", "heterofl",
-           "optimizers", "mnist1d_tiers"]
+           "optimizers", "mnist1d_tiers", "protocol"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 needs_matplotlib = pytest.mark.skipif(
     importlib.util.find_spec("matplotlib") is None, reason="the study figures need matplotlib"
@@ -152,6 +152,22 @@ def test_battery_study(tmp_path):
     assert (table["rounds_survived"] == 2).all()  # nobody runs empty in 2 rounds
     assert (table["devices_dropped"] == 0).all()
     assert table.at["all", "updates_aggregated"] == 2 * table.at["battery", "updates_aggregated"]
+
+
+@needs_matplotlib
+def test_protocol_study(tmp_path):
+    """Each trigger runs on each seed: all waits for everyone (nothing late), first_k uses
+    exactly k = 8 updates per edge and round, and late work is counted as wasted energy."""
+    table = run_study("protocol", tmp_path, rounds=2)
+    assert list(table["trigger"].unique()) == ["all", "deadline 2 s", "first_k 8 of 11"]
+    assert sorted(table["seed"].unique()) == [0, 1, 2]
+    by = table.set_index(["trigger", "seed"])
+    assert (by.loc["all", "updates_late"] == 0).all()
+    assert (by.loc["all", "energy_wasted_j"] == 0).all()
+    assert (by.loc["first_k 8 of 11", "updates_used"] == 2 * 2 * 8).all()
+    assert (by.loc["first_k 8 of 11", "updates_late"] > 0).all()
+    late = table["updates_late"] > 0
+    assert (table.loc[late, "energy_wasted_j"] > 0).all()
 
 
 @needs_matplotlib
