@@ -184,7 +184,7 @@ def uncovered(
 
     >>> uncovered(np.array([0.0, 5.0]), np.array([4.0, 9.0]), np.array([1.0, 6.0]),
     ...           np.array([2.0, 10.0]))
-    (array([0., 2.]), array([1., 4.]))
+    (array([0., 2., 5.]), array([1., 4., 6.]))
     """
     if not len(covered_s):
         return start_s, end_s
