@@ -258,3 +258,19 @@ def test_timeline_draws_late_uploads_apart(tmp_path):
     assert marked["node"].tolist() == ["slow-1"] and set(marked["kind"]) == {"upload"}
     assert plots.plot_timeline(result, tmp_path / "timeline.png").stat().st_size > 0
     assert "late_upload" in plots.PHASE_COLOURS and "late" in plots.PHASE_LABELS["late_upload"]
+
+
+def test_an_empty_round_beside_open_work_hands_out_nothing():
+    """A lone slow board misses the deadline of edge round 0 and is still at work in edge
+    round 1, which then has no candidate: nothing is handed out and nothing aggregated, and
+    the open job is not taken for the new round's (its update still comes late)."""
+    result = hierfl.run(parse_scenario(small_raw(
+        aggregation={"trigger": "deadline", "deadline_s": 4.0},
+        run={"cloud_rounds": 1, "edge_rounds": 2},
+        profiles={"slow": {**BOARD, "compute_mflops": SLOW_MFLOPS}},
+        devices=[{"profile": "slow", "count": 1}])))
+    assert of_kind(result, "download")["edge_round"].tolist() == [0]
+    assert of_kind(result, "edge_aggregate").empty
+    late = of_kind(result, "late")
+    assert late["edge_round"].tolist() == [0]
+    assert late["t_start"].tolist() == [pytest.approx(SLOW_DONE_S, rel=1e-12)]

@@ -105,7 +105,8 @@ class Work:
         self.arrive_s = np.full(len(jobs), np.inf)
         self.arrive_s[going] = end_s[going]
         sim.busy[devices] = True
-        return self.arrive_s[-n:], self.done_s[-n:]
+        first = len(jobs) - n  # the new jobs come last (``[-n:]`` would be all when n = 0)
+        return self.arrive_s[first:], self.done_s[first:]
 
     def mark_late(self, devices: np.ndarray) -> None:
         """The updates of ``devices`` (open jobs) will not be aggregated: late when they arrive."""
