@@ -2,7 +2,8 @@
 
 At a cloud-round boundary the state is small and complete: the clock, the global model
 (edges restart from it every cloud round), each aggregator's server-optimiser state
-(momentum, moments), batteries, tallies and the trace so far.
+(momentum, moments), the error-feedback residuals of the senders, batteries, tallies and the
+trace so far.
 Training jobs and selection draws are seeded by (seed, round, device or edge), and data
 and the initial model are rebuilt from the seed, so they need no saving.
 
@@ -37,13 +38,13 @@ from hierfl.scenario import Scenario, parse_scenario
 from hierfl.sim.engine import Simulation
 
 CHECKPOINT = "checkpoint.pt"
-FORMAT = 4
+FORMAT = 5
 MAGIC = b"HIERFLCK"
 _HASH = 32
 _BATTERY = ("remaining_j", "settled_s", "alive", "died_s", "used_j", "tail_end_s")
 _LINKS = ("carried_bytes", "flows")
 _KEYS = ("format", "scenario", "next_round", "now_s", "global_weights", "battery", "trained",
-         "links", "link_steps", "trace", "round_rows", "optimizers")
+         "links", "link_steps", "trace", "round_rows", "optimizers", "residuals")
 
 
 def save_checkpoint(sim: Simulation, folder: Path, next_round: int) -> Path:
@@ -66,10 +67,21 @@ def save_checkpoint(sim: Simulation, folder: Path, next_round: int) -> Path:
             str(node): {name: value.clone() for name, value in opt.state_dict().items()}
             for node, opt in sim.optimizers.items()
         },
+        "residuals": _residuals(sim),
     }
     path = Path(folder) / CHECKPOINT
     write_state(state, path)
     return path
+
+
+def _residuals(sim: Simulation) -> dict[str, torch.Tensor]:
+    """Senders (trace nodes, ascending) and their error-feedback residuals, a row each."""
+    nodes = sorted(sim.residuals)
+    rows = [sim.residuals[node] for node in nodes]
+    return {
+        "nodes": torch.tensor(nodes, dtype=torch.int64),
+        "values": torch.stack(rows) if rows else torch.zeros(0, sim.space.size),
+    }
 
 
 class _Hashing:
@@ -211,6 +223,8 @@ def restore(sim: Simulation, state: dict[str, Any]) -> None:
     sim.global_weights = state["global_weights"]
     for node, opt in sim.optimizers.items():
         opt.load_state_dict(state["optimizers"][str(node)])
+    residuals = state["residuals"]
+    sim.residuals = dict(zip(residuals["nodes"].tolist(), residuals["values"], strict=True))
     sim.first_round = int(state["next_round"])
     sim.env = type(sim.env)(initial_time=state["now_s"])
 
@@ -237,6 +251,20 @@ def _check_fits(sim: Simulation, state: dict[str, Any]) -> None:
             raise CorruptError("checkpoint: global_weights given for a timing-only run")
     else:
         _same_as(weights, sim.global_weights.cpu(), "global_weights")
+    _check_residuals(_table(state["residuals"], "residuals"), sim)
+
+
+def _check_residuals(residuals: dict[str, torch.Tensor], sim: Simulation) -> None:
+    """Residuals of distinct sender nodes, one finite float32 row of the model's size each."""
+    nodes, values = residuals.get("nodes"), residuals.get("values")
+    if not isinstance(nodes, torch.Tensor) or nodes.dtype != torch.int64 or nodes.ndim != 1:
+        raise CorruptError("checkpoint: residuals.nodes must be a 1-d int64 tensor")
+    _same_as(values, torch.zeros(len(nodes), sim.space.size), "residuals.values")
+    senders = sim.device_node(len(sim.topo.names))  # nodes 1.. are edges, then devices
+    if ((nodes < 1) | (nodes >= senders)).any() or len(nodes.unique()) != len(nodes):
+        raise CorruptError(f"checkpoint: residuals.nodes must be distinct nodes in [1, {senders})")
+    if not torch.isfinite(values).all():
+        raise CorruptError("checkpoint: residuals.values must be finite")
 
 
 def _check_optimizers(saved: dict[str, Any], sim: Simulation) -> None:

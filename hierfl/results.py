@@ -72,8 +72,9 @@ def scenario_as_run(scenario: Scenario, codec: object, data: FederatedData | Non
     (features per sample) and ``data.num_classes``. Settings the run ignored are left out:
     ``samples_per_device`` with LEAF data (femnist, shakespeare), ``class_sep`` beyond
     synthetic data, ``feature_shift`` beyond synthetic and seed, ``alpha`` beyond dirichlet,
-    and ``quantize`` and ``prune_ratio`` when your own codec encoded the updates (it is named
-    in ``compression.codec``, as ``module:Class`` when it was passed from Python).
+    and the built-in codec's ``quantize``, ``prune_ratio``, ``cluster_bits`` and ``top_k``
+    when your own codec encoded the updates (it is named in ``compression.codec``, as
+    ``module:Class`` when it was passed from Python).
     """
     used = scenario.to_dict()
     cfg, section = scenario.data, used["data"]
@@ -93,10 +94,12 @@ def scenario_as_run(scenario: Scenario, codec: object, data: FederatedData | Non
     compression = used["compression"]
     if type(codec) is not Codec:
         compression.setdefault("codec", f"{type(codec).__module__}:{type(codec).__qualname__}")
-    if isinstance(codec, Codec):
-        compression |= {"quantize": codec.quantize, "prune_ratio": codec.prune_ratio}
-    else:
-        del compression["quantize"], compression["prune_ratio"]
+    for key in ("quantize", "prune_ratio", "cluster_bits", "top_k"):
+        value = getattr(codec, key) if isinstance(codec, Codec) else None
+        if value is None:
+            compression.pop(key, None)
+        else:
+            compression[key] = value
     return used
 
 

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from hierfl.compression import MAX_CLUSTER_BITS
 from hierfl.errors import ScenarioError
 from hierfl.profiles import BUILTIN_PROFILES, Profile
 
@@ -188,17 +189,32 @@ class ModelConfig(_Frozen):
 
 
 class CompressionConfig(_Frozen):
-    """How updates are encoded on the uplink."""
+    """How updates are encoded on the uplink, and models on the downlink."""
 
     quantize: Literal["none", "int8"] = Field("none", description="none | int8 (affine per tensor)")
     prune_ratio: float = Field(
         0.0, ge=0, lt=1, description="fraction of weights zeroed by magnitude"
     )
+    cluster_bits: int | None = Field(
+        None, ge=1, le=MAX_CLUSTER_BITS,
+        description="k-means over each tensor: 2^b float32 centroids, b-bit indices (1..8)",
+    )
+    top_k: float = Field(
+        1.0, gt=0, le=1, description="fraction of every tensor sent, largest magnitudes first"
+    )
+    error_feedback: bool = Field(
+        False, description="each sender keeps what its codec lost and adds it to its next update"
+    )
+    downlink: Literal["none", "int8"] = Field(
+        "none", description="models sent down (cloud to edge, edge to device): none | int8"
+    )
     payload: Literal["delta", "weights"] = Field(
         "delta", description="delta: trained minus received; weights: as the seed sends"
     )
     codec: str | None = Field(
-        None, description="'package.module:Name' of your own codec (replaces quantize, prune)"
+        None,
+        description="'package.module:Name' of your own codec (replaces quantize, prune_ratio, "
+        "cluster_bits, top_k)",
     )
 
     @field_validator("codec")
@@ -493,6 +509,36 @@ class Scenario(_Frozen):
             raise ValueError(
                 "aggregation.edge_optimizer: cloud_only has no edge aggregation, so it must "
                 f"be 'fedavg': {optimizer!r}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _compression_settings_combine(self) -> Scenario:
+        compression = self.compression
+        if compression.cluster_bits is not None and compression.quantize != "none":
+            raise ValueError(
+                f"compression.cluster_bits: replaces quantize, which must be 'none': "
+                f"{compression.quantize!r}"
+            )
+        if compression.top_k < 1 and compression.prune_ratio > 0:
+            raise ValueError(
+                f"compression.top_k: excludes prune_ratio (got top_k {compression.top_k!r}, "
+                f"prune_ratio {compression.prune_ratio!r})"
+            )
+        if self.model.variants is not None and compression.downlink != "none":
+            raise ValueError(
+                "compression.downlink: only 'none' with model.variants (each variant's slice "
+                f"would need its own int8 scales): {compression.downlink!r}"
+            )
+        if self.model.variants is not None and compression.error_feedback:
+            raise ValueError(
+                "compression.error_feedback: not with model.variants (a variant's memory "
+                "check does not count the residual yet): true"
+            )
+        if compression.error_feedback and compression.payload == "weights":
+            raise ValueError(
+                "compression.error_feedback: needs payload = 'delta' (a residual of weights "
+                "would be added to the next weights): 'weights'"
             )
         return self
 

@@ -39,11 +39,21 @@ def assert_same(a: hierfl.Result, b: hierfl.Result) -> None:
     assert all(torch.equal(a.model[name], b.model[name]) for name in a.model)
 
 
-@pytest.mark.parametrize("mode", ["hierarchical", "cloud_only"])
-def test_resume_in_process_equals_uninterrupted(tmp_path, mode):
-    """Stopping after round 2 and resuming gives identical events, rounds, devices, model."""
+FEEDBACK = ["compression.prune_ratio=0", "compression.top_k=0.1",
+            "compression.error_feedback=true", "compression.downlink=int8"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "extra"),
+    [("hierarchical", []), ("cloud_only", []), ("hierarchical", FEEDBACK)],
+    ids=["hierarchical", "cloud_only", "error_feedback"],
+)
+def test_resume_in_process_equals_uninterrupted(tmp_path, mode, extra):
+    """Stopping after round 2 and resuming gives identical events, rounds, devices, model;
+    with error feedback, the senders' residuals come back from the checkpoint."""
     scenario = hierfl.load_scenario(
-        TUTORIAL, ["run.cloud_rounds=5", f"topology.mode={mode}", "selection.policy=random"]
+        TUTORIAL,
+        ["run.cloud_rounds=5", f"topology.mode={mode}", "selection.policy=random", *extra],
     )
     whole = simulate(scenario)
 
@@ -53,7 +63,10 @@ def test_resume_in_process_equals_uninterrupted(tmp_path, mode):
 
     with pytest.raises(Stop):
         simulate(scenario, on_round=stop_after_round_2, checkpoint_dir=tmp_path)
-    assert load_checkpoint(tmp_path)["next_round"] == 3
+    state = load_checkpoint(tmp_path)
+    assert state["next_round"] == 3
+    senders = set(state["residuals"]["nodes"].tolist())  # nodes 1, 2: edges; 3..22: devices
+    assert ({1, 2} < senders <= set(range(1, 23))) if extra else not senders
     assert_same(whole, resume(tmp_path))
 
 
@@ -189,6 +202,10 @@ def test_damaged_checkpoint_is_one_line_and_kept(stopped, how):
         (lambda s: s.update(round_rows=[]), "round_rows must hold 1 rows"),
         (lambda s: s.update(scenario="{"), "scenario is not JSON"),
         (lambda s: s.update(format=1), "checkpoint format 1 unknown"),
+        (lambda s: s.update(residuals={"nodes": torch.tensor([0]), "values": torch.zeros(1, 4522)}),
+         "residuals.nodes must be distinct nodes in [1, 4)"),
+        (lambda s: s.update(residuals={"nodes": torch.tensor([1]), "values": torch.zeros(1, 3)}),
+         "residuals.values must be torch.float32 of shape (1, 4522)"),
     ],
 )
 def test_checkpoint_out_of_range_is_refused(stopped, edit, needle):

@@ -84,12 +84,11 @@ def _gather_edges(sim: Simulation, cloud_round: int) -> Process:
     now = sim.env.now
     seats = edge_seats(sim, cloud_round)
     received_s = backhaul(
-        sim, edges, "cloud_download", sim.dense_bytes, np.full(len(edges), now), cloud_round
+        sim, edges, "cloud_download", sim.downlink_bytes, np.full(len(edges), now), cloud_round
     )
+    received = sim.send_down(sim.global_weights)
     runs = [
-        sim.env.process(
-            edge_cloud_round(sim, int(e), sim.global_weights, cloud_round, t, int(seats[e]))
-        )
+        sim.env.process(edge_cloud_round(sim, int(e), received, cloud_round, t, int(seats[e])))
         for e, t in zip(edges, received_s, strict=True)
     ]
     yield sim.env.all_of(runs)

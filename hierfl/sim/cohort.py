@@ -81,7 +81,7 @@ def play(
     senders, samples = devices[arrived], sim.fleet.samples[devices[arrived]]
     if jobs is None:
         return Arrivals(senders, samples)
-    payloads = sim.encode([jobs[k].result() for k in arrived], model, senders)
+    payloads = sim.encode([jobs[k].result() for k in arrived], model, sim.device_node(senders))
     return [Update(int(d), p, int(n)) for d, p, n in zip(senders, payloads, samples, strict=True)]
 
 

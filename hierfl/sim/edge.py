@@ -31,6 +31,8 @@ def train_devices(
 ) -> Process:
     """Select among ``devices``, send them ``model``, wait for all; return what arrived.
 
+    The devices train from the model they decode from the downlink bytes.
+
     ``edge`` is the edge running this round (-1: the cloud, in cloud_only); ``seats``, its
     share of the fleet's quota (None: the scenario's fraction of the candidates).
     """
@@ -39,8 +41,9 @@ def train_devices(
     share = sim.scenario.selection.fraction if seats is None else seat_share(seats, len(candidates))
     chosen = sim.policy(candidates, Fractions(sim.battery), share, rng)
     chosen = np.asarray(chosen, dtype=np.int64)
+    received = sim.send_down(model)
     down_bytes = sim.down_bytes(chosen)
-    return (yield from cohort.play(sim, chosen, model, down_bytes, (cloud_round, edge_round)))
+    return (yield from cohort.play(sim, chosen, received, down_bytes, (cloud_round, edge_round)))
 
 
 def selection_rng(
@@ -102,9 +105,10 @@ def edge_cloud_round(
     sim: Simulation, edge: int, global_model: torch.Tensor | None, cloud_round: int,
     received_s: float, seats: int,
 ) -> Process:
-    """One cloud round at one edge, from the end of its download (``received_s``): its
-    ``edge_rounds`` edge rounds, each selecting ``seats`` devices. Returns its Update and when
-    it was ready to send it (None if nothing arrived)."""
+    """One cloud round at one edge, from the end of its download (``received_s``) of
+    ``global_model`` (as the edge decoded it): its ``edge_rounds`` edge rounds, each selecting
+    ``seats`` devices. Returns its Update and when it was ready to send it (None if nothing
+    arrived)."""
     yield from until(sim.env, received_s)
     node = sim.edge_node(edge)
     devices = sim.topo.members(edge)
@@ -122,7 +126,7 @@ def edge_cloud_round(
                 variant_samples = sim.variant_samples(updates)
     if samples == 0:
         return None
-    payload = None if global_model is None else sim.encode([model], global_model)[0]
+    payload = None if global_model is None else sim.encode([model], global_model, [node])[0]
     return Update(edge, payload, samples, variant_samples), sim.env.now
 
 

@@ -218,6 +218,7 @@ def summarize(
             "forward_flops": sim.stats.forward_flops,
             "activations_per_sample": sim.stats.activations_per_sample,
             "uplink_payload_bytes": sim.codec.payload_bytes(sim.space.specs),
+            "downlink_payload_bytes": sim.downlink_bytes,
         },
         "final_accuracy": float(last["accuracy"]),
         "final_loss": float(last["loss"]),
