@@ -129,19 +129,23 @@ def test_cell_scaling_study(tmp_path):
 
 @needs_matplotlib
 def test_compression_study(tmp_path):
-    """Each codec runs; the real payloads shrink in the order none > prune > int8 > both."""
+    """Each codec runs; the real payloads shrink in the order none > prune > int8 > both,
+    clustering with the bits, top-k alike with and without error feedback; an int8 downlink
+    shrinks the bytes down and an mcu's downloads."""
+    study = load_study("compression")
     table = run_study("compression", tmp_path, rounds=2).set_index("variant")
-    assert list(table.index) == [
-        "none",
-        "int8",
-        "prune 0.3",
-        "int8 + prune 0.3",
-        "int8 + prune 0.3, weights (seed)",
-    ]
+    assert list(table.index) == [label for label, *_ in study.VARIANTS]
     payload = table["uplink_payload_bytes"]
     assert payload["none"] > payload["prune 0.3"] > payload["int8"] > payload["int8 + prune 0.3"]
+    assert payload["int8"] > payload["cluster 6 bits"] > payload["cluster 4 bits"]
+    assert payload["cluster 4 bits"] > payload["cluster 2 bits"]
+    assert payload["top-k 0.1"] == payload["top-k 0.1 + error feedback"] < payload["int8"]
     assert table.at["none", "payload_reduction"] == 1.0
     assert (table["bytes_up"] > 0).all()
+    down = table.loc[["none", "int8 downlink"]]
+    assert down["downlink_payload_bytes"].tolist() == [4 * 4522, 4522 + 6 * 8]
+    assert down.at["int8 downlink", "bytes_down"] < down.at["none", "bytes_down"]
+    assert down.at["int8 downlink", "mcu_download_s"] < down.at["none", "mcu_download_s"]
 
 
 @needs_matplotlib
