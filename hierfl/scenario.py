@@ -59,14 +59,18 @@ class RunConfig(_Frozen):
     max_wait_s: float | None = Field(
         None,
         gt=0,
-        description="an edge with no eligible device waits for the next availability change, "
-        "at most this long (unset: until the change)",
+        description="a cloud round or edge round with no eligible device waits for the next "
+        "availability change (or a battery charging past min_battery), at most this long; "
+        "unset: until then (a fleet that can never train again ends the run)",
     )
     max_sim_time_s: float | None = Field(
-        None, gt=0, description="end the run once simulated time reaches this (after a round)"
+        None, gt=0,
+        description="no cloud round starts at or after this simulated time (the run ends)"
     )
     eval_every_s: float | None = Field(
-        None, gt=0, description="also evaluate the global model every this many simulated seconds"
+        None, gt=0,
+        description="also evaluate the global model every this many simulated seconds "
+        "(evaluations.csv)"
     )
 
 

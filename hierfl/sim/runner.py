@@ -116,6 +116,7 @@ def devices_table(sim: Simulation) -> pd.DataFrame:
         "rounds_trained": sim.trained,
         "dropped": ~battery.alive,
         "dropped_at_s": battery.died_s,
+        "charged_j": battery.charged_j,
         "online_s": sim.availability.online_s(np.arange(len(topo.names)), float(sim.env.now)),
         **{f"energy_{category}_j": battery.used_j[:, k] for k, category in enumerate(CATEGORIES)},
         "accuracy": local_accuracy(sim),
