@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from clirun import invoke
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -299,3 +300,24 @@ def test_no_device_works_while_offline(seed, on_s, off_s, devices):
     for device, start_s, end_s in zip(number, work["t_start"], work["t_end"], strict=True):
         state = cursor.at(np.array([device]), start_s)
         assert state.online[0] and end_s <= state.until_s[0]
+
+
+@pytest.mark.parametrize(
+    ("trace", "toml", "needle"),
+    [
+        ("device,start_s,end_s\nmcu-0,0,abc\n", "", "row 1, column end_s"),
+        ("device,start_s,end_s\nmcu-0,0,10\nmcu-0,5,20\n", "", "overlaps row 1"),
+        ("device,start_s,end_s\nmcu-0,0,10\n", "mean_online_s = -1.0\n",
+         "availability.mean_online_s: must be > 0"),
+    ],
+)
+def test_cli_refuses_bad_availability_and_writes_nothing(tmp_path, trace, toml, needle):
+    """A bad trace file or availability key: one error line, exit 2, no run folder."""
+    write_trace(tmp_path, trace)
+    file = tmp_path / "s.toml"
+    file.write_text('[run]\ncloud_rounds = 1\nlearning = false\n[availability]\nmodel = "trace"\n'
+                    f'path = "trace.csv"\n{toml}[[devices]]\nprofile = "mcu"\ncount = 2\n')
+    out = tmp_path / "out"
+    done = invoke("run", str(file), "--out", str(out), "--quiet")
+    assert done.one_error_line and needle in done.err
+    assert not out.exists()
