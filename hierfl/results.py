@@ -24,7 +24,7 @@ from hierfl.scenario import Scenario
 
 UPLINK_KINDS = ("upload", "edge_upload")
 BACKHAUL_KINDS = ("cloud_download", "edge_upload")
-EVALUATION_COLUMNS = ("sim_time_s", "cloud_rounds_done", "accuracy", "loss")
+EVALUATION_COLUMNS = ("sim_time_s", "cloud_rounds_done", "trigger", "accuracy", "loss")
 RUN_FILES = ("events.parquet", "rounds.csv", "devices.csv", "summary.json")
 TEMP_SUFFIX = ".hierfl-tmp"
 """Ends the name of every temporary file ``atomic_write`` makes: a later run clears them."""
@@ -301,7 +301,8 @@ def read_result(folder: str | Path) -> Result:
     if (folder / "evaluations.csv").is_file():
         with _reading(folder / "evaluations.csv"):
             evaluations = pd.read_csv(folder / "evaluations.csv")
-            _check_columns(evaluations, EVALUATION_COLUMNS, ("trigger",), rows=False)
+            numbers = tuple(c for c in EVALUATION_COLUMNS if c != "trigger")
+            _check_columns(evaluations, numbers, ("trigger",), rows=False)
     return Result(events, rounds, devices, summary, tensors, links, load, evaluations)
 
 

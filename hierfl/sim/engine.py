@@ -154,11 +154,16 @@ class Simulation:
             return False
 
     @cached_property
+    def plugs(self) -> bool:
+        """Whether the availability model ever plugs a device in (a trace may; markov and
+        diurnal when ``plugged_probability > 0``)."""
+        config = self.scenario.availability
+        return config.model == "trace" or (config.plugged_probability or 0.0) > 0
+
+    @cached_property
     def charging(self) -> bool:
         """Whether any battery can ever charge: a device with ``charge_w`` that gets plugged in."""
-        config = self.scenario.availability
-        plugs = config.model == "trace" or (config.plugged_probability or 0.0) > 0
-        return plugs and bool(self.fleet.charge_w.any())
+        return self.plugs and bool(self.fleet.charge_w.any())
 
     @property
     def learning(self) -> bool:

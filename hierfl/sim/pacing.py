@@ -19,14 +19,8 @@ def hopeful(sim: Simulation, devices: np.ndarray) -> np.ndarray:
     selection = sim.scenario.selection
     charged = sim.battery.fractions(devices) >= selection.min_battery
     charged |= (sim.fleet.charge_w[devices] > 0) & sim.charging
-    can_plug = not selection.require_plugged or can_ever_plug(sim)
+    can_plug = not selection.require_plugged or sim.plugs
     return sim.fleet.fits[devices] & charged & can_plug
-
-
-def can_ever_plug(sim: Simulation) -> bool:
-    """Whether the availability model ever plugs a device in."""
-    config = sim.scenario.availability
-    return config.model == "trace" or (config.plugged_probability or 0.0) > 0
 
 
 def next_chance_s(sim: Simulation, devices: np.ndarray) -> float:

@@ -12,15 +12,20 @@ from hierfl.checkpoint import checkpoint_scenario, load_checkpoint, restore, sav
 from hierfl.compression import DENSE, UpdateCodec
 from hierfl.learn.trainer import evaluate, per_sample
 from hierfl.policies import Selection
-from hierfl.results import Result, rounds_table, scenario_as_run, to_target, versions
+from hierfl.results import (
+    EVALUATION_COLUMNS,
+    Result,
+    rounds_table,
+    scenario_as_run,
+    to_target,
+    versions,
+)
 from hierfl.scenario import Scenario
 from hierfl.sim.battery import CATEGORIES
 from hierfl.sim.cloud import cloud
 from hierfl.sim.engine import Simulation, prepare, tier_column
 from hierfl.sim.pacing import evaluator
 from hierfl.topology import CLOUD, string_index
-
-EVALUATION_COLUMNS_ORDER = ("sim_time_s", "cloud_rounds_done", "trigger", "accuracy", "loss")
 
 
 def simulate(
@@ -84,7 +89,7 @@ def _play(
     links = sim.link_log.table(float(sim.env.now))
     evaluations = None
     if sim.scenario.run.eval_every_s is not None and sim.learning:
-        evaluations = pd.DataFrame(sim.evaluations, columns=EVALUATION_COLUMNS_ORDER)
+        evaluations = pd.DataFrame(sim.evaluations, columns=EVALUATION_COLUMNS)
     return Result(events, rounds, devices, summary, model, links, sim.link_log.load_table(),
                   evaluations)
 
