@@ -295,7 +295,9 @@ def settle(
         return _drain(sim, devices, now_s, rounds)
     now_s = per_device(now_s, len(devices))
     died = np.zeros(len(devices), dtype=bool)
-    going = np.flatnonzero(sim.battery.settled_s[devices] < now_s)
+    behind = sim.battery.settled_s[devices] < now_s
+    _drain(sim, devices[~behind], now_s[~behind], rounds)  # as without charging: no time
+    going = np.flatnonzero(behind)
     while len(going):
         d, from_s = devices[going], sim.battery.settled_s[devices[going]]
         state = sim.availability.at(d, from_s)
@@ -307,9 +309,7 @@ def settle(
         dead = ~sim.battery.alive[d]  # off: its time passes, it draws nothing
         sim.battery.settled_s[d[dead]] = np.maximum(sim.battery.settled_s[d[dead]], to_s[dead])
         going = going[sim.battery.settled_s[d] < now_s[going]]
-    rest = np.flatnonzero(sim.battery.settled_s[devices] >= now_s)
-    _drain(sim, devices[rest], now_s[rest], rounds)
-    return died
+    return died & ~sim.battery.alive[devices]  # one that died and charged again lives
 
 
 def _drain(
