@@ -273,6 +273,19 @@ def test_a_fleet_that_can_never_train_again_ends_the_run():
     assert len(result.rounds) == 1
 
 
+def test_a_dead_fleet_ends_the_run_while_availability_churns():
+    """Empty batteries that nothing charges end the run, though devices keep coming online."""
+    result = hierfl.run(scenario(
+        run={"cloud_rounds": 50},
+        selection={"min_battery": 0.0},
+        availability={"model": "markov", "mean_online_s": 5.0, "mean_offline_s": 5.0},
+        profiles={"phone": {**PHONE, "battery_mah": 0.01}},
+        devices=[{"profile": "phone", "count": 3}],
+    ))
+    assert result.devices["dropped"].all()
+    assert len(result.rounds) < 50
+
+
 def test_offline_devices_are_not_selected(tmp_path):
     """Only devices online at the round's start are asked."""
     path = write_trace(tmp_path, "device,start_s,end_s\nphone-0,0,1e9\nphone-2,0,1e9\n")

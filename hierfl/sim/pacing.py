@@ -15,9 +15,11 @@ from hierfl.sim.engine import Simulation
 
 def hopeful(sim: Simulation, devices: np.ndarray) -> np.ndarray:
     """Which of ``devices`` may ever be selected again: they hold the model, and their battery
-    is above ``min_battery`` or can charge; with ``require_plugged``, they can be plugged in."""
+    is alive and above ``min_battery``, or can charge; with ``require_plugged``, they can be
+    plugged in."""
     selection = sim.scenario.selection
-    charged = sim.battery.fractions(devices) >= selection.min_battery
+    charged = sim.battery.alive[devices]
+    charged &= sim.battery.fractions(devices) >= selection.min_battery
     charged |= (sim.fleet.charge_w[devices] > 0) & sim.charging
     can_plug = not selection.require_plugged or sim.plugs
     return sim.fleet.fits[devices] & charged & can_plug
