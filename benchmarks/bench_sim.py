@@ -28,9 +28,13 @@ With ``--cells N`` the network is shared: N edges (devices / N per edge), each w
 54 Mbit/s Wi-Fi cell (2 ms) and its own backhaul (100, 200, ... Mbit/s, 20 ms), and a
 1 Gbit/s core (5 ms): every transfer is a flow at its max-min fair share.
 
+With ``--availability markov`` devices come and go: exponential online and offline spans of
+mean 1 h each (half the fleet online at any time), so selection reads every device's state
+and a device that goes offline mid-round stops there.
+
 Run: ``python benchmarks/bench_sim.py [--sizes 10000 100000 1000000] [--repeat 3]
-[--cells 10] [--no-tracemalloc] [--profile]`` (``--profile`` prints a pyinstrument
-profile of the largest size's runs).
+[--cells 10] [--availability markov] [--no-tracemalloc] [--profile]`` (``--profile`` prints
+a pyinstrument profile of the largest size's runs).
 """
 
 from __future__ import annotations
@@ -54,11 +58,16 @@ from hierfl.sim.engine import prepare
 
 SIZES = (10_000, 100_000, 1_000_000)
 DEVICES_PER_EDGE = 1000
+AVAILABILITY = {
+    "always": {"model": "always"},
+    "markov": {"model": "markov", "mean_online_s": 3600.0, "mean_offline_s": 3600.0},
+}
 
 
-def scenario(devices: int, cells: int = 0) -> Scenario:
+def scenario(devices: int, cells: int = 0, availability: str = "always") -> Scenario:
     """The tutorial fleet scaled to ``devices`` (a multiple of 3 is split evenly); with
-    ``cells``, that many edges, each with a shared cell and its own backhaul, and a core."""
+    ``cells``, that many edges, each with a shared cell and its own backhaul, and a core;
+    ``availability`` markov: spans of mean 1 h online and 1 h offline."""
     third, extra = divmod(devices, 3)
     counts = [third + (k < extra) for k in range(3)]
     topology = {"mode": "hierarchical", "edges": max(1, devices // DEVICES_PER_EDGE),
@@ -81,6 +90,7 @@ def scenario(devices: int, cells: int = 0) -> Scenario:
         "compression": {"quantize": "int8", "prune_ratio": 0.3, "payload": "delta"},
         "selection": {"policy": "battery", "fraction": 0.5, "min_battery": 0.1},
         "topology": topology,
+        "availability": AVAILABILITY[availability],
         "devices": [{"profile": p, "count": c} for p, c in zip(("mcu", "soc", "mobile"), counts,
                                                                 strict=True)],
     }
@@ -125,7 +135,7 @@ def table_bytes(events) -> int:
     )
 
 
-def traced_run(devices: int, cells: int) -> tuple[int, int]:
+def traced_run(devices: int, cells: int, availability: str) -> tuple[int, int]:
     """(Python heap peak, bytes held by the Trace at the last round's close), tracemalloc."""
     held = []
 
@@ -135,16 +145,18 @@ def traced_run(devices: int, cells: int) -> tuple[int, int]:
         held.append(sum(trace.size for trace in snapshot.traces))
 
     tracemalloc.start(8)  # frames enough to see trace.py above numpy's own
-    hierfl.run(scenario(devices, cells), on_round=measure)
+    hierfl.run(scenario(devices, cells, availability), on_round=measure)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return peak, held[-1]
 
 
-def measure_one(devices: int, traced: bool, profile: bool, repeat: int, cells: int) -> dict:
+def measure_one(
+    devices: int, traced: bool, profile: bool, repeat: int, cells: int, availability: str
+) -> dict:
     """All figures of one size, in this process; times are the best of ``repeat`` runs."""
-    hierfl.run(scenario(300, min(cells, 3)))
-    chosen = scenario(devices, cells)
+    hierfl.run(scenario(300, min(cells, 3), availability))
+    chosen = scenario(devices, cells, availability)
     before = rss_bytes()
     profiler = None
     if profile:
@@ -181,7 +193,7 @@ def measure_one(devices: int, traced: bool, profile: bool, repeat: int, cells: i
         "sim_wall_s": min(simulation_wall_s(chosen) for _ in range(repeat)),
     }
     if traced:
-        heap_peak, trace_bytes = traced_run(devices, cells)
+        heap_peak, trace_bytes = traced_run(devices, cells, availability)
         figures["tracemalloc_peak"] = heap_peak
         figures["trace_bytes_per_event"] = trace_bytes / events
     return figures
@@ -214,20 +226,23 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument("--repeat", type=int, default=3, help="runs per size (best is shown)")
     parser.add_argument("--cells", type=int, default=0, help="edges with a shared cell each")
+    parser.add_argument("--availability", choices=sorted(AVAILABILITY), default="always",
+                        help="always, or markov: devices go on and off line (mean 1 h each)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
         print(json.dumps(
             measure_one(args.one, not args.no_tracemalloc, args.profile, args.repeat,
-                        args.cells)))
+                        args.cells, args.availability)))
         return
     print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores; "
           f"events/s and ratio use wall time; "
-          f"peak RSS = ru_maxrss of a child process per size")
+          f"peak RSS = ru_maxrss of a child process per size; "
+          f"availability {args.availability}")
     print(HEADER)
     for i, devices in enumerate(args.sizes):
         command = [sys.executable, __file__, "--one", str(devices), "--repeat", str(args.repeat),
-                   "--cells", str(args.cells)]
+                   "--cells", str(args.cells), "--availability", args.availability]
         if args.no_tracemalloc:
             command.append("--no-tracemalloc")
         if args.profile and i == len(args.sizes) - 1:

@@ -57,6 +57,8 @@ ENERGY_PARTS = {  # devices column: (label, colour)
     "energy_idle_j": ("idle", "#DDDDDD"),
     "energy_tail_j": ("radio tail", "#999999"),
 }
+CHARGE_COLOUR = "#F0E442"  # Okabe-Ito yellow
+OFFLINE_COLOUR = "#E0E0E0"
 LINK_PANELS = 6  # the busiest shared links drawn in links.png
 TIMELINE_ROUNDS = 5  # a run with more cloud rounds shows its first ones unless told a window
 MIN_BATTERY_SPAN_PCT = 20.0  # the battery axis spans at least this many points, up to 100%
@@ -132,6 +134,7 @@ def plot_timeline(
         )
     drawn = set(bars["kind"])
     handles = [_patch(c, PHASE_LABELS[k]) for k, c in PHASE_COLOURS.items() if k in drawn]
+    handles += _availability_lanes(ax, frame, row, end_s)
     for kind, (label, style) in MARKERS.items():
         every = int((frame["kind"] == kind).sum())
         if not every:
@@ -165,6 +168,54 @@ def plot_timeline(
         handles.append(_line(":", "#999999", "cloud round boundary"))
     fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
     return _save(fig, path)
+
+
+def _availability_lanes(
+    ax: Any, frame: pd.DataFrame, row: dict[str, int], end_s: float
+) -> list[Any]:
+    """Offline spans (from each ``offline`` to the next ``online``, grey behind the lane) and
+    charging stretches (a thin yellow strip at the lane's foot); their legend entries."""
+    handles = []
+    changes = frame[frame["kind"].isin(("offline", "online")) & frame["node"].isin(row)]
+    spans = offline_spans(changes, end_s)
+    for node, part in spans.groupby("node", sort=False):
+        ax.broken_barh(np.column_stack([part["from_s"], part["to_s"] - part["from_s"]]),
+                       (row[node] - 0.45, 0.9), facecolors=OFFLINE_COLOUR, edgecolors="none",
+                       zorder=1)
+    if len(spans):
+        handles.append(_patch(OFFLINE_COLOUR, "offline"))
+    charges = frame[(frame["kind"] == "charge") & frame["node"].isin(row)]
+    for node, part in charges.groupby("node", sort=False):
+        ax.broken_barh(np.column_stack([part["t_start"], part["t_end"] - part["t_start"]]),
+                       (row[node] + 0.25, 0.15), facecolors=CHARGE_COLOUR, edgecolors="none",
+                       zorder=2.5)
+    if len(charges):
+        handles.append(_patch(CHARGE_COLOUR, "charging (plugged in)"))
+    return handles
+
+
+def offline_spans(changes: pd.DataFrame, end_s: float) -> pd.DataFrame:
+    """Each device's offline spans from its ``offline`` and ``online`` instants: from an
+    offline to the next online, or to ``end_s``; a device first seen coming online was
+    offline from 0.
+
+    >>> changes = pd.DataFrame({"kind": ["online", "offline", "online", "offline"],
+    ...                         "node": ["a", "a", "a", "b"], "t_start": [2.0, 5.0, 7.0, 3.0]})
+    >>> offline_spans(changes, 10.0).values.tolist()
+    [['a', 0.0, 2.0], ['a', 5.0, 7.0], ['b', 3.0, 10.0]]
+    """
+    rows = []
+    for node, part in changes.sort_values("t_start", kind="stable").groupby("node", sort=True):
+        offline_since: float | None = 0.0  # until its first change it may have been offline
+        for kind, t_s in zip(part["kind"], part["t_start"], strict=True):
+            if kind == "offline":
+                offline_since = t_s
+            elif offline_since is not None:
+                rows.append((node, offline_since, t_s))
+                offline_since = None
+        if offline_since is not None and part["kind"].iloc[-1] == "offline":
+            rows.append((node, offline_since, end_s))
+    return pd.DataFrame(rows, columns=["node", "from_s", "to_s"])
 
 
 def timeline_window(
@@ -256,6 +307,8 @@ def plot_accuracy(result: Result, path: str | Path) -> Path:
             color="#0072B2",
             label="test accuracy of the global model",
         )
+        if ax is time_ax and result.evaluations is not None:
+            _timed_evaluations(ax, result.evaluations)
         if target is not None:
             ax.axhline(
                 100 * target,
@@ -276,6 +329,15 @@ def plot_accuracy(result: Result, path: str | Path) -> Path:
             handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8, frameon=False
         )
     return _save(fig, path)
+
+
+def _timed_evaluations(ax: Any, evaluations: pd.DataFrame) -> None:
+    """The evaluations of ``evaluations.csv`` (every eval_every_s and every round) as a step
+    line: the global model's accuracy holds between aggregations."""
+    rows = evaluations[np.isfinite(evaluations["accuracy"].astype(float))]
+    rows = rows.sort_values("sim_time_s", kind="stable")
+    ax.step(rows["sim_time_s"], 100 * rows["accuracy"], where="post", lw=1, color="#56B4E9",
+            label="evaluations at fixed times (evaluations.csv)")
 
 
 def plot_energy(result: Result, path: str | Path) -> Path:
@@ -657,7 +719,34 @@ def _battery_line(ax: Any, result: Result) -> list[Any]:
             **style,
         )
         handles.append(_marker(style, f"dropout (battery empty) \u00d7{len(drops)}"))
-    return handles
+    return handles + _charging_strip(ax, result)
+
+
+def _charging_strip(ax: Any, result: Result) -> list[Any]:
+    """Stretches of charging as a yellow strip along the battery axis's foot, one row."""
+    events = result.events
+    charges = events[events["kind"].astype(str) == "charge"]
+    if not len(charges):
+        return []
+    low, high = ax.get_ylim()
+    height = 0.03 * (high - low)
+    spans = merged_spans(charges["t_start"].to_numpy(float), charges["t_end"].to_numpy(float))
+    ax.broken_barh(spans, (low, height), facecolors=CHARGE_COLOUR, edgecolors="none", zorder=2)
+    stored_j = -float(charges["energy_j"].sum())
+    return [_patch(CHARGE_COLOUR, f"some device charging ({joules(stored_j)} stored)")]
+
+
+def merged_spans(start_s: np.ndarray, end_s: np.ndarray) -> np.ndarray:
+    """(start, width) of the union of intervals, for ``broken_barh``.
+
+    >>> merged_spans(np.array([0.0, 1.0, 5.0]), np.array([2.0, 3.0, 6.0])).tolist()
+    [[0.0, 3.0], [5.0, 1.0]]
+    """
+    order = np.argsort(start_s, kind="stable")
+    start_s, end_s = start_s[order], np.maximum.accumulate(end_s[order])
+    new = np.r_[True, start_s[1:] > end_s[:-1]]
+    last = np.r_[np.flatnonzero(new)[1:] - 1, len(start_s) - 1]
+    return np.column_stack([start_s[new], end_s[last] - start_s[new]])
 
 
 def battery_limits(pct: np.ndarray) -> tuple[float, float]:

@@ -24,6 +24,7 @@ from hierfl.scenario import Scenario
 
 UPLINK_KINDS = ("upload", "edge_upload")
 BACKHAUL_KINDS = ("cloud_download", "edge_upload")
+EVALUATION_COLUMNS = ("sim_time_s", "cloud_rounds_done", "trigger", "accuracy", "loss")
 RUN_FILES = ("events.parquet", "rounds.csv", "devices.csv", "summary.json")
 TEMP_SUFFIX = ".hierfl-tmp"
 """Ends the name of every temporary file ``atomic_write`` makes: a later run clears them."""
@@ -40,6 +41,7 @@ class Result:
     model: dict[str, torch.Tensor] | None = None
     links: pd.DataFrame | None = None
     link_load: pd.DataFrame | None = None
+    evaluations: pd.DataFrame | None = None
 
     def write(self, out_dir: str | Path) -> Path:
         """Write the run folder of docs/outputs.md; each file appears whole or not at all.
@@ -59,6 +61,10 @@ class Result:
         if self.link_load is not None:
             atomic_write(
                 out / "link_load.parquet", lambda p: self.link_load.to_parquet(p, index=False)
+            )
+        if self.evaluations is not None:
+            atomic_write(
+                out / "evaluations.csv", lambda p: self.evaluations.to_csv(p, index=False)
             )
         text = json.dumps(_jsonable(self.summary), indent=2)
         atomic_write(out / "summary.json", lambda p: Path(p).write_text(text + "\n"))
@@ -294,7 +300,13 @@ def read_result(folder: str | Path) -> Result:
         with _reading(folder / "link_load.parquet"):
             load = pd.read_parquet(folder / "link_load.parquet")
             _check_columns(load, ("t_start", "t_end", "utilisation"), ("link",), rows=False)
-    return Result(events, rounds, devices, summary, tensors, links, load)
+    evaluations = None
+    if (folder / "evaluations.csv").is_file():
+        with _reading(folder / "evaluations.csv"):
+            evaluations = pd.read_csv(folder / "evaluations.csv")
+            numbers = tuple(c for c in EVALUATION_COLUMNS if c != "trigger")
+            _check_columns(evaluations, numbers, ("trigger",), rows=False)
+    return Result(events, rounds, devices, summary, tensors, links, load, evaluations)
 
 
 class _Unreadable(ValueError):

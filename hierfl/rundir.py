@@ -39,6 +39,7 @@ KNOWN_OUTPUTS = (
     "links.png",
     "links.csv",
     "link_load.parquet",
+    "evaluations.csv",
     "error.txt",
     CHECKPOINT,
     OPTIONS,

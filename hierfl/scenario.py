@@ -33,6 +33,7 @@ OPTIMIZER_NAMES = ("fedavg", "fedavgm", "fedadam")
 DIRECTIONS = ("uplink_kbps", "downlink_kbps")  # a new bandwidth_kbps replaces a built-in's
 AssignRule = Literal["round_robin", "block", "interleave", "random"]
 ASSIGN_RULES = get_args(AssignRule)
+PATH_TABLES = ("data", "availability")  # tables whose ``path`` is relative to the scenario file
 RESERVED_PROFILE = "edge"  # device names are profile-number, edge servers are edge-number
 
 
@@ -53,6 +54,25 @@ class RunConfig(_Frozen):
     )
     learning: bool = Field(True, description="false: timing-only, no training and no accuracy")
     device: Literal["cpu", "cuda"] = Field("cpu", description="where the training backend runs")
+    round_interval_s: float = Field(
+        0.0, ge=0, description="a cloud round starts no sooner than this after the previous one"
+    )
+    max_wait_s: float | None = Field(
+        None,
+        gt=0,
+        description="a cloud round or edge round with no eligible device waits for the next "
+        "availability change (or a battery charging past min_battery), at most this long; "
+        "unset: until then (a fleet that can never train again ends the run)",
+    )
+    max_sim_time_s: float | None = Field(
+        None, gt=0,
+        description="no cloud round starts at or after this simulated time (the run ends)"
+    )
+    eval_every_s: float | None = Field(
+        None, gt=0,
+        description="also evaluate the global model every this many simulated seconds "
+        "(evaluations.csv)"
+    )
 
 
 PATH_KINDS = ("npz", "femnist", "shakespeare", "mnist", "fashion_mnist", "cifar10")
@@ -232,6 +252,9 @@ class SelectionConfig(_Frozen):
     fraction: float = Field(1.0, gt=0, le=1, description="share of eligible devices selected")
     min_battery: float = Field(
         0.1, ge=0, le=1, description="devices below this battery fraction are not selected"
+    )
+    require_plugged: bool = Field(
+        False, description="only devices plugged in to a charger are selected (production rule)"
     )
 
     @field_validator("policy")
@@ -435,6 +458,85 @@ class VariabilityConfig(_Frozen):
     )
 
 
+DEFAULT_ONLINE_BY_HOUR = (
+    0.6, 0.7, 0.7, 0.7, 0.7, 0.6, 0.4, 0.2, 0.1, 0.1, 0.1, 0.1,
+    0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
+)
+"""Share of devices online at each local hour: high at night, on chargers and Wi-Fi (the
+Gboard setting of Bonawitz et al. 2019, whose participation peaks at night)."""
+AVAILABILITY_KEYS = {  # model -> keys that only it reads
+    "markov": ("mean_online_s", "mean_offline_s"),
+    "diurnal": ("online_by_hour", "phase_spread_h"),
+    "trace": ("path",),
+}
+
+
+class AvailabilityConfig(_Frozen):
+    """When each device is online (and plugged in); offline devices are not selected."""
+
+    model: Literal["always", "markov", "diurnal", "trace"] = Field(
+        "always",
+        description="always: online all run; markov: exponential online/offline spans; "
+        "diurnal: a 24 h online-probability curve; trace: a CSV of online intervals",
+    )
+    mean_online_s: float | None = Field(
+        None, gt=0, description="markov: mean online span, s (a profile's own key wins)"
+    )
+    mean_offline_s: float | None = Field(
+        None, gt=0, description="markov: mean offline span, s (a profile's own key wins)"
+    )
+    online_by_hour: tuple[float, ...] | None = Field(
+        None,
+        description="diurnal: 24 shares of devices online, one per local hour from midnight "
+        "(unset: DEFAULT_ONLINE_BY_HOUR, a Gboard-like curve high at night)",
+    )
+    phase_spread_h: float | None = Field(
+        None, ge=0, le=24,
+        description="diurnal: devices' local clocks spread uniformly this wide, h (unset: 2)",
+    )
+    path: str | None = Field(
+        None,
+        description="trace: CSV with columns device,start_s,end_s[,plugged], one row per online "
+        "interval; relative to the scenario file",
+    )
+    plugged_probability: float | None = Field(
+        None, ge=0, le=1,
+        description="markov, diurnal: chance that an online span is spent plugged in to a "
+        "charger (unset: 0)",
+    )
+
+    @field_validator("online_by_hour", mode="before")
+    @classmethod
+    def _hours_as_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("online_by_hour")
+    @classmethod
+    def _one_share_per_hour(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is not None and len(value) != 24 or not all(0 <= share <= 1 for share in value):
+            raise ValueError(f"must be 24 shares in [0, 1], one per hour: {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _keys_of_the_model(self) -> AvailabilityConfig:
+        for model, keys in AVAILABILITY_KEYS.items():
+            given = [key for key in keys if getattr(self, key) is not None]
+            if given and model != self.model:
+                raise ValueError(
+                    f"{given[0]} is read only when model = {model!r}: model = {self.model!r}"
+                )
+        if self.model == "trace" and self.path is None:
+            raise ValueError("path is required when model = 'trace'")
+        if self.plugged_probability is not None and self.model not in (
+            "markov", "diurnal"
+        ):
+            raise ValueError(
+                "plugged_probability is read only when model = 'markov' or 'diurnal' "
+                f"(a trace gives its own plugged column): model = {self.model!r}"
+            )
+        return self
+
+
 class DeviceGroup(_Frozen):
     """``count`` devices of one profile."""
 
@@ -460,6 +562,7 @@ class Scenario(_Frozen):
     variability: VariabilityConfig = VariabilityConfig()
     aggregation: AggregationConfig = AggregationConfig()
     distillation: DistillationConfig = DistillationConfig()
+    availability: AvailabilityConfig = AvailabilityConfig()
     devices: tuple[DeviceGroup, ...] = Field(min_length=1, description="device groups")
     profiles: dict[str, Profile] = Field(default_factory=dict, description="define or override")
 
@@ -573,6 +676,22 @@ class Scenario(_Frozen):
                 raise ValueError(f"topology.{key}: unknown profile {name!r} (allowed: {allowed})")
         return self
 
+    @model_validator(mode="after")
+    def _markov_means_known(self) -> Scenario:
+        availability = self.availability
+        if availability.model != "markov":
+            return self
+        for key in ("mean_online_s", "mean_offline_s"):
+            if getattr(availability, key) is not None:
+                continue
+            for index, group in enumerate(self.devices):
+                if getattr(self.profile(group.profile), key) is None:
+                    raise ValueError(
+                        f"availability.{key}: required when model = 'markov' (or in every "
+                        f"profile): devices[{index}].profile {group.profile!r} has none"
+                    )
+        return self
+
     def profile(self, name: str) -> Profile:
         """The scenario's profile ``name``: its own definition first, then the built-in."""
         return self.profiles.get(name) or BUILTIN_PROFILES[name]
@@ -676,16 +795,18 @@ def read_scenario_file(path: str | Path) -> dict[str, Any]:
 
 
 def anchor_paths(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """A copy of ``raw`` whose relative ``data.path`` is made absolute against ``folder``.
+    """A copy of ``raw`` whose relative ``data.path`` and ``availability.path`` are made
+    absolute against ``folder``.
 
     >>> anchor_paths({"data": {"path": "x.npz"}}, Path("/srv/study"))
     {'data': {'path': '/srv/study/x.npz'}}
     """
-    data = raw.get("data")
-    path = data.get("path") if isinstance(data, dict) else None
-    if not isinstance(path, str) or not path or Path(path).is_absolute():
-        return raw
-    return {**raw, "data": {**data, "path": os.path.normpath(folder / path)}}
+    for table in PATH_TABLES:
+        section = raw.get(table)
+        path = section.get("path") if isinstance(section, dict) else None
+        if isinstance(path, str) and path and not Path(path).is_absolute():
+            raw = {**raw, table: {**section, "path": os.path.normpath(folder / path)}}
+    return raw
 
 
 def apply_overrides(

@@ -13,7 +13,7 @@ import hierfl
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ["hierfl_vs_cloud", "cell_scaling", "compression", "battery", "digits", "heterofl",
-           "optimizers", "mnist1d_tiers"]
+           "optimizers", "mnist1d_tiers", "diurnal"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 needs_matplotlib = pytest.mark.skipif(
     importlib.util.find_spec("matplotlib") is None, reason="the study figures need matplotlib"
@@ -156,6 +156,18 @@ def test_battery_study(tmp_path):
     assert (table["rounds_survived"] == 2).all()  # nobody runs empty in 2 rounds
     assert (table["devices_dropped"] == 0).all()
     assert table.at["all", "updates_aggregated"] == 2 * table.at["battery", "updates_aggregated"]
+
+
+@needs_matplotlib
+def test_diurnal_study(tmp_path):
+    """With require_plugged no training energy comes from a battery; without it some does,
+    and more updates are aggregated."""
+    table = run_study("diurnal", tmp_path, rounds=4).set_index("require_plugged")
+    assert list(table.index) == [True, False]
+    assert (table["cloud_rounds"] == 4).all()
+    assert table.at[True, "training_from_battery_j"] == 0.0
+    assert table.at[False, "training_from_battery_j"] > 0.0
+    assert table.at[False, "updates_aggregated"] > table.at[True, "updates_aggregated"]
 
 
 @needs_matplotlib

@@ -22,6 +22,7 @@ import torch
 
 from hierfl.costs import compute_s, prox_flops, train_flops
 from hierfl.sim import network
+from hierfl.sim.availability import Always
 from hierfl.sim.battery import per_device
 from hierfl.sim.engine import Simulation, Update
 from hierfl.sim.network import DOWN, UP, bytes_per_s, merge_intervals
@@ -76,6 +77,7 @@ def play(
     if jobs is not None:
         for k in np.setdiff1d(np.arange(len(devices)), arrived):
             sim.trainer.cancel(jobs[k])
+    sim.history.add(devices[arrived], end_s[arrived] - sim.env.now)
     if len(devices):
         yield from until(sim.env, float(end_s.max()))
     senders, samples = devices[arrived], sim.fleet.samples[devices[arrived]]
@@ -164,25 +166,35 @@ def run_phase(
     done = ~died
     working, begun_s, nbytes = devices[done], start_s[done], nbytes[done]
     power_w = getattr(sim.fleet, column)[working]
+    state = sim.availability.at(working, begun_s)
+    offline_s = np.where(state.online, state.until_s, begun_s)  # already offline: stops now
+    mains = state.plugged
     if kind == "compute":
-        finished_s, delivered = _compute(sim, working, begun_s, power_w, rounds[0])
+        finished_s, delivered = _compute(
+            sim, working, begun_s, power_w, rounds[0], offline_s, mains)
     else:
-        finished_s, delivered = _transfer(sim, working, begun_s, kind, nbytes, power_w, rounds)
+        finished_s, delivered = _transfer(
+            sim, working, begun_s, kind, nbytes, power_w, rounds, offline_s, mains)
     node, edge = trace_nodes(sim, working)
     sent = np.where(delivered, nbytes, 0)
     sim.trace.extend(kind, node, edge, begun_s, finished_s, *rounds, sent,
                      power_w * (finished_s - begun_s))
+    if sim.charging and mains.any():
+        charge(sim, working[mains], begun_s[mains], finished_s[mains], rounds)
     end_s[done] = finished_s
     done[done] = delivered
-    record_dropouts(sim, working[~delivered], rounds)
+    lost = working[~delivered]
+    record_dropouts(sim, lost[~sim.battery.alive[lost]], rounds)
     return PhaseEnd(done, end_s)
+
 
 
 def _compute(
     sim: Simulation, devices: np.ndarray, start_s: np.ndarray, power_w: np.ndarray,
-    cloud_round: int,
+    cloud_round: int, offline_s: np.ndarray, mains: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Local training: its length from the FLOPs; ends and whether the battery lasted."""
+    """Local training: its length from the FLOPs; ends, and whether it finished (the battery
+    lasted and the device stayed online: going offline stops it at that instant)."""
     samples = sim.fleet.samples[devices]
     run = sim.scenario.run
     flops = train_flops(sim.forward_flops_of(devices), samples, run.local_epochs)
@@ -193,7 +205,8 @@ def _compute(
     mflops = sim.fleet.compute_mflops[devices] * lognormal(
         sim.scenario.seed, STREAM_COMPUTE, devices, cloud_round, sigma)
     seconds = per_device(compute_s(flops, mflops), len(devices))
-    lasted_s = sim.battery.draw_many(devices, start_s, seconds, power_w, "compute")
+    allowed_s = np.minimum(seconds, offline_s - start_s)
+    lasted_s = sim.battery.draw_many(devices, start_s, allowed_s, power_w, "compute", mains)
     return start_s + lasted_s, lasted_s >= seconds
 
 
@@ -205,16 +218,20 @@ def _transfer(
     nbytes: np.ndarray,
     power_w: np.ndarray,
     rounds: tuple[int, int],
+    offline_s: np.ndarray,
+    mains: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Flows between ``devices`` and their aggregator; the radio draws for each whole flow.
 
-    A sender whose battery would empty mid-flow stops at that instant (the flow's ``stop_s``),
-    which frees its share of the links for the others.
+    A sender whose battery would empty mid-flow, or that goes offline, stops at that instant
+    (the flow's ``stop_s``), which frees its share of the links for the others.
     """
     up = kind == "upload"
     topo, battery = sim.topo, sim.battery
     with np.errstate(divide="ignore", invalid="ignore"):
-        stop_s = start_s + np.where(power_w > 0, battery.remaining_j[devices] / power_w, np.inf)
+        empty_s = start_s + np.where(
+            (power_w > 0) & ~mains, battery.remaining_j[devices] / power_w, np.inf)
+    stop_s = np.minimum(empty_s, offline_s)
     kbps = (topo.access_up_kbps if up else topo.access_down_kbps)[devices]
     sigma = sim.scenario.variability.bandwidth_sigma
     kbps = kbps * lognormal(sim.scenario.seed, STREAM_BANDWIDTH, devices, rounds[0], sigma)
@@ -225,13 +242,15 @@ def _transfer(
         sim.link_log, start_s, nbytes, bytes_per_s(kbps), paths, latency_s, stop_s)
     end_s, done = flows.end_s, flows.done.copy()
     category = PHASES[kind][0]
-    sent = np.flatnonzero(done)
-    seconds = end_s[sent] - start_s[sent]
-    lasted_s = battery.draw_many(devices[sent], start_s[sent], seconds, power_w[sent], category)
+    emptied = ~done & (empty_s <= offline_s)
+    drawn = np.flatnonzero(~emptied)  # sent, or cut by going offline: the radio drew till then
+    seconds = end_s[drawn] - start_s[drawn]
+    lasted_s = battery.draw_many(
+        devices[drawn], start_s[drawn], seconds, power_w[drawn], category, mains[drawn])
     short = lasted_s < seconds  # emptied by rounding at the very end: lost all the same
-    done[sent[short]] = False
-    end_s[sent[short]] = start_s[sent[short]] + lasted_s[short]
-    battery.run_out(devices[~flows.done], end_s[~flows.done], category)
+    done[drawn[short]] = False
+    end_s[drawn[short]] = start_s[drawn[short]] + lasted_s[short]
+    battery.run_out(devices[emptied], end_s[emptied], category)
     battery.start_tails(devices[done], end_s[done])
     _record_nic(sim, devices, start_s, end_s, up, rounds)
     return end_s, done
@@ -268,15 +287,71 @@ def record_nic(
 def settle(
     sim: Simulation, devices: np.ndarray, now_s: np.ndarray | float, rounds: tuple[int, int]
 ) -> np.ndarray:
-    """Drain tails and idle power of ``devices`` to ``now_s``; record the ``tail`` pieces and
-    the dropouts. Returns the mask of devices that died."""
-    settled = sim.battery.settle(devices, now_s)
+    """Drain tails and idle power of ``devices`` to ``now_s``; record the ``tail`` pieces,
+    the dropouts and every coming online and going offline; charge the plugged-in. Returns
+    the mask of devices that died."""
+    record_changes(sim, devices, now_s, rounds)
+    if not sim.charging:
+        return _drain(sim, devices, now_s, rounds)
+    now_s = per_device(now_s, len(devices))
+    died = np.zeros(len(devices), dtype=bool)
+    behind = sim.battery.settled_s[devices] < now_s
+    _drain(sim, devices[~behind], now_s[~behind], rounds)  # as without charging: no time
+    going = np.flatnonzero(behind)
+    while len(going):
+        d, from_s = devices[going], sim.battery.settled_s[devices[going]]
+        state = sim.availability.at(d, from_s)
+        to_s = np.minimum(state.until_s, now_s[going])
+        plugged = state.plugged
+        charge(sim, d[plugged], from_s[plugged], to_s[plugged], rounds)
+        _drain(sim, d[plugged], to_s[plugged], rounds, mains=True)
+        died[going[~plugged]] |= _drain(sim, d[~plugged], to_s[~plugged], rounds)
+        dead = ~sim.battery.alive[d]  # off: its time passes, it draws nothing
+        sim.battery.settled_s[d[dead]] = np.maximum(sim.battery.settled_s[d[dead]], to_s[dead])
+        going = going[sim.battery.settled_s[d] < now_s[going]]
+    return died & ~sim.battery.alive[devices]  # one that died and charged again lives
+
+
+def _drain(
+    sim: Simulation, devices: np.ndarray, now_s: np.ndarray | float, rounds: tuple[int, int],
+    mains: bool = False,
+) -> np.ndarray:
+    """``FleetBattery.settle`` with its tail pieces and dropouts in the trace."""
+    settled = sim.battery.settle(devices, now_s, mains)
     if len(settled.tail_devices):
         node, edge = trace_nodes(sim, settled.tail_devices)
         sim.trace.extend("tail", node, edge, settled.tail_from_s, settled.tail_to_s, *rounds,
                          0, settled.tail_j)
     record_dropouts(sim, devices[settled.died], rounds)
     return settled.died
+
+
+def charge(
+    sim: Simulation, devices: np.ndarray, from_s: np.ndarray, to_s: np.ndarray,
+    rounds: tuple[int, int],
+) -> None:
+    """Plugged-in ``devices`` charge from ``from_s`` to ``to_s``: a ``charge`` event for each
+    that stored energy, with the joules stored as negative ``energy_j``."""
+    stored_j, until_s = sim.battery.charge(devices, from_s, to_s)
+    took = stored_j > 0
+    if took.any():
+        node, edge = trace_nodes(sim, devices[took])
+        sim.trace.extend("charge", node, edge, from_s[took], until_s[took], *rounds, 0,
+                         -stored_j[took])
+
+
+def record_changes(
+    sim: Simulation, devices: np.ndarray, now_s: np.ndarray | float, rounds: tuple[int, int]
+) -> None:
+    """``online`` and ``offline`` instants of ``devices`` since they were last recorded."""
+    if isinstance(sim.availability.model, Always):
+        return
+    from_s = sim.reported_s[devices]
+    where, when, rising = sim.availability.changes(devices, from_s, now_s)
+    sim.reported_s[devices] = np.maximum(from_s, now_s)
+    for kind, mask in (("online", rising), ("offline", ~rising)):
+        node, edge = trace_nodes(sim, devices[where[mask]])
+        sim.trace.extend(kind, node, edge, when[mask], when[mask], *rounds)
 
 
 def trace_nodes(sim: Simulation, devices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -11,13 +11,16 @@ import numpy as np
 import torch
 
 from hierfl.costs import aggregate_flops, compute_s
+from hierfl.plugins import FLEET_ARG
 from hierfl.policies import fleet_seats, seat_share
 from hierfl.sim import cohort, network
 from hierfl.sim.battery import Fractions
 from hierfl.sim.cohort import CLOUD_NODE, record_nic, until
-from hierfl.sim.device import Process, eligible
+from hierfl.sim.device import Process, eligible, selectable
 from hierfl.sim.engine import STREAM_SELECTION, Simulation, Update
+from hierfl.sim.fleet_view import FleetView
 from hierfl.sim.network import DOWN, UP
+from hierfl.sim.pacing import wait_for_eligible
 
 
 def train_devices(
@@ -37,9 +40,13 @@ def train_devices(
     share of the fleet's quota (None: the scenario's fraction of the candidates).
     """
     candidates = eligible(sim, devices, cloud_round, edge_round)
+    if not candidates and seats != 0:
+        found = yield from wait_for_eligible(sim, devices, (cloud_round, edge_round))
+        candidates = eligible(sim, devices, cloud_round, edge_round) if found else []
     rng = selection_rng(sim, cloud_round, edge_round, edge)
     share = sim.scenario.selection.fraction if seats is None else seat_share(seats, len(candidates))
-    chosen = sim.policy(candidates, Fractions(sim.battery), share, rng)
+    extra = {FLEET_ARG: FleetView(sim, sim.env.now)} if sim.policy_wants_fleet else {}
+    chosen = sim.policy(candidates, Fractions(sim.battery), share, rng, **extra)
     chosen = np.asarray(chosen, dtype=np.int64)
     received = sim.send_down(model)
     down_bytes = sim.down_bytes(chosen)
@@ -64,9 +71,7 @@ def edge_seats(sim: Simulation, cloud_round: int) -> np.ndarray:
 
     Counted once, as the cloud round starts (every battery settled when the last one closed).
     """
-    battery = sim.battery
-    able = battery.alive & sim.fleet.fits
-    able &= battery.fractions() >= sim.scenario.selection.min_battery
+    able = selectable(sim, np.arange(len(sim.topo.names)))
     eligible_per_edge = np.bincount(sim.topo.edge_of[able], minlength=len(sim.topo.edges))
     rng = np.random.default_rng([sim.scenario.seed, STREAM_SELECTION, cloud_round])
     return fleet_seats(sim.scenario.selection.fraction, eligible_per_edge, rng)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -30,9 +31,13 @@ from hierfl.learn.models import ModelStats, build_model, model_stats
 from hierfl.learn.trainer import Job, ParamSpace, ReferenceTrainer, evaluate
 from hierfl.limits import check_memory, input_elements
 from hierfl.optimizers import Optimizer, resolve_optimizer
+from hierfl.plugins import FLEET_ARG
 from hierfl.policies import Selection, resolve_selection
 from hierfl.scenario import MODEL_NAMES, Scenario
+from hierfl.sim import availability
+from hierfl.sim.availability import Cursor
 from hierfl.sim.battery import FleetBattery
+from hierfl.sim.fleet_view import RoundHistory
 from hierfl.sim.network import LinkLog, Links
 from hierfl.topology import CLOUD, Topology, build_topology, string_index
 from hierfl.trace import Trace
@@ -52,6 +57,7 @@ class Fleet:
     power_rx_w: np.ndarray
     fits: np.ndarray
     mains: np.ndarray
+    charge_w: np.ndarray
 
     @classmethod
     def build(
@@ -75,8 +81,10 @@ class Fleet:
             power_rx_w=column(lambda p: p.power_rx_w),
             fits=column(lambda p: fits_in_memory(p.memory_kb, needed_bytes)).astype(bool),
             mains=np.isinf(capacity),
+            charge_w=np.where(np.isinf(capacity), 0.0, column(lambda p: p.charge_w)),
         )
-        return fleet, FleetBattery(capacity, column(lambda p: p.power_idle_w), tail_w, tail_s)
+        idle_w = column(lambda p: p.power_idle_w)
+        return fleet, FleetBattery(capacity, idle_w, tail_w, tail_s, fleet.charge_w)
 
 
 @dataclass
@@ -115,16 +123,21 @@ class Simulation:
     trained: np.ndarray
     optimizers: dict[int, Optimizer]
     """Each aggregator's server optimiser, by trace node (the cloud is 0, edge e is 1 + e)."""
+    availability: Cursor
+    history: RoundHistory
+    reported_s: np.ndarray  # availability changes are in the trace up to here, per device
     family: ModelFamily | None = None
     variant_of: np.ndarray | None = None
     """Each device's variant (index into ``family.variants``; -1: none fits)."""
     round_rows: list[dict] = field(default_factory=list)
+    evaluations: list[dict] = field(default_factory=list)
     global_weights: torch.Tensor | None = None
     residuals: dict[int, torch.Tensor] = field(default_factory=dict)
     on_round: Callable[[dict], None] | None = None
     first_round: int = 0
     proxy: torch.Tensor | None = None
     """The unlabelled proxy inputs of FedDF distillation (None without it or without learning)."""
+    round_started_s: float = -np.inf  # when the last cloud round started
 
     # node numbering in the trace: cloud, edges, devices
     def device_node(self, device: int) -> int:
@@ -132,6 +145,26 @@ class Simulation:
 
     def edge_node(self, edge: int) -> int:
         return -1 if edge < 0 else 1 + edge
+
+    @cached_property
+    def policy_wants_fleet(self) -> bool:
+        """Whether the selection policy takes a ``fleet`` keyword (it then gets a FleetView)."""
+        try:
+            return FLEET_ARG in inspect.signature(self.policy).parameters
+        except (TypeError, ValueError):
+            return False
+
+    @cached_property
+    def plugs(self) -> bool:
+        """Whether the availability model ever plugs a device in (a trace may; markov and
+        diurnal when ``plugged_probability > 0``)."""
+        config = self.scenario.availability
+        return config.model == "trace" or (config.plugged_probability or 0.0) > 0
+
+    @cached_property
+    def charging(self) -> bool:
+        """Whether any battery can ever charge: a device with ``charge_w`` that gets plugged in."""
+        return self.plugs and bool(self.fleet.charge_w.any())
 
     @property
     def learning(self) -> bool:
@@ -487,6 +520,12 @@ def prepare(
         variant_of=variant_of,
         optimizers=optimizers,
         proxy=proxy,
+        availability=Cursor(
+            availability.build(scenario, topo.profile_of, topo.profile_names, topo.names),
+            len(topo.names),
+        ),
+        history=RoundHistory.empty(len(topo.names)),
+        reported_s=np.zeros(len(topo.names)),
         global_weights=space.vector(model) if run.learning else None,
     )
 
