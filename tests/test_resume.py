@@ -309,3 +309,30 @@ def test_resume_of_a_folder_in_use_is_refused(stopped):
     assert done.one_error_line, done
     assert "another hierfl run is writing into it" in done.err
     assert (stopped / CHECKPOINT).read_bytes() == before
+
+
+def test_resumed_run_records_the_original_overrides(tmp_path, monkeypatch):
+    """A run started with --set and --seed, killed and resumed, keeps those overrides in
+    summary.json (and so in its figures' titles); a corrupt record gives none, not an error."""
+    from hierfl.rundir import OPTIONS
+
+    scenario = tmp_path / "s.toml"
+    scenario.write_text("[run]\ncloud_rounds = 2\nlearning = false\n"
+                        "[[devices]]\nprofile = 'mcu'\ncount = 2\n")
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    for name, record in (("a", None), ("b", '{"overrides": [1, "x"]}')):
+        out = tmp_path / name
+        with monkeypatch.context() as patch:
+            patch.setattr("hierfl.cli._write_outputs", interrupted)
+            done = invoke("run", str(scenario), "--out", str(out), "--quiet", "--no-plots",
+                          "--set", "selection.fraction=0.5", "--seed", "3")
+        assert done.code == 130
+        if record is not None:
+            (out / OPTIONS).write_text(record)
+        assert invoke("run", "--resume", str(out), "--quiet").code == 0
+        summary = json.loads((out / "summary.json").read_text())
+        expected = ["selection.fraction=0.5", "seed=3"] if record is None else []
+        assert summary["overrides"] == expected
