@@ -28,7 +28,7 @@ _CUSTOM_NAME = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 """A name that is one plain folder name on every system: no separator, no '..', no space."""
 MODEL_NAMES = ("tiny", "compact", "mobile", "dscnn")
-POLICY_NAMES = ("all", "random", "battery")
+POLICY_NAMES = ("all", "random", "battery", "power")
 OPTIMIZER_NAMES = ("fedavg", "fedavgm", "fedadam")
 DIRECTIONS = ("uplink_kbps", "downlink_kbps")  # a new bandwidth_kbps replaces a built-in's
 AssignRule = Literal["round_robin", "block", "interleave", "random"]
