@@ -38,12 +38,12 @@ from hierfl.scenario import Scenario, parse_scenario
 from hierfl.sim.engine import Simulation
 
 CHECKPOINT = "checkpoint.pt"
-FORMAT = 6  # 5: residuals; 6: round history, availability reported, evaluations, pacing
+FORMAT = 6  # 5: residuals; 6: round history and utility, availability, evaluations, pacing
 MAGIC = b"HIERFLCK"
 _HASH = 32
 _BATTERY = ("remaining_j", "settled_s", "alive", "died_s", "used_j", "tail_end_s", "charged_j")
 _LINKS = ("carried_bytes", "flows")
-_HISTORY = ("last_s", "total_s", "count")
+_HISTORY = ("last_s", "total_s", "count", "utility")
 _KEYS = ("format", "scenario", "next_round", "now_s", "global_weights", "battery", "trained",
          "links", "link_steps", "trace", "round_rows", "optimizers", "residuals", "history",
          "reported_s", "evaluations", "round_started_s")

@@ -1,5 +1,4 @@
-"""The power-aware policy: utility per forecast joule, among devices that can afford the round
-and finish it within the deadline."""
+"""The power-aware policy: utility per forecast joule, among devices that can afford the round."""
 
 from __future__ import annotations
 
@@ -11,7 +10,7 @@ from hierfl.policies import select_power
 from hierfl.sim.predict import RoundForecast
 
 
-def fake_fleet(energy_j, seconds, remaining_j, utility, samples, deadline_s=None):
+def fake_fleet(energy_j, seconds, remaining_j, utility, samples):
     """A FleetView stand-in with hand-set forecasts (index = device)."""
     energy_j, seconds = np.asarray(energy_j, float), np.asarray(seconds, float)
     zero = np.zeros(len(energy_j))
@@ -24,7 +23,6 @@ def fake_fleet(energy_j, seconds, remaining_j, utility, samples, deadline_s=None
         remaining_j=lambda devices: np.asarray(remaining_j, float)[devices],
         utility=np.asarray(utility, float),
         samples=np.asarray(samples),
-        deadline_s=deadline_s,
     )
 
 
@@ -35,15 +33,13 @@ def test_ranks_by_utility_per_joule():
     assert select_power([0, 1, 2, 3], np.ones(4), 0.5, rng, fleet=fleet) == [0, 2]
 
 
-def test_skips_devices_that_cannot_afford_or_finish_the_round():
-    """Device 0 has 1.1 J for a 1 J round (needs 1.2): skipped; device 2's 5 s round misses a
-    4 s deadline: skipped; the best feasible of the rest are chosen, and fewer than the quota
-    when too few are feasible."""
-    fleet = fake_fleet([1, 1, 1, 1], [1, 1, 5, 1], [1.1, 9, 9, 9], [10, 3, 9, 2], [1] * 4,
-                       deadline_s=4.0)
+def test_skips_devices_that_cannot_afford_the_round():
+    """Device 0 has 1.1 J for a 1 J round (it needs 1.2): skipped; the best affordable of the
+    rest are chosen, and fewer than the quota when too few can afford it."""
+    fleet = fake_fleet([1, 1, 1, 1], [1] * 4, [1.1, 9, 9, 1.0], [10, 3, 9, 2], [1] * 4)
     rng = np.random.default_rng(0)
-    assert select_power([0, 1, 2, 3], np.ones(4), 0.5, rng, fleet=fleet) == [1, 3]
-    assert select_power([0, 2], np.ones(4), 1.0, rng, fleet=fleet) == []
+    assert select_power([0, 1, 2, 3], np.ones(4), 0.5, rng, fleet=fleet) == [1, 2]
+    assert select_power([0, 3], np.ones(4), 1.0, rng, fleet=fleet) == []
 
 
 def test_unreported_devices_count_as_the_most_useful():
@@ -61,3 +57,24 @@ def test_ties_are_broken_at_random():
               for d in select_power(range(4), np.ones(4), 0.25, np.random.default_rng(seed),
                                     fleet=fleet)}
     assert picked == {0, 1, 2, 3}
+
+
+def test_power_runs_end_to_end_and_resumes_exactly(make_scenario, tmp_path):
+    """A learning run under 'power' records each sender's utility, selects by it, and a run
+    resumed from its checkpoint after round 1 equals the uninterrupted one."""
+    import hierfl
+    from hierfl.checkpoint import load_checkpoint
+    from hierfl.sim.runner import resume, simulate
+
+    scenario = make_scenario(
+        run={"cloud_rounds": 3, "learning": True},
+        selection={"policy": "power", "fraction": 0.5},
+        devices=[{"profile": "mcu", "count": 3}, {"profile": "soc", "count": 3}])
+    whole = hierfl.run(scenario)
+    assert (whole.rounds["devices_trained"] == 3).all()
+    simulate(scenario.with_overrides(["run.cloud_rounds=1"]), checkpoint_dir=tmp_path)
+    state = load_checkpoint(tmp_path)
+    assert np.isfinite(state["history"]["utility"].numpy()).sum() == 3
+    state["scenario"] = state["scenario"].replace('"cloud_rounds": 1', '"cloud_rounds": 3')
+    resumed = resume(tmp_path, state=state)
+    assert resumed.events.equals(whole.events)

@@ -21,6 +21,7 @@ import simpy
 import torch
 
 from hierfl.costs import compute_s, prox_flops, train_flops
+from hierfl.learn.utility import statistical_utility
 from hierfl.sim import network
 from hierfl.sim.availability import Always
 from hierfl.sim.battery import per_device
@@ -83,6 +84,8 @@ def play(
     senders, samples = devices[arrived], sim.fleet.samples[devices[arrived]]
     if jobs is None:
         return Arrivals(senders, samples)
+    if sim.policy_wants_fleet:
+        sim.history.utility[senders] = statistical_utility(sim, senders, model)
     payloads = sim.encode([jobs[k].result() for k in arrived], model, sim.device_node(senders))
     return [Update(int(d), p, int(n)) for d, p, n in zip(senders, payloads, samples, strict=True)]
 

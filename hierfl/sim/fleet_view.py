@@ -12,21 +12,25 @@ import numpy as np
 
 from hierfl.profiles import Profile
 from hierfl.sim.battery import Fractions
+from hierfl.sim.predict import RoundForecast, forecast_round
 
 
 @dataclass
 class RoundHistory:
     """Each device's past round durations, seconds: from the edge sending it the model to
-    the end of its upload, for rounds whose update arrived."""
+    the end of its upload, for rounds whose update arrived; and the statistical utility it
+    reported with its last update (learning runs whose policy takes the fleet view)."""
 
     last_s: np.ndarray
     total_s: np.ndarray
     count: np.ndarray
+    utility: np.ndarray  # Oort's statistical utility each device last reported (NaN: none)
 
     @classmethod
     def empty(cls, n_devices: int) -> RoundHistory:
         """No device has a round behind it."""
-        return cls(np.full(n_devices, np.nan), np.zeros(n_devices), np.zeros(n_devices, np.int64))
+        return cls(np.full(n_devices, np.nan), np.zeros(n_devices), np.zeros(n_devices, np.int64),
+                   np.full(n_devices, np.nan))
 
     def add(self, devices: np.ndarray, seconds: np.ndarray) -> None:
         """``devices`` (distinct) finished a round in ``seconds`` each."""
@@ -79,6 +83,21 @@ class FleetView:
     def rounds_completed(self) -> np.ndarray:
         """How many rounds each device completed (its update arrived)."""
         return self._sim.history.count
+
+    @property
+    def utility(self) -> np.ndarray:
+        """Oort's statistical utility each device reported with its last update: its samples
+        times the root mean square loss of the model it received (NaN: none reported)."""
+        return self._sim.history.utility
+
+    def forecast(self, devices: np.ndarray) -> RoundForecast:
+        """The server's forecast of each device's next round, uncontended: seconds by phase
+        and joules (``hierfl.sim.predict``)."""
+        return forecast_round(self._sim, np.asarray(devices, dtype=np.int64))
+
+    def remaining_j(self, devices: np.ndarray) -> np.ndarray:
+        """Joules left in each device's battery (inf when mains-powered)."""
+        return self._sim.battery.remaining_j[np.asarray(devices, dtype=np.int64)]
 
     def online(self, devices: np.ndarray) -> np.ndarray:
         """Whether each of ``devices`` is online now."""
