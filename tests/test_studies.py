@@ -13,7 +13,7 @@ import hierfl
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ["hierfl_vs_cloud", "cell_scaling", "compression", "battery", "digits", "heterofl",
-           "optimizers", "mnist1d_tiers", "diurnal"]
+           "optimizers", "mnist1d_tiers", "diurnal", "power"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 needs_matplotlib = pytest.mark.skipif(
     importlib.util.find_spec("matplotlib") is None, reason="the study figures need matplotlib"
@@ -156,6 +156,17 @@ def test_battery_study(tmp_path):
     assert (table["rounds_survived"] == 2).all()  # nobody runs empty in 2 rounds
     assert (table["devices_dropped"] == 0).all()
     assert table.at["all", "updates_aggregated"] == 2 * table.at["battery", "updates_aggregated"]
+
+
+@needs_matplotlib
+def test_power_study(tmp_path):
+    """Power-aware selection trains only the cheap Wi-Fi half (the NB-IoT boards cost about a
+    hundred times more joules per round); 'all' trains every board; every seed is written."""
+    table = run_study("power", tmp_path, rounds=3).set_index("policy")
+    assert list(table.index) == ["all", "random", "battery", "power"]
+    assert table.at["power", "never_trained"] == 10 and table.at["all", "never_trained"] == 0
+    assert table.at["power", "energy_j"] < table.at["battery", "energy_j"]
+    assert len(pd.read_csv(tmp_path / "power_runs.csv")) == 12
 
 
 @needs_matplotlib

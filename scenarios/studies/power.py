@@ -6,8 +6,8 @@ forecast joule, hierfl.policies.select_power), over three seeds. For each it mea
 rounds survived (the last cloud round that aggregated an update), boards dropped, time and
 device energy to the target accuracy, final accuracy, and the fairness of participation:
 Jain's index over the rounds each board trained (1: all equal) and the boards that never
-trained. It writes ``power.png`` (seed 42) and ``power.csv`` (every seed), and prints the
-mean over seeds.
+trained. It writes ``power.png`` (seed 42), ``power_runs.csv`` (every seed) and ``power.csv``
+(the mean over seeds), and prints both tables.
 
     python scenarios/studies/power.py [OUT_DIR] [--rounds N] [--seed S]
 """
@@ -33,8 +33,8 @@ SEEDS = (42, 43, 44)
 def main(
     out_dir: str | Path = f"runs/studies/{NAME}", rounds: int | None = None, seed: int | None = None
 ) -> pd.DataFrame:
-    """Run every policy for every seed (or only ``seed``); write the CSV and the figure of the
-    first seed; return the mean over seeds per policy."""
+    """Run every policy for every seed (or only ``seed``); write both CSVs and the figure of
+    the first seed; return the mean over seeds per policy."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     base = hierfl.load_scenario(SCENARIO)
@@ -48,10 +48,12 @@ def main(
             rows.append({"seed": s, **_row(policy, result)})
             if s == seeds[0]:
                 first.append(result)
-    table = pd.DataFrame(rows)
+    runs = pd.DataFrame(rows)
+    table = runs.drop(columns="seed").groupby("policy", sort=False).mean().reset_index()
+    atomic_write(out / f"{NAME}_runs.csv", lambda p: runs.to_csv(p, index=False))
     atomic_write(out / f"{NAME}.csv", lambda p: table.to_csv(p, index=False))
     _plot(first, base.run.target_accuracy, seeds[0], out / f"{NAME}.png")
-    return table.drop(columns="seed").groupby("policy", sort=False).mean().reset_index()
+    return table
 
 
 def jain(values: np.ndarray) -> float:
@@ -96,7 +98,7 @@ def _plot(results: list[Result], target: float | None, seed: int, path: Path) ->
         x = np.arange(len(devices)) + (k - (len(results) - 1) / 2) * width
         share_ax.bar(x, devices["rounds_trained"], width, color=colour)
     accuracy_axes(accuracy_ax, "simulated time (s)", target)
-    accuracy_ax.set_xscale("symlog", linthresh=1.0)
+    accuracy_ax.set_xscale("log")
     accuracy_ax.set_title("accuracy of the global model", fontsize=10)
     accuracy_ax.legend(fontsize=8, frameon=False)
     names = results[0].devices["profile"].astype(str)
@@ -112,7 +114,8 @@ def _plot(results: list[Result], target: float | None, seed: int, path: Path) ->
 
 def cli(argv: list[str] | None = None) -> None:
     """Parse OUT_DIR, --rounds and --seed, run the study, print its table."""
-    study_cli(NAME, __doc__, main, "cloud rounds per run (default: the scenario's 200)", argv)
+    study_cli(NAME, __doc__, main, "cloud rounds per run (default: the scenario's 200)", argv,
+              extra_tables=[f"{NAME}_runs.csv"])
 
 
 if __name__ == "__main__":
