@@ -37,6 +37,17 @@ PATH_TABLES = ("data", "availability")  # tables whose ``path`` is relative to t
 RESERVED_PROFILE = "edge"  # device names are profile-number, edge servers are edge-number
 
 
+def builtin_or_custom(value: str, names: tuple[str, ...], what: str, form: str) -> str:
+    """``value`` if it is one of the built-in ``names`` or an importable ``form`` reference.
+
+    >>> builtin_or_custom("x:y", ("a",), "policy", "package.module:function")
+    'x:y'
+    """
+    if value not in names and not _CUSTOM_NAME.match(value):
+        raise ValueError(f"unknown {what} {value!r} (allowed: {', '.join(names)}, or '{form}')")
+    return value
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, allow_inf_nan=False)
 
@@ -157,12 +168,7 @@ class ModelConfig(_Frozen):
     @field_validator("name")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value not in MODEL_NAMES and not _CUSTOM_NAME.match(value):
-            raise ValueError(
-                f"unknown model {value!r} (allowed: {', '.join(MODEL_NAMES)}, "
-                "or 'package.module:Class')"
-            )
-        return value
+        return builtin_or_custom(value, MODEL_NAMES, "model", "package.module:Class")
 
     variants: tuple[float, ...] | None = Field(
         None,
@@ -260,12 +266,7 @@ class SelectionConfig(_Frozen):
     @field_validator("policy")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value not in POLICY_NAMES and not _CUSTOM_NAME.match(value):
-            raise ValueError(
-                f"unknown policy {value!r} (allowed: {', '.join(POLICY_NAMES)}, "
-                "or 'package.module:function')"
-            )
-        return value
+        return builtin_or_custom(value, POLICY_NAMES, "policy", "package.module:function")
 
 
 class AggregationConfig(_Frozen):
@@ -295,12 +296,7 @@ class AggregationConfig(_Frozen):
     @field_validator("edge_optimizer", "cloud_optimizer")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value not in OPTIMIZER_NAMES and not _CUSTOM_NAME.match(value):
-            raise ValueError(
-                f"unknown optimiser {value!r} (allowed: {', '.join(OPTIMIZER_NAMES)}, "
-                "or 'package.module:Name')"
-            )
-        return value
+        return builtin_or_custom(value, OPTIMIZER_NAMES, "optimiser", "package.module:Name")
 
 
 class DistillationConfig(_Frozen):
