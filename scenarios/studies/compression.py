@@ -24,7 +24,7 @@ import pandas as pd
 
 import hierfl
 from hierfl.results import atomic_write, compare_table
-from hierfl.study import accuracy_axes, save_study_figure, study_cli, study_figure
+from hierfl.study import accuracy_axes, save_study_figure, study_cli, study_figure, study_scenario
 
 NAME = "compression"
 SCENARIO = Path(__file__).resolve().parents[1] / f"{NAME}.toml"
@@ -59,11 +59,7 @@ def main(
     ``rounds`` overrides ``run.cloud_rounds`` and ``seed`` the scenario's seed. Bytes are real
     encoded lengths; times are simulated seconds; energy is device joules.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    base = hierfl.load_scenario(SCENARIO, [] if seed is None else [f"seed={seed}"])
-    if rounds is not None:
-        base = base.with_overrides([f"run.cloud_rounds={rounds}"])
+    out, base = study_scenario(SCENARIO, out_dir, rounds, seed)
     results = [
         hierfl.run(base.with_overrides(
             [f"compression.{key}={json.dumps(value)}"

@@ -22,7 +22,7 @@ import pandas as pd
 import hierfl
 from hierfl.results import Result, atomic_write
 from hierfl.sim.availability import Cursor, build
-from hierfl.study import save_study_figure, study_cli, study_figure
+from hierfl.study import save_study_figure, study_cli, study_figure, study_scenario
 from hierfl.topology import build_topology
 
 NAME = "diurnal"
@@ -43,11 +43,7 @@ def main(
     ``rounds`` overrides ``run.cloud_rounds`` (the scenario's 48 h limit still holds) and
     ``seed`` the scenario's seed.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    base = hierfl.load_scenario(SCENARIO, [] if seed is None else [f"seed={seed}"])
-    if rounds is not None:
-        base = base.with_overrides([f"run.cloud_rounds={rounds}"])
+    out, base = study_scenario(SCENARIO, out_dir, rounds, seed)
     results = [
         hierfl.run(base.with_overrides([f"selection.require_plugged={str(plugged).lower()}"]))
         for plugged, _ in VARIANTS

@@ -21,7 +21,7 @@ import pandas as pd
 
 import hierfl
 from hierfl.results import Result, atomic_write
-from hierfl.study import accuracy_axes, save_study_figure, study_cli, study_figure
+from hierfl.study import accuracy_axes, save_study_figure, study_cli, study_figure, study_scenario
 
 NAME = "power"
 SCENARIO = Path(__file__).resolve().parents[1] / f"{NAME}.toml"
@@ -35,11 +35,7 @@ def main(
 ) -> pd.DataFrame:
     """Run every policy for every seed (or only ``seed``); write both CSVs and the figure of
     the first seed; return the mean over seeds per policy."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    base = hierfl.load_scenario(SCENARIO)
-    if rounds is not None:
-        base = base.with_overrides([f"run.cloud_rounds={rounds}"])
+    out, base = study_scenario(SCENARIO, out_dir, rounds)
     seeds = SEEDS if seed is None else (seed,)
     rows, first = [], []
     for s in seeds:
