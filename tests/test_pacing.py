@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pytest
+from test_resume import interrupt_after
 
 import hierfl
 from hierfl.scenario import parse_scenario
@@ -93,16 +93,7 @@ def test_resume_with_availability_and_pacing_equals_uninterrupted(tmp_path):
         profiles={"mcu": {"charge_w": 0.5}},
     )
     whole = simulate(scenario)
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_round_1(row: dict) -> None:
-        if row["cloud_round"] == 1:
-            raise Stop
-
-    with pytest.raises(Stop):
-        simulate(scenario, on_round=stop_after_round_1, checkpoint_dir=tmp_path)
+    interrupt_after(scenario, tmp_path, 1)
     again = resume(tmp_path)
     kinds = set(whole.events["kind"].astype(str))
     assert {"offline", "online", "charge"} <= kinds

@@ -29,6 +29,17 @@ class Stop(Exception):
     """Raised from the round callback to interrupt a run after a checkpoint."""
 
 
+def interrupt_after(scenario, folder: Path, cloud_round: int) -> None:
+    """Run ``scenario`` with a checkpoint in ``folder`` and stop it once ``cloud_round`` closed."""
+
+    def stop(row: dict) -> None:
+        if row["cloud_round"] == cloud_round:
+            raise Stop
+
+    with pytest.raises(Stop):
+        simulate(scenario, on_round=stop, checkpoint_dir=folder)
+
+
 def assert_same(a: hierfl.Result, b: hierfl.Result) -> None:
     pd.testing.assert_frame_equal(a.events, b.events)
     pd.testing.assert_frame_equal(a.rounds, b.rounds)
@@ -57,12 +68,7 @@ def test_resume_in_process_equals_uninterrupted(tmp_path, mode, extra):
     )
     whole = simulate(scenario)
 
-    def stop_after_round_2(row: dict) -> None:
-        if row["cloud_round"] == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        simulate(scenario, on_round=stop_after_round_2, checkpoint_dir=tmp_path)
+    interrupt_after(scenario, tmp_path, 2)
     state = load_checkpoint(tmp_path)
     assert state["next_round"] == 3
     senders = set(state["residuals"]["nodes"].tolist())  # nodes 1, 2: edges; 3..22: devices
