@@ -32,9 +32,13 @@ With ``--trigger deadline`` each edge aggregates ``DEADLINE_S`` after its round 
 slowest devices are cut and recorded as late); with ``--trigger first_k`` each edge selects
 ``ceil(1.3 k)`` devices, k = 40% of its devices, and aggregates the first k arrivals.
 
+With ``--availability markov`` devices come and go: exponential online and offline spans of
+mean 1 h each (half the fleet online at any time), so selection reads every device's state
+and a device that goes offline mid-round stops there.
+
 Run: ``python benchmarks/bench_sim.py [--sizes 10000 100000 1000000] [--repeat 3]
-[--cells 10] [--trigger all|deadline|first_k] [--no-tracemalloc] [--profile]``
-(``--profile`` prints a pyinstrument profile of the largest size's runs).
+[--cells 10] [--trigger all|deadline|first_k] [--availability markov] [--no-tracemalloc]
+[--profile]`` (``--profile`` prints a pyinstrument profile of the largest size's runs).
 """
 
 from __future__ import annotations
@@ -60,12 +64,19 @@ SIZES = (10_000, 100_000, 1_000_000)
 DEVICES_PER_EDGE = 1000
 TRIGGERS = ("all", "deadline", "first_k")
 DEADLINE_S = 1.0  # cuts the mcu boards (about 1.9 s a round), keeps soc and mobile (0.09 s)
+AVAILABILITY = {
+    "always": {"model": "always"},
+    "markov": {"model": "markov", "mean_online_s": 3600.0, "mean_offline_s": 3600.0},
+}
 
 
-def scenario(devices: int, cells: int = 0, trigger: str = "all") -> Scenario:
+def scenario(
+    devices: int, cells: int = 0, trigger: str = "all", availability: str = "always"
+) -> Scenario:
     """The tutorial fleet scaled to ``devices`` (a multiple of 3 is split evenly); with
     ``cells``, that many edges, each with a shared cell and its own backhaul, and a core;
-    edges aggregate on ``trigger``."""
+    edges aggregate on ``trigger``; ``availability`` markov: spans of mean 1 h online and
+    1 h offline."""
     third, extra = divmod(devices, 3)
     counts = [third + (k < extra) for k in range(3)]
     topology = {"mode": "hierarchical", "edges": max(1, devices // DEVICES_PER_EDGE),
@@ -89,6 +100,7 @@ def scenario(devices: int, cells: int = 0, trigger: str = "all") -> Scenario:
         "selection": {"policy": "battery", "fraction": 0.5, "min_battery": 0.1},
         "topology": topology,
         "aggregation": aggregation(trigger, devices // topology["edges"]),
+        "availability": AVAILABILITY[availability],
         "devices": [{"profile": p, "count": c} for p, c in zip(("mcu", "soc", "mobile"), counts,
                                                                 strict=True)],
     }
@@ -142,7 +154,7 @@ def table_bytes(events) -> int:
     )
 
 
-def traced_run(devices: int, cells: int, trigger: str) -> tuple[int, int]:
+def traced_run(devices: int, cells: int, trigger: str, availability: str) -> tuple[int, int]:
     """(Python heap peak, bytes held by the Trace at the last round's close), tracemalloc."""
     held = []
 
@@ -152,18 +164,19 @@ def traced_run(devices: int, cells: int, trigger: str) -> tuple[int, int]:
         held.append(sum(trace.size for trace in snapshot.traces))
 
     tracemalloc.start(8)  # frames enough to see trace.py above numpy's own
-    hierfl.run(scenario(devices, cells, trigger), on_round=measure)
+    hierfl.run(scenario(devices, cells, trigger, availability), on_round=measure)
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     return peak, held[-1]
 
 
 def measure_one(
-    devices: int, traced: bool, profile: bool, repeat: int, cells: int, trigger: str
+    devices: int, traced: bool, profile: bool, repeat: int, cells: int, trigger: str,
+    availability: str,
 ) -> dict:
     """All figures of one size, in this process; times are the best of ``repeat`` runs."""
-    hierfl.run(scenario(300, min(cells, 3), trigger))
-    chosen = scenario(devices, cells, trigger)
+    hierfl.run(scenario(300, min(cells, 3), trigger, availability))
+    chosen = scenario(devices, cells, trigger, availability)
     before = rss_bytes()
     profiler = None
     if profile:
@@ -200,7 +213,7 @@ def measure_one(
         "sim_wall_s": min(simulation_wall_s(chosen) for _ in range(repeat)),
     }
     if traced:
-        heap_peak, trace_bytes = traced_run(devices, cells, trigger)
+        heap_peak, trace_bytes = traced_run(devices, cells, trigger, availability)
         figures["tracemalloc_peak"] = heap_peak
         figures["trace_bytes_per_event"] = trace_bytes / events
     return figures
@@ -235,21 +248,25 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=0, help="edges with a shared cell each")
     parser.add_argument("--trigger", choices=TRIGGERS, default="all",
                         help="when edges aggregate (aggregation.trigger)")
+    parser.add_argument("--availability", choices=sorted(AVAILABILITY), default="always",
+                        help="always, or markov: devices go on and off line (mean 1 h each)")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one is not None:
         print(json.dumps(
             measure_one(args.one, not args.no_tracemalloc, args.profile, args.repeat,
-                        args.cells, args.trigger)))
+                        args.cells, args.trigger, args.availability)))
         return
     print(f"trigger {args.trigger}; load average {os.getloadavg()[0]:.2f} on "
           f"{os.cpu_count()} cores; "
           f"events/s and ratio use wall time; "
-          f"peak RSS = ru_maxrss of a child process per size")
+          f"peak RSS = ru_maxrss of a child process per size; "
+          f"availability {args.availability}")
     print(HEADER)
     for i, devices in enumerate(args.sizes):
         command = [sys.executable, __file__, "--one", str(devices), "--repeat", str(args.repeat),
-                   "--cells", str(args.cells), "--trigger", args.trigger]
+                   "--cells", str(args.cells), "--trigger", args.trigger,
+                   "--availability", args.availability]
         if args.no_tracemalloc:
             command.append("--no-tracemalloc")
         if args.profile and i == len(args.sizes) - 1:

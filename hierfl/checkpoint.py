@@ -2,7 +2,8 @@
 
 At a cloud-round boundary the state is small and complete: the clock, the global model
 (edges restart from it every cloud round), each aggregator's server-optimiser state
-(momentum, moments), batteries, tallies and the trace so far.
+(momentum, moments), the error-feedback residuals of the senders, batteries, tallies and the
+trace so far.
 Training jobs and selection draws are seeded by (seed, round, device or edge), and data
 and the initial model are rebuilt from the seed, so they need no saving.
 
@@ -37,13 +38,15 @@ from hierfl.scenario import Scenario, parse_scenario
 from hierfl.sim.engine import Simulation
 
 CHECKPOINT = "checkpoint.pt"
-FORMAT = 4
+FORMAT = 6  # 5: residuals; 6: round history and utility, availability, evaluations, pacing
 MAGIC = b"HIERFLCK"
 _HASH = 32
-_BATTERY = ("remaining_j", "settled_s", "alive", "died_s", "used_j", "tail_end_s")
+_BATTERY = ("remaining_j", "settled_s", "alive", "died_s", "used_j", "tail_end_s", "charged_j")
 _LINKS = ("carried_bytes", "flows")
+_HISTORY = ("last_s", "total_s", "count", "utility")
 _KEYS = ("format", "scenario", "next_round", "now_s", "global_weights", "battery", "trained",
-         "links", "link_steps", "trace", "round_rows", "optimizers")
+         "links", "link_steps", "trace", "round_rows", "optimizers", "residuals", "history",
+         "reported_s", "evaluations", "round_started_s")
 
 
 def save_checkpoint(sim: Simulation, folder: Path, next_round: int) -> Path:
@@ -66,10 +69,25 @@ def save_checkpoint(sim: Simulation, folder: Path, next_round: int) -> Path:
             str(node): {name: value.clone() for name, value in opt.state_dict().items()}
             for node, opt in sim.optimizers.items()
         },
+        "residuals": _residuals(sim),
+        "history": {name: torch.from_numpy(getattr(sim.history, name).copy()) for name in _HISTORY},
+        "reported_s": torch.from_numpy(sim.reported_s.copy()),
+        "evaluations": [_plain(row) for row in sim.evaluations],
+        "round_started_s": float(sim.round_started_s),
     }
     path = Path(folder) / CHECKPOINT
     write_state(state, path)
     return path
+
+
+def _residuals(sim: Simulation) -> dict[str, torch.Tensor]:
+    """Senders (trace nodes, ascending) and their error-feedback residuals, a row each."""
+    nodes = sorted(sim.residuals)
+    rows = [sim.residuals[node] for node in nodes]
+    return {
+        "nodes": torch.tensor(nodes, dtype=torch.int64),
+        "values": torch.stack(rows) if rows else torch.zeros(0, sim.space.size),
+    }
 
 
 class _Hashing:
@@ -208,9 +226,16 @@ def restore(sim: Simulation, state: dict[str, Any]) -> None:
     sim.link_log.steps[:] = [rows.numpy() for rows in state["link_steps"]]
     sim.trace.load({name: column.numpy() for name, column in state["trace"].items()})
     sim.round_rows[:] = state["round_rows"]
+    for name in _HISTORY:
+        getattr(sim.history, name)[...] = state["history"][name].numpy()
+    sim.reported_s[...] = state["reported_s"].numpy()
+    sim.evaluations[:] = state["evaluations"]
+    sim.round_started_s = state["round_started_s"]
     sim.global_weights = state["global_weights"]
     for node, opt in sim.optimizers.items():
         opt.load_state_dict(state["optimizers"][str(node)])
+    residuals = state["residuals"]
+    sim.residuals = dict(zip(residuals["nodes"].tolist(), residuals["values"], strict=True))
     sim.first_round = int(state["next_round"])
     sim.env = type(sim.env)(initial_time=state["now_s"])
 
@@ -231,12 +256,27 @@ def _check_fits(sim: Simulation, state: dict[str, Any]) -> None:
     _check_trace(_table(state["trace"], "trace"), sim)
     _check_rows(state["round_rows"], state["next_round"], state["now_s"])
     _check_optimizers(_table(state["optimizers"], "optimizers"), sim)
+    _check_pacing(state, sim)
     weights = state["global_weights"]
     if sim.global_weights is None:
         if weights is not None:
             raise CorruptError("checkpoint: global_weights given for a timing-only run")
     else:
         _same_as(weights, sim.global_weights.cpu(), "global_weights")
+    _check_residuals(_table(state["residuals"], "residuals"), sim)
+
+
+def _check_residuals(residuals: dict[str, torch.Tensor], sim: Simulation) -> None:
+    """Residuals of distinct sender nodes, one finite float32 row of the model's size each."""
+    nodes, values = residuals.get("nodes"), residuals.get("values")
+    if not isinstance(nodes, torch.Tensor) or nodes.dtype != torch.int64 or nodes.ndim != 1:
+        raise CorruptError("checkpoint: residuals.nodes must be a 1-d int64 tensor")
+    _same_as(values, torch.zeros(len(nodes), sim.space.size), "residuals.values")
+    senders = sim.device_node(len(sim.topo.names))  # nodes 1.. are edges, then devices
+    if ((nodes < 1) | (nodes >= senders)).any() or len(nodes.unique()) != len(nodes):
+        raise CorruptError(f"checkpoint: residuals.nodes must be distinct nodes in [1, {senders})")
+    if not torch.isfinite(values).all():
+        raise CorruptError("checkpoint: residuals.values must be finite")
 
 
 def _check_optimizers(saved: dict[str, Any], sim: Simulation) -> None:
@@ -326,6 +366,25 @@ def _check_rows(rows: object, rounds: int, now_s: float) -> None:
             raise CorruptError(
                 f"checkpoint: round_rows[{index}].sim_time_s must be in [0, now_s = {now_s}]"
             )
+
+
+def _check_pacing(state: dict[str, Any], sim: Simulation) -> None:
+    """Round history and availability arrays shaped as the fleet; evaluations and the last
+    round's start not after the clock."""
+    history = _table(state["history"], "history")
+    for name in _HISTORY:
+        _same_as(history.get(name), getattr(sim.history, name), f"history.{name}")
+    _same_as(state["reported_s"], sim.reported_s, "reported_s")
+    now_s, started_s = state["now_s"], state["round_started_s"]
+    if not isinstance(started_s, float) or not started_s <= now_s:
+        raise CorruptError(f"checkpoint: round_started_s must be a time <= now_s: {started_s!r}")
+    rows = state["evaluations"]
+    if not isinstance(rows, list) or not all(
+        isinstance(row, dict) and isinstance(row.get("sim_time_s"), float)
+        and 0 <= row["sim_time_s"] <= now_s and row.get("trigger") in ("round", "interval")
+        for row in rows
+    ):
+        raise CorruptError("checkpoint: evaluations must be rows timed in [0, now_s]")
 
 
 def _first_line(error: BaseException) -> str:

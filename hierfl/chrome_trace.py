@@ -8,7 +8,8 @@ have an ``aggregator`` thread (tid 0); every device has its own thread below its
   thread; ``cloud_download``, ``edge_upload`` and ``edge_aggregate`` on its edge's aggregator
   thread; ``cloud_aggregate`` and ``distill`` on the cloud's. Aggregations take no simulated
   time, so their slices have ``dur == 0``.
-- ``skip``, ``dropout`` and ``late`` are thread-scoped instants (``"ph": "i", "s": "t"``).
+- ``skip``, ``dropout``, ``late``, ``offline`` and ``online`` are thread-scoped instants
+  (``"ph": "i", "s": "t"``); ``charge`` is a slice on the device's thread.
 - Battery: one counter (``"ph": "C"``) named ``mean battery`` on the cloud process, with the
   fleet's mean remaining battery in percent: 100 at time 0 (every battery starts full), then
   ``rounds.mean_battery`` at the end of each cloud round (``rounds.sim_time_s``). It is the
@@ -47,7 +48,7 @@ US_PER_S = 1e6
 CHUNK_ROWS = 1 << 16
 BYTES_PER_RECORD = 190  # a device event's record, about (measured 170-200)
 TRACE_DEFAULT_EVENTS = 100_000  # hierfl run writes trace.json by default up to this many events
-INSTANT_KINDS = ("skip", "dropout", "late")
+INSTANT_KINDS = ("skip", "dropout", "late", "offline", "online")
 CATEGORY = {
     "cloud_download": "transfer",
     "download": "transfer",
@@ -60,6 +61,9 @@ CATEGORY = {
     "skip": "fault",
     "dropout": "fault",
     "late": "fault",
+    "offline": "availability",
+    "online": "availability",
+    "charge": "charge",
 }
 CLOUD_PID = 1
 AGGREGATOR_TID = 0

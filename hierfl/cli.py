@@ -27,7 +27,7 @@ from hierfl.export import CALIBRATION_SAMPLES, export_run
 from hierfl.plugins import check_references
 from hierfl.profiles import BUILTIN_PROFILES, Profile
 from hierfl.results import Result, compare_table, read_result
-from hierfl.rundir import claim, finish, load_options, save_options
+from hierfl.rundir import claim, finish, load_options, load_overrides, save_options
 from hierfl.scenario import Scenario, load_scenario
 from hierfl.sim.runner import resume as resume_run
 from hierfl.sim.runner import simulate
@@ -125,12 +125,13 @@ def run(
     check_references(resolved)
     folder = out or Path("runs") / resolved.name
     options = {"plots": plots is not False, "trace": trace}  # trace None: by its size
+    overrides = _overrides(set_, seed, rounds)
     with claim(folder, force=force):
-        save_options(folder, options)
+        save_options(folder, options, overrides)
         result = _with_progress(
             resolved, quiet, lambda report: simulate(resolved, report, checkpoint_dir=folder)
         )
-        result.summary["overrides"] = _overrides(set_, seed, rounds)
+        result.summary["overrides"] = overrides
         _write_outputs(result, folder, options)
     _print_summary(result, folder, quiet)
 
@@ -154,6 +155,7 @@ def _resume(folder: Path, quiet: bool, asked: dict[str, bool | None], allow_code
         result = _with_progress(
             resolved, quiet, lambda report: resume_run(folder, report, state=state)
         )
+        result.summary["overrides"] = load_overrides(folder)
         _write_outputs(result, folder, options)
     return result
 

@@ -7,8 +7,14 @@ All multi-byte numbers are little-endian.
 
 - dense float32: 4 bytes per element.
 - int8 affine: float32 scale, float32 offset, then one uint8 per element.
-- pruned weight tensor: sent sparse (packbits bitmap of ``ceil(n/8)`` bytes, then the kept
-  values in flat-index order, in the value format above) when that is smaller than dense.
+- clustered (``cluster_bits = b``): a codebook of ``2**b`` float32 centroids, then one b-bit
+  centroid index per element, most significant bit first, packed one after another
+  (``np.packbits``; the last byte padded with zeros): ``4 * 2**b + ceil(n * b / 8)`` bytes.
+  A tensor for which that is not smaller than float32 (fewer elements than centroids, or
+  about) travels as float32.
+- pruned tensor (magnitude pruning of weight tensors at ``prune_ratio``, or ``top_k`` of every
+  tensor): sent sparse (packbits bitmap of ``ceil(n/8)`` bytes, then the kept values in
+  flat-index order, in the value format above) when that is smaller than dense.
 """
 
 from __future__ import annotations
@@ -28,9 +34,11 @@ from hierfl.plugins import load_object
 TensorSpec = tuple[str, tuple[int, ...]]
 
 QUANTIZERS = ("none", "int8")
+MAX_CLUSTER_BITS = 8
 _F32 = np.dtype("<f4")
 _INT8_LEVELS = 255
 _AFFINE_BYTES = 8  # float32 scale + float32 offset
+_LLOYD_ITERATIONS = 100  # bounds k-means; one-dimensional Lloyd's converges in far fewer
 
 
 def is_prunable(name: str, shape: tuple[int, ...]) -> bool:
@@ -58,23 +66,46 @@ class _Layout(NamedTuple):
 
 @dataclass(frozen=True)
 class Codec:
-    """How an update is encoded: value format (``quantize``) and magnitude ``prune_ratio``.
+    """How an update is encoded: value format (``quantize``, or ``cluster_bits``) and which
+    values travel (magnitude ``prune_ratio`` of weight tensors, or ``top_k`` of every tensor).
 
     >>> Codec(quantize="int8").payload_bytes([("fc.weight", (64, 32)), ("fc.bias", (64,))])
     2128
+    >>> Codec(cluster_bits=4).payload_bytes([("fc.weight", (64, 32)), ("fc.bias", (64,))])
+    1184
     """
 
     quantize: str = "none"
     prune_ratio: float = 0.0
+    cluster_bits: int | None = None
+    top_k: float = 1.0
 
     def __post_init__(self) -> None:
         if self.quantize not in QUANTIZERS:
             raise ValueError(f"'quantize' must be one of {QUANTIZERS}: {self.quantize!r}")
         if not 0.0 <= self.prune_ratio < 1.0:
             raise ValueError(f"'prune_ratio' must be >= 0 and < 1: {self.prune_ratio!r}")
+        bits = self.cluster_bits
+        if bits is not None and (type(bits) is not int or not 1 <= bits <= MAX_CLUSTER_BITS):
+            raise ValueError(f"'cluster_bits' must be in 1..{MAX_CLUSTER_BITS}: {bits!r}")
+        if bits is not None and self.quantize != "none":
+            raise ValueError(f"'cluster_bits' replaces 'quantize', which must be 'none': "
+                             f"{self.quantize!r}")
+        if not 0.0 < self.top_k <= 1.0:
+            raise ValueError(f"'top_k' must be > 0 and <= 1: {self.top_k!r}")
+        if self.top_k < 1 and self.prune_ratio > 0:
+            raise ValueError(f"'top_k' and 'prune_ratio' exclude each other: "
+                             f"top_k {self.top_k!r}, prune_ratio {self.prune_ratio!r}")
 
     def kept(self, n: int, prunable: bool) -> int:
-        """Elements kept out of ``n``: ``n - floor(n * prune_ratio)`` if pruned, else ``n``."""
+        """Elements kept out of ``n``: ``ceil(n * top_k)`` of any tensor with ``top_k < 1``;
+        ``n - floor(n * prune_ratio)`` of a prunable one; else ``n``.
+
+        >>> Codec(top_k=0.1).kept(2048, False), Codec(prune_ratio=0.3).kept(2048, True)
+        (205, 1434)
+        """
+        if self.top_k < 1:
+            return math.ceil(n * self.top_k)
         if prunable and self.prune_ratio > 0:
             return n - math.floor(n * self.prune_ratio)
         return n
@@ -133,7 +164,16 @@ class Codec:
 
     def _value_bytes(self, count: int) -> int:
         """Bytes of ``count`` values in this codec's value format."""
-        return count + _AFFINE_BYTES if self.quantize == "int8" else 4 * count
+        if self.quantize == "int8":
+            return count + _AFFINE_BYTES
+        if self._clustered(count):
+            return clustered_bytes(count, self.cluster_bits)
+        return 4 * count
+
+    def _clustered(self, count: int) -> bool:
+        """Whether ``count`` values travel clustered: codebook and indices beat float32."""
+        bits = self.cluster_bits
+        return bits is not None and clustered_bytes(count, bits) < 4 * count
 
     def _layout(self, name: str, shape: tuple[int, ...]) -> _Layout:
         return _layout_of(self, name, tuple(shape))
@@ -151,6 +191,8 @@ class Codec:
     def _encode_values(self, values: np.ndarray, name: str) -> np.ndarray:
         if self.quantize == "int8":
             return _encode_int8(values, name)
+        if self._clustered(values.shape[1]):
+            return _encode_clusters(values, self.cluster_bits, name)
         return _as_bytes(values.astype(_F32))
 
     def _decode_block(self, chunk: np.ndarray, layout: _Layout) -> np.ndarray:
@@ -170,6 +212,8 @@ class Codec:
     def _decode_values(self, chunk: np.ndarray, count: int) -> np.ndarray:
         if self.quantize == "int8":
             return _decode_int8(chunk)
+        if self._clustered(count):
+            return _decode_clusters(chunk, self.cluster_bits, count)
         return np.ascontiguousarray(chunk).view(_F32).astype(np.float32).reshape(len(chunk), count)
 
 
@@ -231,6 +275,69 @@ def _decode_int8(chunk: np.ndarray) -> np.ndarray:
     return q.astype(np.float32) * scale[:, None] + offset[:, None]
 
 
+def clustered_bytes(count: int, bits: int) -> int:
+    """Bytes of ``count`` clustered values: the float32 codebook, then b-bit indices.
+
+    >>> clustered_bytes(2048, 4)
+    1088
+    """
+    return 4 * 2**bits + math.ceil(count * bits / 8)
+
+
+def kmeans_1d(values: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Float32 centroids (``k``, ascending) and each value's nearest one, by Lloyd's k-means.
+
+    Deterministic: it starts from ``k`` centroids evenly spread over [min, max], so the mean
+    squared error is at most that of the uniform grid, ``((max - min) / (2 (k - 1)))**2``.
+    In one dimension a cluster is a run of the sorted values, so an iteration costs
+    O(k log n) on their prefix sums.
+
+    >>> centroids, nearest = kmeans_1d(np.array([0, 0.1, 0.9, 1, 5], np.float32), 2)
+    >>> centroids.tolist(), nearest.tolist()
+    ([0.5, 5.0], [0, 0, 0, 0, 1])
+    """
+    x = np.sort(values.astype(np.float64))
+    centroids = np.linspace(x[0], x[-1], k)
+    sums = np.concatenate([[0.0], np.cumsum(x)])
+    cuts = None
+    for _ in range(_LLOYD_ITERATIONS):
+        inner = np.searchsorted(x, (centroids[:-1] + centroids[1:]) / 2, side="right")
+        moved = np.concatenate([[0], inner, [len(x)]])
+        if cuts is not None and np.array_equal(moved, cuts):
+            break
+        cuts = moved
+        counts = np.diff(cuts)
+        # an empty cluster keeps its centroid, which stays between its neighbours' cells
+        centroids = np.where(counts > 0, np.diff(sums[cuts]) / np.maximum(counts, 1), centroids)
+    codebook = centroids.astype(_F32)
+    wide = codebook.astype(np.float64)
+    nearest = np.searchsorted((wide[:-1] + wide[1:]) / 2, values.astype(np.float64), side="right")
+    return codebook, nearest
+
+
+def _encode_clusters(values: np.ndarray, bits: int, name: str) -> np.ndarray:
+    """Codebook, then packed b-bit indices, for each row of ``values``."""
+    if not np.isfinite(values).all():
+        raise ValueError(f"clustering needs finite values: tensor {name!r} has inf or NaN")
+    rows = [kmeans_1d(row, 2**bits) for row in values]
+    codebooks = np.stack([codebook for codebook, _ in rows])
+    indices = np.stack([nearest for _, nearest in rows])
+    shifts = np.arange(bits - 1, -1, -1)
+    index_bits = (indices[:, :, None] >> shifts) & 1
+    packed = np.packbits(index_bits.reshape(len(values), -1).astype(np.uint8), axis=1)
+    return np.hstack([_as_bytes(codebooks), packed])
+
+
+def _decode_clusters(chunk: np.ndarray, bits: int, count: int) -> np.ndarray:
+    """Each row's values: its codebook looked up at its unpacked b-bit indices."""
+    codebook_bytes = 4 * 2**bits
+    codebooks = np.ascontiguousarray(chunk[:, :codebook_bytes]).view(_F32)
+    index_bits = np.unpackbits(chunk[:, codebook_bytes:], axis=1, count=count * bits)
+    weights = 1 << np.arange(bits - 1, -1, -1)
+    indices = index_bits.reshape(len(chunk), count, bits).astype(np.int64) @ weights
+    return np.take_along_axis(codebooks, indices, axis=1).astype(np.float32)
+
+
 @lru_cache(maxsize=4096)
 def _layout_of(codec: Codec, name: str, shape: tuple[int, ...]) -> _Layout:
     """How a tensor travels under ``codec`` (cached: every update of a run repeats it)."""
@@ -251,12 +358,10 @@ class UpdateCodec(Protocol):
     def payload_bytes(self, specs: Sequence[TensorSpec]) -> int: ...
 
 
-def resolve_codec(
-    quantize: str, prune_ratio: float, custom: str | UpdateCodec | None
-) -> UpdateCodec:
-    """The scenario's codec: a built-in ``Codec``, or ``package.module:Name`` (class or object)."""
+def resolve_codec(builtin: Codec, custom: str | UpdateCodec | None) -> UpdateCodec:
+    """The scenario's codec: the ``builtin`` one, or ``package.module:Name`` (class or object)."""
     if custom is None:
-        return Codec(quantize, prune_ratio)
+        return builtin
     if not isinstance(custom, str):
         return custom
     found = load_object(custom, "compression.codec")

@@ -80,13 +80,17 @@ def seconds_until_empty(remaining_j: float, power_w: float) -> float:
     return math.inf if power_w <= 0 else remaining_j / power_w
 
 
-def train_bytes(n_params: int, batch_size: int, activations_per_sample: int) -> int:
-    """Memory needed to train: weights, gradients and one batch of activations, float32.
+def train_bytes(
+    n_params: int, batch_size: int, activations_per_sample: int, keeps_residual: bool = False
+) -> int:
+    """Memory needed to train: weights, gradients and one batch of activations, float32,
+    plus the error-feedback residual (one float32 per parameter) when the device keeps one.
 
-    >>> train_bytes(4522, 8, 266)
-    44688
+    >>> train_bytes(4522, 8, 266), train_bytes(4522, 8, 266, keeps_residual=True)
+    (44688, 62776)
     """
-    return 4 * (2 * n_params + batch_size * activations_per_sample)
+    params = (3 if keeps_residual else 2) * n_params
+    return 4 * (params + batch_size * activations_per_sample)
 
 
 def fits_in_memory(memory_kb: float, needed_bytes: int) -> bool:

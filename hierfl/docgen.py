@@ -46,6 +46,10 @@ RULES: dict[tuple[str, str], str] = {
     ("RunConfig", "edge_rounds"): '1 when `topology.mode = "cloud_only"`',
     ("DataConfig", "samples_per_device"): "1 <= low <= high; one integer n means [n, n]",
     ("DataConfig", "path"): 'required when `kind = "npz"`',
+    ("AvailabilityConfig", "mean_online_s"): 'markov: here or in every profile used',
+    ("AvailabilityConfig", "mean_offline_s"): 'markov: here or in every profile used',
+    ("AvailabilityConfig", "online_by_hour"): "24 values in [0, 1]",
+    ("AvailabilityConfig", "path"): 'required when `model = "trace"`',
     ("ModelConfig", "name"): ", ".join(f"`{n}`" for n in MODEL_NAMES)
     + ", or `package.module:Class`",
     ("SelectionConfig", "policy"): ", ".join(f"`{n}`" for n in POLICY_NAMES)
@@ -107,6 +111,13 @@ NOTES: dict[str, str] = {
     "access bandwidth, from a stream seeded by (seed, device, cloud round): adding a device "
     "changes no one else's draws. `sigma = 0.5` puts two draws in three within "
     "[0.61, 1.65]; 0 means no spread.",
+    "[availability]": "Offline devices are not selected; a device that goes offline mid-round "
+    "stops at that instant and loses the round (an `offline` event; `online` when it comes "
+    "back). A device plugged in to a charger runs on it and charges at its profile's "
+    "`charge_w`. Each model reads only its own keys: `mean_online_s`, `mean_offline_s` "
+    "(markov; a profile's own keys win), `online_by_hour`, `phase_spread_h` (diurnal), `path` "
+    "(trace); `plugged_probability` (markov, diurnal). See "
+    "[concepts.md](concepts.md#availability-charging-and-pacing).",
 }
 
 

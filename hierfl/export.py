@@ -95,10 +95,14 @@ def export_run(
     data = run_data(scenario)
     samples = _calibration_rows(data, calibration) if int8 else None
     export_module(model, data.input_shape, target, samples)
-    predicted = onnx_predict(target, data.x_test)
-    report = _report(target, fmt, width or 1.0, model, data, predicted, samples, scenario)
-    text = json.dumps(asdict(report), indent=2) + "\n"
-    atomic_write(_report_path(target), lambda temp: Path(temp).write_text(text))
+    try:
+        predicted = onnx_predict(target, data.x_test)
+        report = _report(target, fmt, width or 1.0, model, data, predicted, samples, scenario)
+        text = json.dumps(asdict(report), indent=2) + "\n"
+        atomic_write(_report_path(target), lambda temp: Path(temp).write_text(text))
+    except BaseException:  # an export without its check is not left behind
+        target.unlink(missing_ok=True)
+        raise
     return report
 
 

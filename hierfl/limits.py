@@ -35,6 +35,8 @@ def estimate_bytes(scenario: Scenario, input_elements: int, n_params: int) -> in
     if run.learning:
         samples = devices * scenario.data.samples_per_device[1] + scenario.data.test_samples
         total += 4 * samples * input_elements + 4 * 4 * devices * n_params
+        if scenario.compression.error_feedback:  # every sender's residual, float32
+            total += 4 * (devices + scenario.topology.edges) * n_params
     return total
 
 

@@ -59,12 +59,15 @@ ENERGY_PARTS = {  # devices column: (label, colour)
     "energy_idle_j": ("idle", "#DDDDDD"),
     "energy_tail_j": ("radio tail", "#999999"),
 }
+CHARGE_COLOUR = "#F0E442"  # Okabe-Ito yellow
+OFFLINE_COLOUR = "#E0E0E0"
 LINK_PANELS = 6  # the busiest shared links drawn in links.png
 TIMELINE_ROUNDS = 5  # a run with more cloud rounds shows its first ones unless told a window
 MIN_BATTERY_SPAN_PCT = 20.0  # the battery axis spans at least this many points, up to 100%
 MAX_DEVICE_LANES = 60  # above this the timeline samples devices per edge
 MAX_EDGE_GROUPS = 12  # above this the timeline samples edges
 DPI = 150
+PNG_COMPRESSION = 1  # zlib level: a fifth larger than level 6, written in much less time
 
 
 def late_uploads(frame: pd.DataFrame) -> np.ndarray:
@@ -97,14 +100,7 @@ def plot_timeline(
     ]
     row = {name: i for i, (name, _) in enumerate(lanes)}
     events = result.events
-    frame = pd.DataFrame(
-        {
-            "kind": events["kind"].astype(str).to_numpy(),
-            "node": events["node"].astype(str).to_numpy(),
-            "t_start": events["t_start"].to_numpy(float),
-            "t_end": events["t_end"].to_numpy(float),
-        }
-    )
+    frame = _timeline_events(events, row, ["cloud_aggregate", *MARKERS])
     frame.loc[late_uploads(frame), "kind"] = "late_upload"
     inside = (frame["t_end"] >= start_s) & (frame["t_start"] <= end_s)
     frame = frame[inside]
@@ -130,19 +126,11 @@ def plot_timeline(
     )
 
     bars = shown[shown["kind"].isin(PHASE_COLOURS)]
-    for (kind, node), part in bars.groupby(["kind", "node"], sort=False):
-        colour = PHASE_COLOURS[kind]
-        spans = np.column_stack([part["t_start"], part["t_end"] - part["t_start"]])
-        ax.broken_barh(
-            spans,
-            (row[node] - 0.35, 0.7),
-            facecolors=colour,
-            edgecolors=colour,
-            linewidth=0.4,
-            zorder=2,
-        )
+    for kind, part in bars.groupby("kind", sort=False):
+        _bars(ax, part, row, PHASE_COLOURS[kind])
     drawn = set(bars["kind"])
     handles = [_patch(c, PHASE_LABELS[k]) for k, c in PHASE_COLOURS.items() if k in drawn]
+    handles += _availability_lanes(ax, frame, row, end_s)
     for kind, (label, style) in MARKERS.items():
         every = int((frame["kind"] == kind).sum())
         if not every:
@@ -176,6 +164,91 @@ def plot_timeline(
         handles.append(_line(":", "#999999", "cloud round boundary"))
     fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False)
     return _save(fig, path)
+
+
+def _availability_lanes(
+    ax: Any, frame: pd.DataFrame, row: dict[str, int], end_s: float
+) -> list[Any]:
+    """Offline spans (from each ``offline`` to the next ``online``, grey behind the lane) and
+    charging stretches (a thin yellow strip at the lane's foot); their legend entries."""
+    handles = []
+    changes = frame[frame["kind"].isin(("offline", "online")) & frame["node"].isin(row)]
+    spans = offline_spans(changes, end_s)
+    for node, part in spans.groupby("node", sort=False):
+        ax.broken_barh(np.column_stack([part["from_s"], part["to_s"] - part["from_s"]]),
+                       (row[node] - 0.45, 0.9), facecolors=OFFLINE_COLOUR, edgecolors="none",
+                       zorder=1)
+    if len(spans):
+        handles.append(_patch(OFFLINE_COLOUR, "offline"))
+    charges = frame[(frame["kind"] == "charge") & frame["node"].isin(row)]
+    for node, part in charges.groupby("node", sort=False):
+        ax.broken_barh(np.column_stack([part["t_start"], part["t_end"] - part["t_start"]]),
+                       (row[node] + 0.25, 0.15), facecolors=CHARGE_COLOUR, edgecolors="none",
+                       zorder=2.5)
+    if len(charges):
+        handles.append(_patch(CHARGE_COLOUR, "charging (plugged in)"))
+    return handles
+
+
+def offline_spans(changes: pd.DataFrame, end_s: float) -> pd.DataFrame:
+    """Each device's offline spans from its ``offline`` and ``online`` instants: from an
+    offline to the next online, or to ``end_s``; a device first seen coming online was
+    offline from 0.
+
+    >>> changes = pd.DataFrame({"kind": ["online", "offline", "online", "offline"],
+    ...                         "node": ["a", "a", "a", "b"], "t_start": [2.0, 5.0, 7.0, 3.0]})
+    >>> offline_spans(changes, 10.0).values.tolist()
+    [['a', 0.0, 2.0], ['a', 5.0, 7.0], ['b', 3.0, 10.0]]
+    """
+    rows = []
+    for node, part in changes.sort_values("t_start", kind="stable").groupby("node", sort=True):
+        offline_since: float | None = 0.0  # until its first change it may have been offline
+        for kind, t_s in zip(part["kind"], part["t_start"], strict=True):
+            if kind == "offline":
+                offline_since = t_s
+            elif offline_since is not None:
+                rows.append((node, offline_since, t_s))
+                offline_since = None
+        if offline_since is not None and part["kind"].iloc[-1] == "offline":
+            rows.append((node, offline_since, end_s))
+    return pd.DataFrame(rows, columns=["node", "from_s", "to_s"])
+
+
+def _timeline_events(events: pd.DataFrame, lanes: dict[str, int], kinds: list[str]) -> pd.DataFrame:
+    """The events the timeline draws: those on its ``lanes`` and those of ``kinds``.
+
+    Filtered on the categorical columns first, so a run of millions of events converts only
+    the few hundred thousand drawn ones to plain strings.
+    """
+    keep = events["node"].isin(list(lanes)) | events["kind"].isin(kinds)
+    picked = events.loc[keep.to_numpy(), ["kind", "node", "t_start", "t_end"]]
+    return pd.DataFrame(
+        {
+            "kind": picked["kind"].astype(str).to_numpy(),
+            "node": picked["node"].astype(str).to_numpy(),
+            "t_start": picked["t_start"].to_numpy(float),
+            "t_end": picked["t_end"].to_numpy(float),
+        }
+    )
+
+
+def _bars(ax: Any, part: pd.DataFrame, row: dict[str, int], colour: str) -> None:
+    """One phase's bars on every lane as a single collection (one artist, not one per lane).
+
+    Bars have a hairline edge so that phases shorter than a pixel stay visible.
+    """
+    from matplotlib.collections import PolyCollection
+
+    left, right = part["t_start"].to_numpy(), part["t_end"].to_numpy()
+    y = part["node"].map(row).to_numpy(float)
+    low, high = y - 0.35, y + 0.35
+    corners = np.stack(
+        [np.column_stack(c) for c in ((left, low), (left, high), (right, high), (right, low))],
+        axis=1,
+    )
+    ax.add_collection(
+        PolyCollection(corners, facecolors=colour, edgecolors=colour, linewidth=0.4, zorder=2)
+    )
 
 
 def timeline_window(
@@ -267,6 +340,8 @@ def plot_accuracy(result: Result, path: str | Path) -> Path:
             color="#0072B2",
             label="test accuracy of the global model",
         )
+        if ax is time_ax and result.evaluations is not None:
+            _timed_evaluations(ax, result.evaluations)
         if target is not None:
             ax.axhline(
                 100 * target,
@@ -287,6 +362,15 @@ def plot_accuracy(result: Result, path: str | Path) -> Path:
             handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8, frameon=False
         )
     return _save(fig, path)
+
+
+def _timed_evaluations(ax: Any, evaluations: pd.DataFrame) -> None:
+    """The evaluations of ``evaluations.csv`` (every eval_every_s and every round) as a step
+    line: the global model's accuracy holds between aggregations."""
+    rows = evaluations[np.isfinite(evaluations["accuracy"].astype(float))]
+    rows = rows.sort_values("sim_time_s", kind="stable")
+    ax.step(rows["sim_time_s"], 100 * rows["accuracy"], where="post", lw=1, color="#56B4E9",
+            label="evaluations at fixed times (evaluations.csv)")
 
 
 def plot_energy(result: Result, path: str | Path) -> Path:
@@ -496,32 +580,33 @@ def timeline_lanes(result: Result) -> tuple[list[tuple[str, list[str]]], bool]:
     devices taken in profile order, so every profile of an edge shows; above
     ``MAX_EDGE_GROUPS`` edges, an evenly spaced sample of edges is shown.
     """
-    devices = result.devices.assign(
-        device=lambda d: d["device"].astype(str), edge=lambda d: d["edge"].astype(str)
-    )
+    devices = result.devices
+    edge_code, edge_names = pd.factorize(devices["edge"].astype(object), sort=False)
+    edge_names = [str(e) for e in edge_names]
     events = result.events
-    edge_events = (
-        events["kind"].astype(str).isin(["cloud_download", "edge_aggregate", "edge_upload"])
-    )
-    edges = set(devices["edge"]) | set(events.loc[edge_events, "node"].astype(str))
+    edge_events = events["kind"].isin(["cloud_download", "edge_aggregate", "edge_upload"])
+    edges = set(edge_names) | set(events.loc[edge_events.to_numpy(), "node"].astype(str))
     edges.discard("cloud")
     names = ["cloud", *sorted(edges, key=natural_key)]
     if len(names) > MAX_EDGE_GROUPS + 1:
         names = ["cloud", *sample_evenly(names[1:], MAX_EDGE_GROUPS)]
-    members = {name: devices.loc[devices["edge"] == name] for name in names}
+    code_of = {name: k for k, name in enumerate(edge_names)}
+    members = {
+        name: np.flatnonzero(edge_code == code_of[name]) if name in code_of else np.array([], int)
+        for name in names
+    }
     total = sum(len(m) for m in members.values())
     sampled = total > MAX_DEVICE_LANES or len(names) < len(edges) + 1
     quota = max(1, MAX_DEVICE_LANES // max(1, sum(1 for m in members.values() if len(m))))
+    profile_code = pd.factorize(devices["profile"].astype(object), sort=True)[0]
+    device_names = devices["device"]
     groups = []
     for name in names:
-        table = members[name]
+        rows = members[name]
         if total > MAX_DEVICE_LANES:
-            ordered = table.sort_values("profile", kind="stable")["device"].tolist()
-            kept = set(sample_evenly(ordered, quota))
-            lanes = [d for d in table["device"] if d in kept]
-        else:
-            lanes = table["device"].tolist()
-        groups.append((name, lanes))
+            ordered = rows[np.argsort(profile_code[rows], kind="stable")]
+            rows = np.sort(np.asarray(sample_evenly(list(ordered), quota), dtype=np.int64))
+        groups.append((name, [str(d) for d in device_names.iloc[rows]]))
     return groups, sampled
 
 
@@ -656,7 +741,7 @@ def _battery_line(ax: Any, result: Result) -> list[Any]:
     ax.yaxis.get_major_formatter().set_useOffset(False)
     ax.annotate(f"{pct[-1]:.4g}% at the end", (t[-1], pct[-1]), xytext=(-4, -12),
                 textcoords="offset points", ha="right", fontsize=8, color="#0072B2")
-    drops = result.events.loc[result.events["kind"].astype(str) == "dropout", "t_start"]
+    drops = result.events.loc[(result.events["kind"] == "dropout").to_numpy(), "t_start"]
     if len(drops):
         style = MARKERS["dropout"][1]
         ax.plot(
@@ -668,7 +753,34 @@ def _battery_line(ax: Any, result: Result) -> list[Any]:
             **style,
         )
         handles.append(_marker(style, f"dropout (battery empty) \u00d7{len(drops)}"))
-    return handles
+    return handles + _charging_strip(ax, result)
+
+
+def _charging_strip(ax: Any, result: Result) -> list[Any]:
+    """Stretches of charging as a yellow strip along the battery axis's foot, one row."""
+    events = result.events
+    charges = events[events["kind"].astype(str) == "charge"]
+    if not len(charges):
+        return []
+    low, high = ax.get_ylim()
+    height = 0.03 * (high - low)
+    spans = merged_spans(charges["t_start"].to_numpy(float), charges["t_end"].to_numpy(float))
+    ax.broken_barh(spans, (low, height), facecolors=CHARGE_COLOUR, edgecolors="none", zorder=2)
+    stored_j = -float(charges["energy_j"].sum())
+    return [_patch(CHARGE_COLOUR, f"some device charging ({joules(stored_j)} stored)")]
+
+
+def merged_spans(start_s: np.ndarray, end_s: np.ndarray) -> np.ndarray:
+    """(start, width) of the union of intervals, for ``broken_barh``.
+
+    >>> merged_spans(np.array([0.0, 1.0, 5.0]), np.array([2.0, 3.0, 6.0])).tolist()
+    [[0.0, 3.0], [5.0, 1.0]]
+    """
+    order = np.argsort(start_s, kind="stable")
+    start_s, end_s = start_s[order], np.maximum.accumulate(end_s[order])
+    new = np.r_[True, start_s[1:] > end_s[:-1]]
+    last = np.r_[np.flatnonzero(new)[1:] - 1, len(start_s) - 1]
+    return np.column_stack([start_s[new], end_s[last] - start_s[new]])
 
 
 def battery_limits(pct: np.ndarray) -> tuple[float, float]:
@@ -697,8 +809,10 @@ def new_figure(width_in: float, height_in: float, dpi: int = DPI) -> Figure:
 
 
 def _save(fig: Figure, path: str | Path) -> Path:
+    """Write ``fig`` as a PNG, atomically, at ``PNG_COMPRESSION``."""
     path = Path(path)
-    atomic_write(path, lambda temp: fig.savefig(temp, format="png", dpi=DPI))
+    atomic_write(path, lambda temp: fig.savefig(
+        temp, format="png", dpi=DPI, pil_kwargs={"compress_level": PNG_COMPRESSION}))
     return path
 
 

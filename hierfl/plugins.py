@@ -28,6 +28,7 @@ CODE_KEYS = (
 )
 """Scenario keys whose ``package.module:Name`` value is code hierfl imports and runs."""
 POLICY_ARGS = ("candidates", "battery", "fraction", "rng")
+FLEET_ARG = "fleet"  # a policy with this parameter also gets the FleetView, by keyword
 _WANTS = {
     "model.name": "an nn.Module class",
     "compression.codec": "a codec class or object",
@@ -186,7 +187,10 @@ def _takes_four(args: ast.arguments) -> bool:
     """A call with four positional arguments binds to these parameters."""
     positional = [*args.posonlyargs, *args.args]
     required = len(positional) - len(args.defaults)
-    kw_required = any(default is None for default in args.kw_defaults)
+    kw_required = any(
+        default is None and arg.arg != FLEET_ARG
+        for arg, default in zip(args.kwonlyargs, args.kw_defaults, strict=True)
+    )
     return (len(positional) >= 4 or args.vararg is not None) and required <= 4 and not kw_required
 
 
@@ -206,8 +210,9 @@ def _check_call(found: Any, reference: str) -> None:
         signature = inspect.signature(found)
     except (TypeError, ValueError):
         return  # builtins without a signature: the call itself will tell
+    extra = {FLEET_ARG: None} if FLEET_ARG in signature.parameters else {}
     try:
-        signature.bind(*POLICY_ARGS)
+        signature.bind(*POLICY_ARGS, **extra)
     except TypeError:
         raise ScenarioError(_call_error(reference, str(signature))) from None
 

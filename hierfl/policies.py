@@ -133,10 +133,60 @@ def select_battery(
     return np.sort(ranked[: quota(fraction, len(devices))]).tolist()
 
 
+ENERGY_RESERVE = 0.2
+"""'power' selects a battery device only if its charge covers 1.2 times its forecast joules."""
+
+
+def select_power(
+    candidates: Sequence[int],
+    battery: np.ndarray,
+    fraction: float,
+    rng: np.random.Generator,
+    *,
+    fleet,
+) -> list[int]:
+    """The ``fraction`` of candidates of highest utility per joule (power-aware scheduling).
+
+    Utility is Oort's statistical utility (``fleet.utility``: samples times the root mean
+    square of the training loss the device last reported; devices never heard from count as
+    the most useful heard, so they get explored). Joules and seconds are the server's
+    forecast of the device's round (``fleet.forecast``). Only devices whose remaining charge
+    covers ``1 + ENERGY_RESERVE`` times their forecast joules are selected, fewer than the
+    seats when too few qualify: work that would run the battery empty is wasted energy. Ties
+    are broken in a random order drawn from ``rng``.
+    """
+    devices = np.asarray(candidates, dtype=np.int64)
+    if not len(devices):
+        return []
+    forecast = fleet.forecast(devices)
+    feasible = fleet.remaining_j(devices) >= (1 + ENERGY_RESERVE) * forecast.energy_j
+    score = utility_of(fleet.utility[devices], fleet.samples[devices]) / forecast.energy_j
+    order = rng.permutation(len(devices))
+    ranked = order[np.argsort(-score[order], kind="stable")]
+    picked = ranked[feasible[ranked]][: quota(fraction, len(devices))]
+    return np.sort(devices[picked]).tolist()
+
+
+def utility_of(reported: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """Reported utilities, with the unreported (NaN) set to the highest reported one; with
+    none reported (timing-only runs, the first round), the sample counts.
+
+    >>> utility_of(np.array([2.0, np.nan, 5.0]), np.array([10, 20, 30])).tolist()
+    [2.0, 5.0, 5.0]
+    >>> utility_of(np.array([np.nan, np.nan]), np.array([10, 20])).tolist()
+    [10.0, 20.0]
+    """
+    known = ~np.isnan(reported)
+    if not known.any():
+        return np.asarray(samples, dtype=np.float64)
+    return np.where(known, reported, reported[known].max())
+
+
 POLICIES: dict[str, Selection] = {
     "all": select_all,
     "random": select_random,
     "battery": select_battery,
+    "power": select_power,
 }
 
 

@@ -41,6 +41,15 @@ class Profile(BaseModel):
         description="time the radio stays in its high-power tail after a transfer, s",
     )
     power_tail_w: float = Field(default=0.0, ge=0, description="power during the radio tail, W")
+    charge_w: float = Field(
+        default=0.0, ge=0, description="power into the battery while plugged in to a charger, W"
+    )
+    mean_online_s: float | None = Field(
+        default=None, gt=0, description="markov availability: this profile's mean online span, s"
+    )
+    mean_offline_s: float | None = Field(
+        default=None, gt=0, description="markov availability: this profile's mean offline span, s"
+    )
     source: str = Field(default="", description="where the figures come from")
 
     @property

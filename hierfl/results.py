@@ -24,6 +24,7 @@ from hierfl.scenario import Scenario
 
 UPLINK_KINDS = ("upload", "edge_upload")
 BACKHAUL_KINDS = ("cloud_download", "edge_upload")
+EVALUATION_COLUMNS = ("sim_time_s", "cloud_rounds_done", "trigger", "accuracy", "loss")
 RUN_FILES = ("events.parquet", "rounds.csv", "devices.csv", "summary.json")
 TEMP_SUFFIX = ".hierfl-tmp"
 """Ends the name of every temporary file ``atomic_write`` makes: a later run clears them."""
@@ -40,6 +41,7 @@ class Result:
     model: dict[str, torch.Tensor] | None = None
     links: pd.DataFrame | None = None
     link_load: pd.DataFrame | None = None
+    evaluations: pd.DataFrame | None = None
 
     def write(self, out_dir: str | Path) -> Path:
         """Write the run folder of docs/outputs.md; each file appears whole or not at all.
@@ -60,6 +62,10 @@ class Result:
             atomic_write(
                 out / "link_load.parquet", lambda p: self.link_load.to_parquet(p, index=False)
             )
+        if self.evaluations is not None:
+            atomic_write(
+                out / "evaluations.csv", lambda p: self.evaluations.to_csv(p, index=False)
+            )
         text = json.dumps(_jsonable(self.summary), indent=2)
         atomic_write(out / "summary.json", lambda p: Path(p).write_text(text + "\n"))
         return out
@@ -72,8 +78,9 @@ def scenario_as_run(scenario: Scenario, codec: object, data: FederatedData | Non
     (features per sample) and ``data.num_classes``. Settings the run ignored are left out:
     ``samples_per_device`` with LEAF data (femnist, shakespeare), ``class_sep`` beyond
     synthetic data, ``feature_shift`` beyond synthetic and seed, ``alpha`` beyond dirichlet,
-    and ``quantize`` and ``prune_ratio`` when your own codec encoded the updates (it is named
-    in ``compression.codec``, as ``module:Class`` when it was passed from Python).
+    and the built-in codec's ``quantize``, ``prune_ratio``, ``cluster_bits`` and ``top_k``
+    when your own codec encoded the updates (it is named in ``compression.codec``, as
+    ``module:Class`` when it was passed from Python).
     """
     used = scenario.to_dict()
     cfg, section = scenario.data, used["data"]
@@ -93,10 +100,12 @@ def scenario_as_run(scenario: Scenario, codec: object, data: FederatedData | Non
     compression = used["compression"]
     if type(codec) is not Codec:
         compression.setdefault("codec", f"{type(codec).__module__}:{type(codec).__qualname__}")
-    if isinstance(codec, Codec):
-        compression |= {"quantize": codec.quantize, "prune_ratio": codec.prune_ratio}
-    else:
-        del compression["quantize"], compression["prune_ratio"]
+    for key in ("quantize", "prune_ratio", "cluster_bits", "top_k"):
+        value = getattr(codec, key) if isinstance(codec, Codec) else None
+        if value is None:
+            compression.pop(key, None)
+        else:
+            compression[key] = value
     return used
 
 
@@ -337,7 +346,13 @@ def read_result(folder: str | Path) -> Result:
         with _reading(folder / "link_load.parquet"):
             load = pd.read_parquet(folder / "link_load.parquet")
             _check_columns(load, ("t_start", "t_end", "utilisation"), ("link",), rows=False)
-    return Result(events, rounds, devices, summary, tensors, links, load)
+    evaluations = None
+    if (folder / "evaluations.csv").is_file():
+        with _reading(folder / "evaluations.csv"):
+            evaluations = pd.read_csv(folder / "evaluations.csv")
+            numbers = tuple(c for c in EVALUATION_COLUMNS if c != "trigger")
+            _check_columns(evaluations, numbers, ("trigger",), rows=False)
+    return Result(events, rounds, devices, summary, tensors, links, load, evaluations)
 
 
 class _Unreadable(ValueError):

@@ -39,6 +39,7 @@ KNOWN_OUTPUTS = (
     "links.png",
     "links.csv",
     "link_load.parquet",
+    "evaluations.csv",
     "error.txt",
     CHECKPOINT,
     OPTIONS,
@@ -154,24 +155,36 @@ def _remove_if_bare(folder: Path, top: Path | None) -> None:
             return
 
 
-def save_options(folder: Path, options: dict[str, bool]) -> None:
-    """Record what the command asked to write, for a later ``--resume``."""
-    atomic_write(folder / OPTIONS, lambda temp: Path(temp).write_text(json.dumps(options)))
+def save_options(folder: Path, options: dict[str, bool | None], overrides: list[str]) -> None:
+    """Record what the command asked to write, and its overrides, for a later ``--resume``."""
+    text = json.dumps({**options, "overrides": overrides})
+    atomic_write(folder / OPTIONS, lambda temp: Path(temp).write_text(text))
+
+
+def _saved_options(folder: Path) -> dict:
+    """The recorded options, or {} when the file is missing or not a JSON object."""
+    try:
+        saved = json.loads((folder / OPTIONS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return saved if isinstance(saved, dict) else {}
 
 
 def load_options(folder: Path, given: dict[str, bool | None]) -> dict[str, bool | None]:
     """``given`` where set, else what the original command asked for (None: its default),
     else True."""
-    try:
-        saved = json.loads((folder / OPTIONS).read_text())
-    except (OSError, ValueError):
-        saved = {}
-    if not isinstance(saved, dict):
-        saved = {}
+    saved = _saved_options(folder)
     return {
         name: value if value is not None else saved.get(name, True)
         for name, value in given.items()
     }
+
+
+def load_overrides(folder: Path) -> list[str]:
+    """The original command's overrides (for titles); [] when none or not a list of strings."""
+    overrides = _saved_options(folder).get("overrides", [])
+    ok = isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)
+    return overrides if ok else []
 
 
 def finish(folder: Path) -> None:

@@ -20,6 +20,7 @@ from pydantic import (
     model_validator,
 )
 
+from hierfl.compression import MAX_CLUSTER_BITS
 from hierfl.errors import ScenarioError
 from hierfl.profiles import BUILTIN_PROFILES, Profile
 
@@ -27,12 +28,24 @@ _CUSTOM_NAME = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 """A name that is one plain folder name on every system: no separator, no '..', no space."""
 MODEL_NAMES = ("tiny", "compact", "mobile", "dscnn")
-POLICY_NAMES = ("all", "random", "battery")
+POLICY_NAMES = ("all", "random", "battery", "power")
 OPTIMIZER_NAMES = ("fedavg", "fedavgm", "fedadam")
 DIRECTIONS = ("uplink_kbps", "downlink_kbps")  # a new bandwidth_kbps replaces a built-in's
 AssignRule = Literal["round_robin", "block", "interleave", "random"]
 ASSIGN_RULES = get_args(AssignRule)
+PATH_TABLES = ("data", "availability")  # tables whose ``path`` is relative to the scenario file
 RESERVED_PROFILE = "edge"  # device names are profile-number, edge servers are edge-number
+
+
+def builtin_or_custom(value: str, names: tuple[str, ...], what: str, form: str) -> str:
+    """``value`` if it is one of the built-in ``names`` or an importable ``form`` reference.
+
+    >>> builtin_or_custom("x:y", ("a",), "policy", "package.module:function")
+    'x:y'
+    """
+    if value not in names and not _CUSTOM_NAME.match(value):
+        raise ValueError(f"unknown {what} {value!r} (allowed: {', '.join(names)}, or '{form}')")
+    return value
 
 
 class _Frozen(BaseModel):
@@ -52,6 +65,25 @@ class RunConfig(_Frozen):
     )
     learning: bool = Field(True, description="false: timing-only, no training and no accuracy")
     device: Literal["cpu", "cuda"] = Field("cpu", description="where the training backend runs")
+    round_interval_s: float = Field(
+        0.0, ge=0, description="a cloud round starts no sooner than this after the previous one"
+    )
+    max_wait_s: float | None = Field(
+        None,
+        gt=0,
+        description="a cloud round or edge round with no eligible device waits for the next "
+        "availability change (or a battery charging past min_battery), at most this long; "
+        "unset: until then (a fleet that can never train again ends the run)",
+    )
+    max_sim_time_s: float | None = Field(
+        None, gt=0,
+        description="no cloud round starts at or after this simulated time (the run ends)"
+    )
+    eval_every_s: float | None = Field(
+        None, gt=0,
+        description="also evaluate the global model every this many simulated seconds "
+        "(evaluations.csv)"
+    )
 
 
 PATH_KINDS = ("npz", "femnist", "shakespeare", "mnist", "fashion_mnist", "cifar10")
@@ -136,12 +168,7 @@ class ModelConfig(_Frozen):
     @field_validator("name")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value not in MODEL_NAMES and not _CUSTOM_NAME.match(value):
-            raise ValueError(
-                f"unknown model {value!r} (allowed: {', '.join(MODEL_NAMES)}, "
-                "or 'package.module:Class')"
-            )
-        return value
+        return builtin_or_custom(value, MODEL_NAMES, "model", "package.module:Class")
 
     variants: tuple[float, ...] | None = Field(
         None,
@@ -188,17 +215,32 @@ class ModelConfig(_Frozen):
 
 
 class CompressionConfig(_Frozen):
-    """How updates are encoded on the uplink."""
+    """How updates are encoded on the uplink, and models on the downlink."""
 
     quantize: Literal["none", "int8"] = Field("none", description="none | int8 (affine per tensor)")
     prune_ratio: float = Field(
         0.0, ge=0, lt=1, description="fraction of weights zeroed by magnitude"
     )
+    cluster_bits: int | None = Field(
+        None, ge=1, le=MAX_CLUSTER_BITS,
+        description="k-means over each tensor: 2^b float32 centroids, b-bit indices (1..8)",
+    )
+    top_k: float = Field(
+        1.0, gt=0, le=1, description="fraction of every tensor sent, largest magnitudes first"
+    )
+    error_feedback: bool = Field(
+        False, description="each sender keeps what its codec lost and adds it to its next update"
+    )
+    downlink: Literal["none", "int8"] = Field(
+        "none", description="models sent down (cloud to edge, edge to device): none | int8"
+    )
     payload: Literal["delta", "weights"] = Field(
         "delta", description="delta: trained minus received; weights: as the seed sends"
     )
     codec: str | None = Field(
-        None, description="'package.module:Name' of your own codec (replaces quantize, prune)"
+        None,
+        description="'package.module:Name' of your own codec (replaces quantize, prune_ratio, "
+        "cluster_bits, top_k)",
     )
 
     @field_validator("codec")
@@ -217,54 +259,19 @@ class SelectionConfig(_Frozen):
     min_battery: float = Field(
         0.1, ge=0, le=1, description="devices below this battery fraction are not selected"
     )
+    require_plugged: bool = Field(
+        False, description="only devices plugged in to a charger are selected (production rule)"
+    )
 
     @field_validator("policy")
     @classmethod
     def _known(cls, value: str) -> str:
-        if value not in POLICY_NAMES and not _CUSTOM_NAME.match(value):
-            raise ValueError(
-                f"unknown policy {value!r} (allowed: {', '.join(POLICY_NAMES)}, "
-                "or 'package.module:function')"
-            )
-        return value
+        return builtin_or_custom(value, POLICY_NAMES, "policy", "package.module:function")
 
 
 class AggregationConfig(_Frozen):
     """When aggregators aggregate (triggers), how they turn the averaged update into their next
     model (optimisers), and the local objective."""
-
-    edge_optimizer: str = Field(
-        "fedavg",
-        description="server optimiser of every edge aggregation: fedavg | fedavgm | fedadam | "
-        "'package.module:Name'",
-    )
-    cloud_optimizer: str = Field(
-        "fedavg",
-        description="server optimiser of the cloud aggregation: fedavg | fedavgm | fedadam | "
-        "'package.module:Name'",
-    )
-    server_lr: float = Field(
-        1.0, gt=0, description="server step size on the averaged delta (1: plain FedAvg)"
-    )
-    server_momentum: float = Field(0.9, ge=0, lt=1, description="fedavgm: momentum of the delta")
-    beta1: float = Field(0.9, ge=0, lt=1, description="fedadam: decay of the first moment")
-    beta2: float = Field(0.99, ge=0, lt=1, description="fedadam: decay of the second moment")
-    tau: float = Field(1e-3, gt=0, description="fedadam: adaptivity (added to the root of v)")
-    mu: float = Field(
-        0.0, ge=0, description="FedProx: weight of (mu/2)||w - w_received||^2 in local training"
-    )
-
-    @field_validator("edge_optimizer", "cloud_optimizer")
-    @classmethod
-    def _known(cls, value: str) -> str:
-        if value not in OPTIMIZER_NAMES and not _CUSTOM_NAME.match(value):
-            raise ValueError(
-                f"unknown optimiser {value!r} (allowed: {', '.join(OPTIMIZER_NAMES)}, "
-                "or 'package.module:Name')"
-            )
-        return value
-
-
 
     trigger: Literal["all", "deadline", "first_k", "buffered"] = Field(
         "all",
@@ -300,6 +307,32 @@ class AggregationConfig(_Frozen):
         None, ge=1, description="edge models per cloud aggregation (cloud_trigger = buffered)"
     )
 
+    edge_optimizer: str = Field(
+        "fedavg",
+        description="server optimiser of every edge aggregation: fedavg | fedavgm | fedadam | "
+        "'package.module:Name'",
+    )
+    cloud_optimizer: str = Field(
+        "fedavg",
+        description="server optimiser of the cloud aggregation: fedavg | fedavgm | fedadam | "
+        "'package.module:Name'",
+    )
+    server_lr: float = Field(
+        1.0, gt=0, description="server step size on the averaged delta (1: plain FedAvg)"
+    )
+    server_momentum: float = Field(0.9, ge=0, lt=1, description="fedavgm: momentum of the delta")
+    beta1: float = Field(0.9, ge=0, lt=1, description="fedadam: decay of the first moment")
+    beta2: float = Field(0.99, ge=0, lt=1, description="fedadam: decay of the second moment")
+    tau: float = Field(1e-3, gt=0, description="fedadam: adaptivity (added to the root of v)")
+    mu: float = Field(
+        0.0, ge=0, description="FedProx: weight of (mu/2)||w - w_received||^2 in local training"
+    )
+
+    @field_validator("edge_optimizer", "cloud_optimizer")
+    @classmethod
+    def _known(cls, value: str) -> str:
+        return builtin_or_custom(value, OPTIMIZER_NAMES, "optimiser", "package.module:Name")
+
     @model_validator(mode="after")
     def _keys_match_triggers(self) -> AggregationConfig:
         """A key only its trigger reads must come with that trigger, and its required keys."""
@@ -315,6 +348,7 @@ class AggregationConfig(_Frozen):
             if key in REQUIRED_KEYS:
                 raise ValueError(f"{key}: required with {_trigger_of(key)}")
         return self
+
 
 class DistillationConfig(_Frozen):
     """FedDF: after each cloud aggregation, distil the ensemble of arrived models into it."""
@@ -491,6 +525,85 @@ def _trigger_of(key: str) -> str:
     return " or ".join(said)
 
 
+DEFAULT_ONLINE_BY_HOUR = (
+    0.6, 0.7, 0.7, 0.7, 0.7, 0.6, 0.4, 0.2, 0.1, 0.1, 0.1, 0.1,
+    0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5,
+)
+"""Share of devices online at each local hour: high at night, on chargers and Wi-Fi (the
+Gboard setting of Bonawitz et al. 2019, whose participation peaks at night)."""
+AVAILABILITY_KEYS = {  # model -> keys that only it reads
+    "markov": ("mean_online_s", "mean_offline_s"),
+    "diurnal": ("online_by_hour", "phase_spread_h"),
+    "trace": ("path",),
+}
+
+
+class AvailabilityConfig(_Frozen):
+    """When each device is online (and plugged in); offline devices are not selected."""
+
+    model: Literal["always", "markov", "diurnal", "trace"] = Field(
+        "always",
+        description="always: online all run; markov: exponential online/offline spans; "
+        "diurnal: a 24 h online-probability curve; trace: a CSV of online intervals",
+    )
+    mean_online_s: float | None = Field(
+        None, gt=0, description="markov: mean online span, s (a profile's own key wins)"
+    )
+    mean_offline_s: float | None = Field(
+        None, gt=0, description="markov: mean offline span, s (a profile's own key wins)"
+    )
+    online_by_hour: tuple[float, ...] | None = Field(
+        None,
+        description="diurnal: 24 shares of devices online, one per local hour from midnight "
+        "(unset: DEFAULT_ONLINE_BY_HOUR, a Gboard-like curve high at night)",
+    )
+    phase_spread_h: float | None = Field(
+        None, ge=0, le=24,
+        description="diurnal: devices' local clocks spread uniformly this wide, h (unset: 2)",
+    )
+    path: str | None = Field(
+        None,
+        description="trace: CSV with columns device,start_s,end_s[,plugged], one row per online "
+        "interval; relative to the scenario file",
+    )
+    plugged_probability: float | None = Field(
+        None, ge=0, le=1,
+        description="markov, diurnal: chance that an online span is spent plugged in to a "
+        "charger (unset: 0)",
+    )
+
+    @field_validator("online_by_hour", mode="before")
+    @classmethod
+    def _hours_as_tuple(cls, value: Any) -> Any:
+        return tuple(value) if isinstance(value, list) else value
+
+    @field_validator("online_by_hour")
+    @classmethod
+    def _one_share_per_hour(cls, value: tuple[float, ...] | None) -> tuple[float, ...] | None:
+        if value is not None and len(value) != 24 or not all(0 <= share <= 1 for share in value):
+            raise ValueError(f"must be 24 shares in [0, 1], one per hour: {list(value)}")
+        return value
+
+    @model_validator(mode="after")
+    def _keys_of_the_model(self) -> AvailabilityConfig:
+        for model, keys in AVAILABILITY_KEYS.items():
+            given = [key for key in keys if getattr(self, key) is not None]
+            if given and model != self.model:
+                raise ValueError(
+                    f"{given[0]} is read only when model = {model!r}: model = {self.model!r}"
+                )
+        if self.model == "trace" and self.path is None:
+            raise ValueError("path is required when model = 'trace'")
+        if self.plugged_probability is not None and self.model not in (
+            "markov", "diurnal"
+        ):
+            raise ValueError(
+                "plugged_probability is read only when model = 'markov' or 'diurnal' "
+                f"(a trace gives its own plugged column): model = {self.model!r}"
+            )
+        return self
+
+
 class DeviceGroup(_Frozen):
     """``count`` devices of one profile."""
 
@@ -516,6 +629,7 @@ class Scenario(_Frozen):
     variability: VariabilityConfig = VariabilityConfig()
     aggregation: AggregationConfig = AggregationConfig()
     distillation: DistillationConfig = DistillationConfig()
+    availability: AvailabilityConfig = AvailabilityConfig()
     devices: tuple[DeviceGroup, ...] = Field(min_length=1, description="device groups")
     profiles: dict[str, Profile] = Field(default_factory=dict, description="define or override")
 
@@ -583,6 +697,36 @@ class Scenario(_Frozen):
         return self
 
     @model_validator(mode="after")
+    def _compression_settings_combine(self) -> Scenario:
+        compression = self.compression
+        if compression.cluster_bits is not None and compression.quantize != "none":
+            raise ValueError(
+                f"compression.cluster_bits: replaces quantize, which must be 'none': "
+                f"{compression.quantize!r}"
+            )
+        if compression.top_k < 1 and compression.prune_ratio > 0:
+            raise ValueError(
+                f"compression.top_k: excludes prune_ratio (got top_k {compression.top_k!r}, "
+                f"prune_ratio {compression.prune_ratio!r})"
+            )
+        if self.model.variants is not None and compression.downlink != "none":
+            raise ValueError(
+                "compression.downlink: only 'none' with model.variants (each variant's slice "
+                f"would need its own int8 scales): {compression.downlink!r}"
+            )
+        if self.model.variants is not None and compression.error_feedback:
+            raise ValueError(
+                "compression.error_feedback: not with model.variants (a variant's memory "
+                "check does not count the residual yet): true"
+            )
+        if compression.error_feedback and compression.payload == "weights":
+            raise ValueError(
+                "compression.error_feedback: needs payload = 'delta' (a residual of weights "
+                "would be added to the next weights): 'weights'"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _one_edge_per_device(self) -> Scenario:
         assign = self.topology.assign
         if isinstance(assign, tuple) and len(assign) != self.n_devices:
@@ -611,6 +755,22 @@ class Scenario(_Frozen):
             name = getattr(self.topology, key)
             if name not in known:
                 raise ValueError(f"topology.{key}: unknown profile {name!r} (allowed: {allowed})")
+        return self
+
+    @model_validator(mode="after")
+    def _markov_means_known(self) -> Scenario:
+        availability = self.availability
+        if availability.model != "markov":
+            return self
+        for key in ("mean_online_s", "mean_offline_s"):
+            if getattr(availability, key) is not None:
+                continue
+            for index, group in enumerate(self.devices):
+                if getattr(self.profile(group.profile), key) is None:
+                    raise ValueError(
+                        f"availability.{key}: required when model = 'markov' (or in every "
+                        f"profile): devices[{index}].profile {group.profile!r} has none"
+                    )
         return self
 
     def profile(self, name: str) -> Profile:
@@ -716,16 +876,18 @@ def read_scenario_file(path: str | Path) -> dict[str, Any]:
 
 
 def anchor_paths(raw: dict[str, Any], folder: Path) -> dict[str, Any]:
-    """A copy of ``raw`` whose relative ``data.path`` is made absolute against ``folder``.
+    """A copy of ``raw`` whose relative ``data.path`` and ``availability.path`` are made
+    absolute against ``folder``.
 
     >>> anchor_paths({"data": {"path": "x.npz"}}, Path("/srv/study"))
     {'data': {'path': '/srv/study/x.npz'}}
     """
-    data = raw.get("data")
-    path = data.get("path") if isinstance(data, dict) else None
-    if not isinstance(path, str) or not path or Path(path).is_absolute():
-        return raw
-    return {**raw, "data": {**data, "path": os.path.normpath(folder / path)}}
+    for table in PATH_TABLES:
+        section = raw.get(table)
+        path = section.get("path") if isinstance(section, dict) else None
+        if isinstance(path, str) and path and not Path(path).is_absolute():
+            raw = {**raw, table: {**section, "path": os.path.normpath(folder / path)}}
+    return raw
 
 
 def apply_overrides(

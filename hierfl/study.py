@@ -12,12 +12,25 @@ import pandas as pd
 
 from hierfl.plots import new_figure
 from hierfl.results import Result, atomic_write
+from hierfl.scenario import Scenario, load_scenario
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 STUDY_DPI = 120
+
+
+def study_scenario(
+    path: Path, out_dir: str | Path, rounds: int | None, seed: int | None = None
+) -> tuple[Path, Scenario]:
+    """A study's output folder (made) and its scenario, with the ``--rounds`` and ``--seed``
+    overrides of the study's command line applied."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = [] if seed is None else [f"seed={seed}"]
+    overrides += [] if rounds is None else [f"run.cloud_rounds={rounds}"]
+    return out, load_scenario(path, overrides)
 
 
 def study_figure(width_in: float, height_in: float) -> Figure:

@@ -23,6 +23,9 @@ KINDS = (
     "nic_rx",
     "idle",
     "distill",
+    "offline",
+    "online",
+    "charge",
 )
 KIND = {name: code for code, name in enumerate(KINDS)}
 

@@ -169,6 +169,9 @@ BAD = {
         GOOD + "[model]\nvariants = [1]\nassign = 'memory_and_time'\n",
         "compute_budget_s is required",
     ),
+    "cluster bits over 8": (
+        GOOD + "[compression]\ncluster_bits = 9\n", "compression.cluster_bits: must be <= 8: 9"
+    ),
 }
 
 

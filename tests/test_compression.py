@@ -10,11 +10,24 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hierfl.compression import DENSE, QUANTIZERS, Codec, is_prunable, specs_of
+from hierfl.compression import (
+    DENSE,
+    MAX_CLUSTER_BITS,
+    QUANTIZERS,
+    Codec,
+    clustered_bytes,
+    is_prunable,
+    kmeans_1d,
+    specs_of,
+)
 
 SPECS = [("fc.weight", (64, 32)), ("fc.bias", (64,))]
 F32_EPS = float(np.finfo(np.float32).eps)
-ALL_CODECS = [Codec(), Codec("int8"), Codec(prune_ratio=0.3), Codec("int8", 0.3)]
+ALL_CODECS = [
+    Codec(), Codec("int8"), Codec(prune_ratio=0.3), Codec("int8", 0.3),
+    Codec(cluster_bits=4), Codec(prune_ratio=0.3, cluster_bits=3), Codec(top_k=0.1),
+    Codec("int8", top_k=0.25),
+]
 
 
 def random_model(seed: int = 0) -> dict[str, torch.Tensor]:
@@ -258,19 +271,30 @@ def tensor_sets(draw):
     return tensors
 
 
-codecs = st.builds(Codec, quantize=st.sampled_from(QUANTIZERS), prune_ratio=st.floats(0, 0.99))
+codecs = st.one_of(
+    st.builds(Codec, quantize=st.sampled_from(QUANTIZERS), prune_ratio=st.floats(0, 0.99)),
+    st.builds(Codec, quantize=st.sampled_from(QUANTIZERS), top_k=st.floats(0.01, 1)),
+)
+clustering = st.builds(
+    Codec, prune_ratio=st.sampled_from([0.0, 0.3, 0.9]), top_k=st.just(1.0),
+    cluster_bits=st.integers(1, MAX_CLUSTER_BITS),
+)
 
 
 @settings(deadline=None)
-@given(tensors=tensor_sets(), codec=codecs)
+@given(tensors=tensor_sets(), codec=st.one_of(codecs, clustering))
 def test_length_invariant(tensors, codec):
     """For any shapes, values and ratio, len(encode) equals payload_bytes of the specs."""
     assert len(codec.encode(tensors)) == codec.payload_bytes(specs_of(tensors))
 
 
 def value_bytes(codec: Codec, count: int) -> int:
-    """Bytes of count values in the codec's value format."""
-    return count + 8 if codec.quantize == "int8" else 4 * count
+    """Bytes of count values in the codec's value format (clustered only when smaller)."""
+    if codec.quantize == "int8":
+        return count + 8
+    if codec.cluster_bits is not None:
+        return min(4 * count, 4 * 2**codec.cluster_bits + math.ceil(count * codec.cluster_bits / 8))
+    return 4 * count
 
 
 @settings(deadline=None)
@@ -296,7 +320,8 @@ def test_round_trip_invariant(tensors, codec):
 
 
 @settings(deadline=None)
-@given(tensors=tensor_sets(), codec=codecs, n=st.integers(1, 5), seed=st.integers(0, 2**16))
+@given(tensors=tensor_sets(), codec=st.one_of(codecs, clustering), n=st.integers(1, 5),
+       seed=st.integers(0, 2**16))
 def test_rows_encode_and_decode_like_one_update_at_a_time(tensors, codec, n, seed):
     """encode_rows / decode_rows on stacked updates give each update's own bytes and values."""
     specs = specs_of(tensors)
@@ -317,3 +342,114 @@ def split(row: np.ndarray, specs) -> list[torch.Tensor]:
     sizes = np.cumsum([math.prod(shape) for _, shape in specs])[:-1]
     return [torch.from_numpy(part.copy()).reshape(shape)
             for part, (_, shape) in zip(np.split(row, sizes), specs, strict=True)]
+
+
+def test_payload_bytes_clustered():
+    """Clustered: 4 * 2^b codebook + ceil(n b / 8) index bytes, or float32 when not smaller."""
+    # b = 4: weight 64 + 1024, bias 64 + 32 (96 < 256)
+    assert Codec(cluster_bits=4).payload_bytes(SPECS) == 1088 + 96 == 1184
+    # b = 8: weight 1024 + 2048; bias 1024 + 64 > 256, so float32
+    assert Codec(cluster_bits=8).payload_bytes(SPECS) == 3072 + 256 == 3328
+    assert clustered_bytes(10, 3) == 32 + 4  # 30 bits in 4 bytes
+
+
+def test_payload_bytes_clustered_and_pruned():
+    """With pruning, a clustered tensor is sent sparse only when bitmap + kept is smaller."""
+    # b = 2, k = 1434: sparse 256 + 16 + 359 = 631 > dense 16 + 512 = 528, so dense
+    assert Codec(prune_ratio=0.3, cluster_bits=2).payload_bytes(SPECS) == 528 + 32
+    # b = 6, k = 1434: sparse 256 + 256 + 1076 = 1588 < dense 256 + 1536 = 1792
+    assert Codec(prune_ratio=0.3, cluster_bits=6).payload_bytes(SPECS) == 1588 + 256
+
+
+def test_cluster_bytes_one_bit():
+    """b = 1: two float32 centroids, then one index bit per element, most significant first."""
+    x = torch.tensor([0.0, 4.0, 0.5, 5.0, 4.5])
+    # grid 0, 5 -> clusters {0, 0.5}, {4, 4.5, 5}: centroids 0.25, 4.5; bits 01011 + 000
+    assert Codec(cluster_bits=1).encode({"x": x}) == struct.pack("<2f", 0.25, 4.5) + bytes(
+        [0b01011000]
+    )
+
+
+def test_cluster_bytes_three_bits_across_bytes():
+    """b = 3: indices run across byte boundaries; eight evenly spaced values are exact."""
+    x = torch.tensor([0.0, 1, 2, 3, 4, 5, 6, 7, 7, 6])
+    payload = Codec(cluster_bits=3).encode({"x": x})
+    # 000 001 010 011 100 101 110 111 111 110 (+ 00): 00000101 00111001 01110111 11111000
+    assert payload == struct.pack("<8f", *range(8)) + bytes([0x05, 0x39, 0x77, 0xF8])
+    assert torch.equal(Codec(cluster_bits=3).decode(payload, [("x", (10,))])["x"], x)
+
+
+def test_kmeans_is_deterministic_and_beats_the_uniform_grid():
+    """k-means gives the same codebook every time and no more error than the uniform grid."""
+    x = np.random.default_rng(3).standard_normal(5000).astype(np.float32)
+    (a, nearest), (b, again) = kmeans_1d(x, 16), kmeans_1d(x, 16)
+    assert np.array_equal(a, b) and np.array_equal(nearest, again)
+    assert np.all(np.diff(a) >= 0)
+    grid = np.linspace(x.min(), x.max(), 16)
+    grid_mse = np.mean((x - grid[np.abs(x[:, None] - grid).argmin(axis=1)]) ** 2)
+    assert np.mean((x - a[nearest]) ** 2) < grid_mse
+
+
+def cluster_bound(values: np.ndarray, bits: int) -> float:
+    """The documented bound on the mean squared error: (range / (2 (2^b - 1)))^2, plus the
+    rounding of centroids and values to float32."""
+    if values.size == 0:
+        return 0.0
+    spread = float(values.max()) - float(values.min())
+    rounding = 4 * F32_EPS * float(np.abs(values).max())
+    return (spread / (2 * (2**bits - 1)) + rounding) ** 2
+
+
+@settings(deadline=None)
+@given(tensors=tensor_sets(), codec=clustering)
+def test_cluster_round_trip_within_bound(tensors, codec):
+    """Clustering (alone or after pruning) keeps each tensor's mean squared error within the
+    uniform grid's bound, over the values it sends; float32 tensors decode exactly."""
+    decoded = codec.decode(codec.encode(tensors), specs_of(tensors))
+    for name, tensor in tensors.items():
+        x, y = tensor.numpy().ravel(), decoded[name].numpy().ravel()
+        k = codec.kept(x.size, is_prunable(name, tuple(tensor.shape)))
+        keep = top_k_mask(x, k)
+        pruned = np.where(keep, x, np.float32(0))
+        sparse = k < x.size and math.ceil(x.size / 8) + value_bytes(codec, k) < value_bytes(
+            codec, x.size)
+        sent = x[keep] if sparse else pruned
+        if sparse:
+            assert np.all(y[~keep] == 0)
+        error = (y[keep] if sparse else y) - sent
+        if value_bytes(codec, sent.size) == 4 * sent.size:
+            assert np.array_equal(y, pruned)
+        else:
+            assert np.mean(error.astype(np.float64) ** 2) <= cluster_bound(sent, codec.cluster_bits)
+
+
+def test_top_k_keeps_the_largest_of_every_tensor():
+    """top_k keeps ceil(n * top_k) largest magnitudes of every tensor, biases too, sparse."""
+    tensors = {"fc.bias": torch.tensor([0.1, -3.0, 0.2, 2.0, 0.0, 0.0, 0.0, 1.0])}
+    codec = Codec(top_k=0.25)  # k = 2 of 8: bitmap 01010000 then -3, 2 (9 < 32 bytes)
+    payload = codec.encode(tensors)
+    assert payload == bytes([0b01010000]) + struct.pack("<2f", -3.0, 2.0)
+    decoded = codec.decode(payload, specs_of(tensors))["fc.bias"]
+    assert torch.equal(decoded, torch.tensor([0.0, -3.0, 0.0, 2.0, 0.0, 0.0, 0.0, 0.0]))
+
+
+@pytest.mark.parametrize(
+    "settings_, needle",
+    [
+        ({"cluster_bits": 9}, "'cluster_bits' must be in 1..8: 9"),
+        ({"cluster_bits": 0}, "'cluster_bits' must be in 1..8: 0"),
+        ({"cluster_bits": 4, "quantize": "int8"}, "'cluster_bits' replaces 'quantize'"),
+        ({"top_k": 0.0}, "'top_k' must be > 0 and <= 1: 0.0"),
+        ({"top_k": 0.5, "prune_ratio": 0.3}, "exclude each other"),
+    ],
+)
+def test_bad_codec_settings(settings_, needle):
+    """Out-of-range or conflicting codec settings raise a ValueError naming the setting."""
+    with pytest.raises(ValueError, match=needle.replace(".", r"\.")):
+        Codec(**settings_)
+
+
+def test_clustering_refuses_non_finite():
+    """k-means cannot cluster infinite or NaN values; the error names the tensor."""
+    with pytest.raises(ValueError, match="'x'"):
+        Codec(cluster_bits=2).encode({"x": torch.tensor([0.0, 1, 2, 3, 4, 5, float("nan")])})

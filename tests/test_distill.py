@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_batched import _data
 from test_hetero import COMPACT
-from test_resume import Stop, assert_same
+from test_resume import assert_same, interrupt_after
 from torch import nn
 
 from hierfl.learn.distill import (
@@ -139,12 +139,7 @@ def test_resumed_distillation_equals_uninterrupted(tmp_path, make_scenario):
     sc = scenario(make_scenario, proxy="noise")
     whole = simulate(sc)
 
-    def stop_after_round_1(row: dict) -> None:
-        if row["cloud_round"] == 1:
-            raise Stop
-
-    with pytest.raises(Stop):
-        simulate(sc, on_round=stop_after_round_1, checkpoint_dir=tmp_path)
+    interrupt_after(sc, tmp_path, 1)
     assert_same(whole, resume(tmp_path))
 
 

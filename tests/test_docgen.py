@@ -12,6 +12,7 @@ from hierfl import docgen
 from hierfl.profiles import Profile
 from hierfl.scenario import (
     AggregationConfig,
+    AvailabilityConfig,
     CompressionConfig,
     DataConfig,
     DeviceGroup,
@@ -30,6 +31,7 @@ from hierfl.trace import KINDS
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 MODELS = (
     Scenario,
+    AvailabilityConfig,
     RunConfig,
     DataConfig,
     ModelConfig,

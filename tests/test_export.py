@@ -202,6 +202,20 @@ def test_a_width_that_is_not_a_variant_is_refused(hetero, trained):
     assert not list(hetero.glob("*.w0.25*")) and not list(trained.glob("*.w0.5*"))
 
 
+def test_a_failed_check_leaves_no_export(trained, monkeypatch):
+    """When the exported file cannot be checked, neither it nor a report stays behind."""
+    import hierfl.export
+
+    def fail(*_args: object) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(hierfl.export, "onnx_predict", fail)
+    out = trained / "unchecked.onnx"
+    done = invoke("export", str(trained), "--out", str(out))
+    assert done.one_error_line and "Input/output error" in done.err, done
+    assert not out.exists() and not (trained / "unchecked.onnx.json").exists()
+
+
 def test_run_force_clears_old_exports(trained, tmp_path):
     """A new run with --force into a folder removes the exports of the old model, a tier's
     variant's included."""

@@ -315,7 +315,7 @@ def test_custom_class_without_width_has_no_family(family_module):
 def test_resume_of_a_family_run_equals_uninterrupted(tmp_path):
     """A HeteroFL run stopped after a cloud round and resumed gives the same tables and model
     (the family and each device's variant are rebuilt from the scenario)."""
-    from test_resume import Stop, assert_same
+    from test_resume import assert_same, interrupt_after
 
     from hierfl.sim.runner import resume, simulate
 
@@ -324,12 +324,7 @@ def test_resume_of_a_family_run_equals_uninterrupted(tmp_path):
     )
     whole = simulate(scenario)
 
-    def stop_after_round_1(row: dict) -> None:
-        if row["cloud_round"] == 1:
-            raise Stop
-
-    with pytest.raises(Stop):
-        simulate(scenario, on_round=stop_after_round_1, checkpoint_dir=tmp_path)
+    interrupt_after(scenario, tmp_path, 1)
     again = resume(tmp_path)
     assert_same(whole, again)
     assert again.summary["tiers"] == whole.summary["tiers"]

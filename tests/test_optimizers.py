@@ -8,7 +8,7 @@ import textwrap
 import numpy as np
 import pytest
 import torch
-from test_resume import Stop, assert_same
+from test_resume import assert_same, interrupt_after
 
 import hierfl
 from hierfl.errors import HierflError, ScenarioError
@@ -155,12 +155,7 @@ def test_resumed_run_with_optimiser_state_equals_uninterrupted(tmp_path, make_sc
         scenario = scenario.with_overrides(["topology.mode=cloud_only", "run.edge_rounds=1"])
     whole = simulate(scenario)
 
-    def stop_after_round_1(row: dict) -> None:
-        if row["cloud_round"] == 1:
-            raise Stop
-
-    with pytest.raises(Stop):
-        simulate(scenario, on_round=stop_after_round_1, checkpoint_dir=tmp_path)
+    interrupt_after(scenario, tmp_path, 1)
     assert_same(whole, resume(tmp_path))
 
 

@@ -213,3 +213,40 @@ def test_sweep_tradeoff_starts_at_zero_and_shows_devices_trained(tmp_path) -> No
     assert any("8 devices trained per cloud round" in label for label in labels)
     paths = plot_sweep(table, tmp_path)
     assert [p.name for p in paths] == ["sweep_accuracy.png", "sweep_tradeoff.png"]
+
+
+@pytest.fixture(scope="module")
+def churning() -> Result:
+    """A learning run with markov availability, charging and timed evaluations."""
+    return run({
+        "name": "churn", "seed": 4,
+        "run": {"cloud_rounds": 4, "round_interval_s": 60.0, "eval_every_s": 30.0,
+                "max_wait_s": 120.0},
+        "data": {"samples_per_device": 20, "test_samples": 200},
+        "model": {"name": "tiny"},
+        "availability": {"model": "markov", "mean_online_s": 40.0, "mean_offline_s": 40.0,
+                         "plugged_probability": 0.5},
+        "profiles": {"mobile": {"charge_w": 2.0}},
+        "devices": [{"profile": "mobile", "count": 6}],
+    })
+
+
+def test_availability_and_charging_are_drawn(churning: Result, tmp_path) -> None:
+    """The timeline shades offline spans and marks charging; the battery panel marks
+    charging; the accuracy panel adds the timed evaluations; all are real PNGs."""
+    from hierfl import plots
+
+    kinds = set(churning.events["kind"].astype(str))
+    assert {"offline", "online", "charge"} <= kinds
+    events = churning.events
+    frame = pd.DataFrame({"kind": events["kind"].astype(str), "node": events["node"].astype(str),
+                          "t_start": events["t_start"], "t_end": events["t_end"]})
+    row = {name: k for k, name in enumerate(churning.devices["device"])}
+    ax = plots.new_figure(4, 4).add_subplot()
+    labels = [h.get_label() for h in plots._availability_lanes(ax, frame, row, 1e3)]
+    assert labels == ["offline", "charging (plugged in)"]
+    battery_ax = plots.new_figure(4, 4).add_subplot()
+    labels = [h.get_label() for h in plots._battery_line(battery_ax, churning)]
+    assert any(label.startswith("some device charging") for label in labels)
+    for path in plot_run(churning, tmp_path / "plots"):
+        assert_real_png(path)

@@ -29,6 +29,17 @@ class Stop(Exception):
     """Raised from the round callback to interrupt a run after a checkpoint."""
 
 
+def interrupt_after(scenario, folder: Path, cloud_round: int) -> None:
+    """Run ``scenario`` with a checkpoint in ``folder`` and stop it once ``cloud_round`` closed."""
+
+    def stop(row: dict) -> None:
+        if row["cloud_round"] == cloud_round:
+            raise Stop
+
+    with pytest.raises(Stop):
+        simulate(scenario, on_round=stop, checkpoint_dir=folder)
+
+
 def assert_same(a: hierfl.Result, b: hierfl.Result) -> None:
     pd.testing.assert_frame_equal(a.events, b.events)
     pd.testing.assert_frame_equal(a.rounds, b.rounds)
@@ -39,21 +50,29 @@ def assert_same(a: hierfl.Result, b: hierfl.Result) -> None:
     assert all(torch.equal(a.model[name], b.model[name]) for name in a.model)
 
 
-@pytest.mark.parametrize("mode", ["hierarchical", "cloud_only"])
-def test_resume_in_process_equals_uninterrupted(tmp_path, mode):
-    """Stopping after round 2 and resuming gives identical events, rounds, devices, model."""
+FEEDBACK = ["compression.prune_ratio=0", "compression.top_k=0.1",
+            "compression.error_feedback=true", "compression.downlink=int8"]
+
+
+@pytest.mark.parametrize(
+    ("mode", "extra"),
+    [("hierarchical", []), ("cloud_only", []), ("hierarchical", FEEDBACK)],
+    ids=["hierarchical", "cloud_only", "error_feedback"],
+)
+def test_resume_in_process_equals_uninterrupted(tmp_path, mode, extra):
+    """Stopping after round 2 and resuming gives identical events, rounds, devices, model;
+    with error feedback, the senders' residuals come back from the checkpoint."""
     scenario = hierfl.load_scenario(
-        TUTORIAL, ["run.cloud_rounds=5", f"topology.mode={mode}", "selection.policy=random"]
+        TUTORIAL,
+        ["run.cloud_rounds=5", f"topology.mode={mode}", "selection.policy=random", *extra],
     )
     whole = simulate(scenario)
 
-    def stop_after_round_2(row: dict) -> None:
-        if row["cloud_round"] == 2:
-            raise Stop
-
-    with pytest.raises(Stop):
-        simulate(scenario, on_round=stop_after_round_2, checkpoint_dir=tmp_path)
-    assert load_checkpoint(tmp_path)["next_round"] == 3
+    interrupt_after(scenario, tmp_path, 2)
+    state = load_checkpoint(tmp_path)
+    assert state["next_round"] == 3
+    senders = set(state["residuals"]["nodes"].tolist())  # nodes 1, 2: edges; 3..22: devices
+    assert ({1, 2} < senders <= set(range(1, 23))) if extra else not senders
     assert_same(whole, resume(tmp_path))
 
 
@@ -189,6 +208,10 @@ def test_damaged_checkpoint_is_one_line_and_kept(stopped, how):
         (lambda s: s.update(round_rows=[]), "round_rows must hold 1 rows"),
         (lambda s: s.update(scenario="{"), "scenario is not JSON"),
         (lambda s: s.update(format=1), "checkpoint format 1 unknown"),
+        (lambda s: s.update(residuals={"nodes": torch.tensor([0]), "values": torch.zeros(1, 4522)}),
+         "residuals.nodes must be distinct nodes in [1, 4)"),
+        (lambda s: s.update(residuals={"nodes": torch.tensor([1]), "values": torch.zeros(1, 3)}),
+         "residuals.values must be torch.float32 of shape (1, 4522)"),
     ],
 )
 def test_checkpoint_out_of_range_is_refused(stopped, edit, needle):
@@ -292,3 +315,30 @@ def test_resume_of_a_folder_in_use_is_refused(stopped):
     assert done.one_error_line, done
     assert "another hierfl run is writing into it" in done.err
     assert (stopped / CHECKPOINT).read_bytes() == before
+
+
+def test_resumed_run_records_the_original_overrides(tmp_path, monkeypatch):
+    """A run started with --set and --seed, killed and resumed, keeps those overrides in
+    summary.json (and so in its figures' titles); a corrupt record gives none, not an error."""
+    from hierfl.rundir import OPTIONS
+
+    scenario = tmp_path / "s.toml"
+    scenario.write_text("[run]\ncloud_rounds = 2\nlearning = false\n"
+                        "[[devices]]\nprofile = 'mcu'\ncount = 2\n")
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    for name, record in (("a", None), ("b", '{"overrides": [1, "x"]}')):
+        out = tmp_path / name
+        with monkeypatch.context() as patch:
+            patch.setattr("hierfl.cli._write_outputs", interrupted)
+            done = invoke("run", str(scenario), "--out", str(out), "--quiet", "--no-plots",
+                          "--set", "selection.fraction=0.5", "--seed", "3")
+        assert done.code == 130
+        if record is not None:
+            (out / OPTIONS).write_text(record)
+        assert invoke("run", "--resume", str(out), "--quiet").code == 0
+        summary = json.loads((out / "summary.json").read_text())
+        expected = ["selection.fraction=0.5", "seed=3"] if record is None else []
+        assert summary["overrides"] == expected

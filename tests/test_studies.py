@@ -13,7 +13,7 @@ import hierfl
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ["hierfl_vs_cloud", "cell_scaling", "compression", "battery", "digits", "heterofl",
-           "optimizers", "mnist1d_tiers", "protocol"]
+           "optimizers", "mnist1d_tiers", "diurnal", "power", "protocol"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 needs_matplotlib = pytest.mark.skipif(
     importlib.util.find_spec("matplotlib") is None, reason="the study figures need matplotlib"
@@ -129,19 +129,23 @@ def test_cell_scaling_study(tmp_path):
 
 @needs_matplotlib
 def test_compression_study(tmp_path):
-    """Each codec runs; the real payloads shrink in the order none > prune > int8 > both."""
+    """Each codec runs; the real payloads shrink in the order none > prune > int8 > both,
+    clustering with the bits, top-k alike with and without error feedback; an int8 downlink
+    shrinks the bytes down and an mcu's downloads."""
+    study = load_study("compression")
     table = run_study("compression", tmp_path, rounds=2).set_index("variant")
-    assert list(table.index) == [
-        "none",
-        "int8",
-        "prune 0.3",
-        "int8 + prune 0.3",
-        "int8 + prune 0.3, weights (seed)",
-    ]
+    assert list(table.index) == [label for label, *_ in study.VARIANTS]
     payload = table["uplink_payload_bytes"]
     assert payload["none"] > payload["prune 0.3"] > payload["int8"] > payload["int8 + prune 0.3"]
+    assert payload["int8"] > payload["cluster 6 bits"] > payload["cluster 4 bits"]
+    assert payload["cluster 4 bits"] > payload["cluster 2 bits"]
+    assert payload["top-k 0.1"] == payload["top-k 0.1 + error feedback"] < payload["int8"]
     assert table.at["none", "payload_reduction"] == 1.0
     assert (table["bytes_up"] > 0).all()
+    down = table.loc[["none", "int8 downlink"]]
+    assert down["downlink_payload_bytes"].tolist() == [4 * 4522, 4522 + 6 * 8]
+    assert down.at["int8 downlink", "bytes_down"] < down.at["none", "bytes_down"]
+    assert down.at["int8 downlink", "mcu_download_s"] < down.at["none", "mcu_download_s"]
 
 
 @needs_matplotlib
@@ -168,6 +172,28 @@ def test_protocol_study(tmp_path):
     assert (by.loc["first_k 8 of 11", "updates_late"] > 0).all()
     late = table["updates_late"] > 0
     assert (table.loc[late, "energy_wasted_j"] > 0).all()
+
+
+def test_power_study(tmp_path):
+    """Power-aware selection trains only the cheap Wi-Fi half (the NB-IoT boards cost about a
+    hundred times more joules per round); 'all' trains every board; every seed is written."""
+    table = run_study("power", tmp_path, rounds=3).set_index("policy")
+    assert list(table.index) == ["all", "random", "battery", "power"]
+    assert table.at["power", "never_trained"] == 10 and table.at["all", "never_trained"] == 0
+    assert table.at["power", "energy_j"] < table.at["battery", "energy_j"]
+    assert len(pd.read_csv(tmp_path / "power_runs.csv")) == 12
+
+
+@needs_matplotlib
+def test_diurnal_study(tmp_path):
+    """With require_plugged no training energy comes from a battery; without it some does,
+    and more updates are aggregated."""
+    table = run_study("diurnal", tmp_path, rounds=4).set_index("require_plugged")
+    assert list(table.index) == [True, False]
+    assert (table["cloud_rounds"] == 4).all()
+    assert table.at[True, "training_from_battery_j"] == 0.0
+    assert table.at[False, "training_from_battery_j"] > 0.0
+    assert table.at[False, "updates_aggregated"] > table.at[True, "updates_aggregated"]
 
 
 @needs_matplotlib

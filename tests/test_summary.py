@@ -56,25 +56,25 @@ def test_digits_records_64_features_and_10_classes(make_scenario):
 
 
 def test_a_custom_codec_replaces_quantize_and_prune(make_scenario, monkeypatch):
-    """With your own codec, by name or as an object, quantize and prune_ratio are not listed;
-    a Codec passed from Python records its own settings."""
+    """With your own codec, by name or as an object, quantize, prune_ratio, cluster_bits and
+    top_k are not listed (error_feedback and downlink still apply); a Codec passed from
+    Python records its own settings."""
     monkeypatch.syspath_prepend(str(EXAMPLES))
     import custom
 
     compression = {"quantize": "int8", "prune_ratio": 0.3}
+    applies = {"payload": "delta", "error_feedback": False, "downlink": "none"}
     named = make_scenario(compression={**compression, "codec": "custom:Float16Codec"})
     by_name = hierfl.run(named).summary["scenario"]["compression"]
-    assert by_name == {"codec": "custom:Float16Codec", "payload": "delta"}
+    assert by_name == {"codec": "custom:Float16Codec", **applies}
     passed = hierfl.run(make_scenario(compression=compression), codec=custom.Float16Codec())
-    assert passed.summary["scenario"]["compression"] == {
-        "codec": "custom:Float16Codec",
-        "payload": "delta",
-    }
+    assert passed.summary["scenario"]["compression"] == {"codec": "custom:Float16Codec", **applies}
     builtin = hierfl.run(make_scenario(compression=compression), codec=Codec("none", 0.5))
     assert builtin.summary["scenario"]["compression"] == {
         "quantize": "none",
         "prune_ratio": 0.5,
-        "payload": "delta",
+        "top_k": 1.0,
+        **applies,
     }
     plain = hierfl.run(make_scenario(compression=compression)).summary["scenario"]
-    assert plain["compression"] == {**compression, "payload": "delta"}
+    assert plain["compression"] == {**compression, "top_k": 1.0, **applies}

@@ -262,11 +262,12 @@ def test_timeline_draws_late_uploads_apart(tmp_path):
 
 def test_an_empty_round_beside_open_work_hands_out_nothing():
     """A lone slow board misses the deadline of edge round 0 and is still at work in edge
-    round 1, which then has no candidate: nothing is handed out and nothing aggregated, and
-    the open job is not taken for the new round's (its update still comes late)."""
+    round 1, which then has no candidate (and waits for none: max_wait_s is short): nothing
+    is handed out and nothing aggregated, and the open job is not taken for the new round's
+    (its update still comes late)."""
     result = hierfl.run(parse_scenario(small_raw(
         aggregation={"trigger": "deadline", "deadline_s": 4.0},
-        run={"cloud_rounds": 1, "edge_rounds": 2},
+        run={"cloud_rounds": 1, "edge_rounds": 2, "max_wait_s": 0.5},
         profiles={"slow": {**BOARD, "compute_mflops": SLOW_MFLOPS}},
         devices=[{"profile": "slow", "count": 1}])))
     assert of_kind(result, "download")["edge_round"].tolist() == [0]
@@ -274,3 +275,19 @@ def test_an_empty_round_beside_open_work_hands_out_nothing():
     late = of_kind(result, "late")
     assert late["edge_round"].tolist() == [0]
     assert late["t_start"].tolist() == [pytest.approx(SLOW_DONE_S, rel=1e-12)]
+
+
+def test_a_round_with_everyone_at_work_waits_for_the_first_done():
+    """Edge round 1 has no candidate while the lone slow board is still at work on round 0:
+    it waits until that work is over (its late update arrives) and hands the board the new
+    round then, instead of spinning or giving up."""
+    result = hierfl.run(parse_scenario(small_raw(
+        aggregation={"trigger": "deadline", "deadline_s": 4.0},
+        run={"cloud_rounds": 1, "edge_rounds": 2},
+        profiles={"slow": {**BOARD, "compute_mflops": SLOW_MFLOPS}},
+        devices=[{"profile": "slow", "count": 1}])))
+    downloads = of_kind(result, "download")
+    assert downloads["edge_round"].tolist() == [0, 1]
+    assert downloads["t_start"].tolist() == [START_S, pytest.approx(SLOW_DONE_S, rel=1e-12)]
+    assert of_kind(result, "late")["edge_round"].tolist() == [0, 1]
+    assert of_kind(result, "edge_aggregate").empty

@@ -14,7 +14,8 @@ from hierfl.costs import energy_j, seconds_until_empty
 
 CATEGORIES = ("compute", "tx", "rx", "idle", "tail")
 CATEGORY = {name: k for k, name in enumerate(CATEGORIES)}
-STATE = ("remaining_j", "settled_s", "alive", "died_s", "used_j", "tail_end_s")  # what changes
+# What a phase changes (``snapshot``/``restore``)
+STATE = ("remaining_j", "settled_s", "alive", "died_s", "used_j", "tail_end_s", "charged_j")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ class FleetBattery:
     passed together must be distinct. After a transfer the radio stays ``tail_s`` in its
     tail state, drawing ``tail_w`` instead of idle power until the tail ends or the next
     phase begins (a transfer that starts within a tail pays no tail for the overlap).
+
+    A device plugged in to a charger runs on it: what it draws counts as used (``used_j``)
+    but leaves the battery alone, and the battery takes ``charge_w`` until full
+    (``charge``). A battery that empties leaves its device dead until charged again.
     """
 
     def __init__(
@@ -47,10 +52,13 @@ class FleetBattery:
         idle_w: np.ndarray,
         tail_w: np.ndarray | None = None,
         tail_s: np.ndarray | None = None,
+        charge_w: np.ndarray | None = None,
     ) -> None:
         self.capacity_j = np.asarray(capacity_j, dtype=np.float64)
         self.idle_w = np.asarray(idle_w, dtype=np.float64)
         n = len(self.capacity_j)
+        self.charge_w = np.zeros(n) if charge_w is None else np.asarray(charge_w, dtype=np.float64)
+        self.charged_j = np.zeros(n)
         self.tail_w = np.zeros(n) if tail_w is None else np.asarray(tail_w, dtype=np.float64)
         self.tail_s = np.zeros(n) if tail_s is None else np.asarray(tail_s, dtype=np.float64)
         self.tail_end_s = np.full(n, -np.inf)
@@ -70,9 +78,13 @@ class FleetBattery:
         """Settle living ``devices`` up to ``now_s``; a mask of those that died (``settle``)."""
         return self.settle(devices, now_s).died
 
-    def settle(self, devices: np.ndarray, now_s: np.ndarray | float) -> Settled:
+    def settle(
+        self, devices: np.ndarray, now_s: np.ndarray | float, mains: bool = False
+    ) -> Settled:
         """Drain the tail, then idle power of living ``devices`` up to ``now_s`` (one time or
         one each), to the exact instant a battery empties: ``settled_s + remaining_j / power``.
+
+        ``mains``: the devices are plugged in; the energy counts as used, the battery keeps it.
         """
         now_s = per_device(now_s, len(devices))
         died = np.zeros(len(devices), dtype=bool)
@@ -83,7 +95,7 @@ class FleetBattery:
         tail_to_s = np.clip(self.tail_end_s[devices], from_s, now_s)
         tail_j = energy_j(self.tail_w[devices], tail_to_s - from_s)
         idle_j = energy_j(self.idle_w[devices], now_s - tail_to_s)
-        left_j = self.remaining_j[devices]
+        left_j = np.full(len(devices), np.inf) if mains else self.remaining_j[devices]
         in_tail = tail_j > left_j
         dies = in_tail | (tail_j + idle_j > left_j)
         settled_s = now_s
@@ -99,7 +111,8 @@ class FleetBattery:
             died[living] = dies
         self.used_j[:, CATEGORY["tail"]][devices] += tail_j  # 1-d indexing: 2x faster
         self.used_j[:, CATEGORY["idle"]][devices] += idle_j
-        self.remaining_j[devices] -= tail_j + idle_j
+        if not mains:
+            self.remaining_j[devices] -= tail_j + idle_j
         self.settled_s[devices] = settled_s
         if dies.any():
             dead = devices[dies]
@@ -120,6 +133,27 @@ class FleetBattery:
         devices = snapshot["devices"]
         for name in STATE:
             getattr(self, name)[devices] = snapshot[name]
+
+    def charge(
+        self, devices: np.ndarray, from_s: np.ndarray, to_s: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Plugged-in ``devices`` charge at ``charge_w`` from ``from_s`` to ``to_s``, up to
+        full. Returns the joules each stored and when it stopped (full, or ``to_s``).
+
+        A dead device that takes any charge lives again from ``from_s``.
+        """
+        charge_w = self.charge_w[devices]
+        room_j = self.capacity_j[devices] - self.remaining_j[devices]
+        stored_j = np.minimum(energy_j(charge_w, np.maximum(to_s - from_s, 0.0)), room_j)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            until_s = np.where(stored_j > 0, from_s + stored_j / charge_w, from_s)
+        self.remaining_j[devices] += stored_j
+        self.charged_j[devices] += stored_j
+        revived = ~self.alive[devices] & (stored_j > 0)
+        back = devices[revived]
+        self.alive[back] = True
+        self.settled_s[back] = np.broadcast_to(from_s, devices.shape)[revived]
+        return stored_j, until_s
 
     def start_tails(self, devices: np.ndarray, end_s: np.ndarray) -> None:
         """Transfers of ``devices`` ended at ``end_s``: their radios enter the tail state."""
@@ -145,12 +179,18 @@ class FleetBattery:
         seconds: np.ndarray | float,
         power_w: np.ndarray | float,
         category: str,
+        mains: np.ndarray | None = None,
     ) -> np.ndarray:
-        """``draw`` for several devices at once (scalars apply to all); seconds each lasted."""
+        """``draw`` for several devices at once (scalars apply to all); seconds each lasted.
+
+        ``mains`` marks devices plugged in: they draw from the charger, never running out.
+        """
         n = len(devices)
         start_s, seconds, power_w = (per_device(x, n) for x in (start_s, seconds, power_w))
         need_j = energy_j(power_w, seconds)
         short = need_j > self.remaining_j[devices]
+        if mains is not None:
+            short &= ~mains
         lasted_s = seconds
         if short.any():
             lasted_s = seconds.copy()
@@ -160,7 +200,8 @@ class FleetBattery:
             lasts = ~short
             devices, start_s, seconds, need_j = (
                 x[lasts] for x in (devices, start_s, seconds, need_j))
-        self.remaining_j[devices] -= need_j
+            mains = None if mains is None else mains[lasts]
+        self.remaining_j[devices] -= need_j if mains is None else np.where(mains, 0.0, need_j)
         self.used_j[:, CATEGORY[category]][devices] += need_j
         self.settled_s[devices] = start_s + seconds
         return lasted_s

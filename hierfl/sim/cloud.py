@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
 from hierfl.costs import compute_s
 from hierfl.learn.distill import distill, distill_flops, proxy_count
-from hierfl.learn.trainer import evaluate
 from hierfl.sim.cohort import CLOUD_NODE, senders_of, until
 from hierfl.sim.device import Process, settle
 from hierfl.sim.edge import (
@@ -18,16 +19,37 @@ from hierfl.sim.edge import (
     train_devices,
 )
 from hierfl.sim.engine import STREAM_DISTILL, Simulation, Update
+from hierfl.sim.pacing import next_chance_s, record_evaluation, time_is_up, wait_for_eligible
 
 
 def cloud(sim: Simulation) -> Process:
-    """Run every cloud round; each ends with an aggregation (if anything arrived) and a tally."""
+    """Run every cloud round (``cloud_rounds``); then the work still running when the run
+    ends goes on to its end, and is committed."""
+    yield from cloud_rounds(sim)
+    for work in sim.works.values():
+        work.commit(np.inf)
+
+
+def cloud_rounds(sim: Simulation) -> Process:
+    """Run every cloud round; each ends with an aggregation (if anything arrived) and a tally.
+
+    A round starts no sooner than ``round_interval_s`` after the previous one started, and
+    only once a device is eligible (or ``max_wait_s`` has passed); the run ends early when
+    ``max_sim_time_s`` is reached or no device can ever be selected again.
+    """
     hierarchical = sim.scenario.topology.mode == "hierarchical"
+    everyone = np.arange(len(sim.topo.names))
     for cloud_round in range(sim.first_round, sim.scenario.run.cloud_rounds):
+        yield from until(sim.env, sim.round_started_s + sim.scenario.run.round_interval_s)
+        if time_is_up(sim):
+            return
+        ready = yield from wait_for_eligible(sim, everyone, (cloud_round, -1))
+        if not ready and (time_is_up(sim) or math.isinf(next_chance_s(sim, everyone))):
+            return
+        sim.round_started_s = sim.env.now
         if hierarchical:
             updates = yield from _gather_edges(sim, cloud_round)
         else:
-            everyone = np.arange(len(sim.topo.names))
             updates = yield from train_devices(sim, everyone, sim.global_weights, cloud_round, 0)
         if updates:
             sent = sim.global_weights
@@ -43,8 +65,6 @@ def cloud(sim: Simulation) -> Process:
             if sim.scenario.distillation.enabled:
                 sim.global_weights = yield from distill_at(sim, sent, updates, cloud_round)
         close_round(sim, cloud_round)
-    for work in sim.works.values():  # work still running when the run ends goes on
-        work.commit(np.inf)
 
 
 def distill_at(
@@ -86,12 +106,11 @@ def _gather_edges(sim: Simulation, cloud_round: int) -> Process:
     now = sim.env.now
     seats = edge_seats(sim, cloud_round)
     received_s = backhaul(
-        sim, edges, "cloud_download", sim.dense_bytes, np.full(len(edges), now), cloud_round
+        sim, edges, "cloud_download", sim.downlink_bytes, np.full(len(edges), now), cloud_round
     )
+    received = sim.send_down(sim.global_weights)
     runs = [
-        sim.env.process(
-            edge_cloud_round(sim, int(e), sim.global_weights, cloud_round, t, int(seats[e]))
-        )
+        sim.env.process(edge_cloud_round(sim, int(e), received, cloud_round, t, int(seats[e])))
         for e, t in zip(edges, received_s, strict=True)
     ]
     yield sim.env.all_of(runs)
@@ -109,12 +128,8 @@ def _gather_edges(sim: Simulation, cloud_round: int) -> Process:
 def close_round(sim: Simulation, cloud_round: int) -> None:
     """Settle idle drain to now, evaluate the global model, and keep the round's figures."""
     settle(sim, np.flatnonzero(~sim.busy), cloud_round, -1)
-    accuracy = loss = float("nan")
-    if sim.trainer is not None:
-        data = sim.trainer.data
-        accuracy, loss = evaluate(
-            sim.model, sim.space, sim.global_weights, data.x_test, data.y_test
-        )
+    evaluation = record_evaluation(sim, "round")
+    accuracy, loss = evaluation["accuracy"], evaluation["loss"]
     battery = sim.battery.fractions()[~sim.fleet.mains]
     row = {
         "cloud_round": cloud_round,

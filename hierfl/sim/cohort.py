@@ -19,7 +19,9 @@ import simpy
 import torch
 
 from hierfl.costs import compute_s, prox_flops, train_flops
+from hierfl.learn.utility import statistical_utility
 from hierfl.sim import triggers
+from hierfl.sim.availability import Always
 from hierfl.sim.battery import per_device
 from hierfl.sim.channel import Channel, Flows
 from hierfl.sim.engine import Simulation, Update
@@ -110,7 +112,9 @@ def play(
     senders, samples = devices[used], sim.fleet.samples[devices[used]]
     if jobs is None:
         return Arrivals(senders, samples)
-    payloads = sim.encode([jobs[k].result() for k in used], model, senders)
+    if sim.policy_wants_fleet:
+        sim.history.utility[senders] = statistical_utility(sim, senders, model)
+    payloads = sim.encode([jobs[k].result() for k in used], model, sim.device_node(senders))
     return [Update(int(d), p, int(n)) for d, p, n in zip(senders, payloads, samples, strict=True)]
 
 
@@ -184,26 +188,34 @@ def run_phase(
     done = ~died
     working, begun_s, nbytes = stage.take(done), start_s[done], nbytes[done]
     power_w = getattr(sim.fleet, PHASES[kind][1])[working.devices]
+    state = sim.availability.at(working.devices, begun_s)
+    offline_s = np.where(state.online, state.until_s, begun_s)  # already offline: stops now
+    mains = state.plugged
     if kind == "compute":
-        finished_s, delivered = _compute(sim, working, begun_s, power_w)
+        finished_s, delivered = _compute(sim, working, begun_s, power_w, offline_s, mains)
     else:
-        finished_s, delivered = _transfer(sim, working, begun_s, kind, nbytes, power_w)
+        finished_s, delivered = _transfer(
+            sim, working, begun_s, kind, nbytes, power_w, offline_s, mains)
     node, edge = trace_nodes(sim, working.devices)
     sent = np.where(delivered, nbytes, 0)
     stage.trace.extend(kind, node, edge, begun_s, finished_s, *working.rounds, sent,
                        power_w * (finished_s - begun_s))
+    if sim.charging and mains.any():
+        charge(sim, working.devices[mains], begun_s[mains], finished_s[mains],
+               _at(working.rounds, mains), stage.trace)
     end_s[done] = finished_s
     done[done] = delivered
-    lost = ~delivered
-    record_dropouts(sim, working.devices[lost], (working.cloud_round[lost],
-                    working.edge_round[lost]), stage.trace)
+    lost = ~delivered & ~sim.battery.alive[working.devices]
+    record_dropouts(sim, working.devices[lost], _at(working.rounds, lost), stage.trace)
     return PhaseEnd(done, end_s)
 
 
 def _compute(
-    sim: Simulation, stage: Stage, start_s: np.ndarray, power_w: np.ndarray
+    sim: Simulation, stage: Stage, start_s: np.ndarray, power_w: np.ndarray,
+    offline_s: np.ndarray, mains: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Local training: its length from the FLOPs; ends and whether the battery lasted."""
+    """Local training: its length from the FLOPs; ends, and whether it finished (the battery
+    lasted and the device stayed online: going offline stops it at that instant)."""
     devices = stage.devices
     samples = sim.fleet.samples[devices]
     run = sim.scenario.run
@@ -215,7 +227,8 @@ def _compute(
     mflops = sim.fleet.compute_mflops[devices] * lognormal(
         sim.scenario.seed, STREAM_COMPUTE, devices, stage.cloud_round, sigma)
     seconds = per_device(compute_s(flops, mflops), len(devices))
-    lasted_s = sim.battery.draw_many(devices, start_s, seconds, power_w, "compute")
+    allowed_s = np.minimum(seconds, offline_s - start_s)
+    lasted_s = sim.battery.draw_many(devices, start_s, allowed_s, power_w, "compute", mains)
     return start_s + lasted_s, lasted_s >= seconds
 
 
@@ -226,17 +239,21 @@ def _transfer(
     kind: str,
     nbytes: np.ndarray,
     power_w: np.ndarray,
+    offline_s: np.ndarray,
+    mains: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Flows between the stage's devices and their aggregator, over its channel; the radio
     draws for each whole flow.
 
-    A sender whose battery would empty mid-flow stops at that instant (the flow's ``stop_s``),
-    which frees its share of the links for the others.
+    A sender whose battery would empty mid-flow, or that goes offline, stops at that instant
+    (the flow's ``stop_s``), which frees its share of the links for the others.
     """
     up = kind == "upload"
     topo, battery, devices = sim.topo, sim.battery, stage.devices
     with np.errstate(divide="ignore", invalid="ignore"):
-        stop_s = start_s + np.where(power_w > 0, battery.remaining_j[devices] / power_w, np.inf)
+        empty_s = start_s + np.where(
+            (power_w > 0) & ~mains, battery.remaining_j[devices] / power_w, np.inf)
+    stop_s = np.minimum(empty_s, offline_s)
     kbps = (topo.access_up_kbps if up else topo.access_down_kbps)[devices]
     sigma = sim.scenario.variability.bandwidth_sigma
     kbps = kbps * lognormal(sim.scenario.seed, STREAM_BANDWIDTH, devices, stage.cloud_round,
@@ -250,13 +267,15 @@ def _transfer(
     end_s, solved = channel.solve(flows)
     done = solved.copy()
     category = PHASES[kind][0]
-    sent = np.flatnonzero(done)
-    seconds = end_s[sent] - start_s[sent]
-    lasted_s = battery.draw_many(devices[sent], start_s[sent], seconds, power_w[sent], category)
+    emptied = ~done & (empty_s <= offline_s)
+    drawn = np.flatnonzero(~emptied)  # sent, or cut by going offline: the radio drew till then
+    seconds = end_s[drawn] - start_s[drawn]
+    lasted_s = battery.draw_many(
+        devices[drawn], start_s[drawn], seconds, power_w[drawn], category, mains[drawn])
     short = lasted_s < seconds  # emptied by rounding at the very end: lost all the same
-    done[sent[short]] = False
-    end_s[sent[short]] = start_s[sent[short]] + lasted_s[short]
-    battery.run_out(devices[~solved], end_s[~solved], category)
+    done[drawn[short]] = False
+    end_s[drawn[short]] = start_s[drawn[short]] + lasted_s[short]
+    battery.run_out(devices[emptied], end_s[emptied], category)
     battery.start_tails(devices[done], end_s[done])
     return end_s, done
 
@@ -280,17 +299,79 @@ def settle(
     rounds: tuple[np.ndarray | int, np.ndarray | int],
     trace: Trace | None = None,
 ) -> np.ndarray:
-    """Drain tails and idle power of ``devices`` to ``now_s``; record the ``tail`` pieces and
-    the dropouts (in ``trace``, the run's by default) with ``rounds`` (one pair for all, or
-    arrays, one entry per device). Returns the mask of devices that died."""
+    """Drain tails and idle power of ``devices`` to ``now_s``; record the ``tail`` pieces,
+    the dropouts and every coming online and going offline (in ``trace``, the run's by
+    default) with ``rounds`` (one pair for all, or arrays, one entry per device); charge the
+    plugged-in. Returns the mask of devices that died."""
     trace = sim.trace if trace is None else trace
-    settled = sim.battery.settle(devices, now_s)
+    record_changes(sim, devices, now_s, rounds, trace)
+    if not sim.charging:
+        return _drain(sim, devices, now_s, rounds, trace)
+    now_s = per_device(now_s, len(devices))
+    died = np.zeros(len(devices), dtype=bool)
+    behind = sim.battery.settled_s[devices] < now_s
+    ahead = ~behind  # as without charging: no time passes
+    _drain(sim, devices[ahead], now_s[ahead], _at(rounds, ahead), trace)
+    going = np.flatnonzero(behind)
+    while len(going):
+        d, from_s = devices[going], sim.battery.settled_s[devices[going]]
+        state = sim.availability.at(d, from_s)
+        to_s = np.minimum(state.until_s, now_s[going])
+        plugged, unplugged = going[state.plugged], going[~state.plugged]
+        charge(sim, d[state.plugged], from_s[state.plugged], to_s[state.plugged],
+               _at(rounds, plugged), trace)
+        _drain(sim, d[state.plugged], to_s[state.plugged], _at(rounds, plugged), trace,
+               mains=True)
+        died[unplugged] |= _drain(sim, d[~state.plugged], to_s[~state.plugged],
+                                  _at(rounds, unplugged), trace)
+        dead = ~sim.battery.alive[d]  # off: its time passes, it draws nothing
+        sim.battery.settled_s[d[dead]] = np.maximum(sim.battery.settled_s[d[dead]], to_s[dead])
+        going = going[sim.battery.settled_s[d] < now_s[going]]
+    return died & ~sim.battery.alive[devices]  # one that died and charged again lives
+
+
+def _drain(
+    sim: Simulation, devices: np.ndarray, now_s: np.ndarray | float, rounds: tuple,
+    trace: Trace, mains: bool = False,
+) -> np.ndarray:
+    """``FleetBattery.settle`` with its tail pieces and dropouts in ``trace``."""
+    settled = sim.battery.settle(devices, now_s, mains)
     if len(settled.tail_devices):
         node, edge = trace_nodes(sim, settled.tail_devices)
         trace.extend("tail", node, edge, settled.tail_from_s, settled.tail_to_s,
                      *_at(rounds, settled.tail_at), 0, settled.tail_j)
     record_dropouts(sim, devices[settled.died], _at(rounds, settled.died), trace)
     return settled.died
+
+
+def charge(
+    sim: Simulation, devices: np.ndarray, from_s: np.ndarray, to_s: np.ndarray,
+    rounds: tuple, trace: Trace | None = None,
+) -> None:
+    """Plugged-in ``devices`` charge from ``from_s`` to ``to_s``: a ``charge`` event for each
+    that stored energy, with the joules stored as negative ``energy_j``."""
+    stored_j, until_s = sim.battery.charge(devices, from_s, to_s)
+    took = stored_j > 0
+    if took.any():
+        node, edge = trace_nodes(sim, devices[took])
+        (sim.trace if trace is None else trace).extend(
+            "charge", node, edge, from_s[took], until_s[took], *_at(rounds, took), 0,
+            -stored_j[took])
+
+
+def record_changes(
+    sim: Simulation, devices: np.ndarray, now_s: np.ndarray | float, rounds: tuple,
+    trace: Trace,
+) -> None:
+    """``online`` and ``offline`` instants of ``devices`` since they were last recorded."""
+    if isinstance(sim.availability.model, Always):
+        return
+    from_s = sim.reported_s[devices]
+    where, when, rising = sim.availability.changes(devices, from_s, now_s)
+    sim.reported_s[devices] = np.maximum(from_s, now_s)
+    for kind, mask in (("online", rising), ("offline", ~rising)):
+        node, edge = trace_nodes(sim, devices[where[mask]])
+        trace.extend(kind, node, edge, when[mask], when[mask], *_at(rounds, where[mask]))
 
 
 def _at(rounds: tuple, index: np.ndarray) -> tuple:

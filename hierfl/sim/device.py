@@ -17,8 +17,16 @@ def settle(sim: Simulation, devices: np.ndarray, cloud_round: int, edge_round: i
     cohort.settle(sim, devices, sim.env.now, (cloud_round, edge_round))
 
 
+def available(sim: Simulation, devices: np.ndarray, t_s: float) -> np.ndarray:
+    """Which of ``devices`` a server may ask at ``t_s``: online, and plugged in when the
+    scenario says ``require_plugged``."""
+    state = sim.availability.at(devices, t_s)
+    return state.plugged if sim.scenario.selection.require_plugged else state.online
+
+
 def eligible(sim: Simulation, devices: np.ndarray, cloud_round: int, edge_round: int) -> list[int]:
-    """Devices that may be selected: alive, above min_battery, and able to hold the model.
+    """Devices that may be selected: alive, above min_battery, able to hold the model, and
+    available (online; plugged in if required).
 
     A living device that cannot hold the model gets a ``skip`` event. A device still at
     work (busy) is not a candidate.
@@ -32,4 +40,15 @@ def eligible(sim: Simulation, devices: np.ndarray, cloud_round: int, edge_round:
     sim.trace.extend("skip", node, edge, now, now, cloud_round, edge_round)
     able = alive[fits]
     enough = sim.battery.fractions(able) >= sim.scenario.selection.min_battery
-    return able[enough].tolist()
+    able = able[enough]
+    return able[available(sim, able, now)].tolist()
+
+
+def selectable(sim: Simulation, devices: np.ndarray) -> np.ndarray:
+    """Which of ``devices`` are eligible now, from batteries as last settled (no events):
+    as ``eligible``, and not at work."""
+    battery = sim.battery
+    able = battery.alive[devices] & sim.fleet.fits[devices] & ~sim.busy[devices]
+    able &= battery.fractions(devices) >= sim.scenario.selection.min_battery
+    able[able] = available(sim, devices[able], sim.env.now)
+    return able

@@ -11,13 +11,16 @@ import numpy as np
 import torch
 
 from hierfl.costs import aggregate_flops, compute_s
+from hierfl.plugins import FLEET_ARG
 from hierfl.policies import fleet_seats, seat_share
 from hierfl.sim import cohort, network, triggers
 from hierfl.sim.battery import Fractions
 from hierfl.sim.cohort import CLOUD_NODE, record_nic, until
-from hierfl.sim.device import Process, eligible
+from hierfl.sim.device import Process, eligible, selectable
 from hierfl.sim.engine import STREAM_SELECTION, Simulation, Update
+from hierfl.sim.fleet_view import FleetView
 from hierfl.sim.network import DOWN, UP
+from hierfl.sim.pacing import wait_for_eligible
 from hierfl.sim.work import work_of
 
 
@@ -33,22 +36,30 @@ def train_devices(
     """Select among ``devices``, send them ``model``, wait for the trigger; return the
     updates it takes.
 
+    The devices train from the model they decode from the downlink bytes.
+
     ``edge`` is the edge running this round (-1: the cloud, in cloud_only); ``seats``, its
     share of the fleet's quota (None: the scenario's fraction of the candidates); with
     ``first_k`` the trigger's ``ceil(overcommit * k)`` instead.
     """
+    work = work_of(sim, edge)
+    work.commit(sim.env.now)  # devices whose late work is over are free again
     candidates = eligible(sim, devices, cloud_round, edge_round)
+    if not candidates and seats != 0:
+        found = yield from wait_for_eligible(sim, devices, (cloud_round, edge_round))
+        candidates = eligible(sim, devices, cloud_round, edge_round) if found else []
     rng = selection_rng(sim, cloud_round, edge_round, edge)
     aggregation = sim.scenario.aggregation
     if aggregation.trigger == "first_k":
         seats = triggers.selected(aggregation, 0, len(candidates))
     share = sim.scenario.selection.fraction if seats is None else seat_share(seats, len(candidates))
-    chosen = sim.policy(candidates, Fractions(sim.battery), share, rng)
+    extra = {FLEET_ARG: FleetView(sim, sim.env.now)} if sim.policy_wants_fleet else {}
+    chosen = sim.policy(candidates, Fractions(sim.battery), share, rng, **extra)
     chosen = np.asarray(chosen, dtype=np.int64)
     if aggregation.trigger == "first_k":
         chosen = chosen[:seats]  # a policy that ignores the share ('all') takes its first
-    work = work_of(sim, edge)
-    return (yield from cohort.play(sim, work, chosen, model, (cloud_round, edge_round)))
+    received = sim.send_down(model)
+    return (yield from cohort.play(sim, work, chosen, received, (cloud_round, edge_round)))
 
 
 def selection_rng(
@@ -69,9 +80,7 @@ def edge_seats(sim: Simulation, cloud_round: int) -> np.ndarray:
 
     Counted once, as the cloud round starts (every battery settled when the last one closed).
     """
-    battery = sim.battery
-    able = battery.alive & sim.fleet.fits & ~sim.busy
-    able &= battery.fractions() >= sim.scenario.selection.min_battery
+    able = selectable(sim, np.arange(len(sim.topo.names)))
     eligible_per_edge = np.bincount(sim.topo.edge_of[able], minlength=len(sim.topo.edges))
     rng = np.random.default_rng([sim.scenario.seed, STREAM_SELECTION, cloud_round])
     return fleet_seats(sim.scenario.selection.fraction, eligible_per_edge, rng)
@@ -110,9 +119,10 @@ def edge_cloud_round(
     sim: Simulation, edge: int, global_model: torch.Tensor | None, cloud_round: int,
     received_s: float, seats: int,
 ) -> Process:
-    """One cloud round at one edge, from the end of its download (``received_s``): its
-    ``edge_rounds`` edge rounds, each selecting ``seats`` devices. Returns its Update and when
-    it was ready to send it (None if nothing arrived)."""
+    """One cloud round at one edge, from the end of its download (``received_s``) of
+    ``global_model`` (as the edge decoded it): its ``edge_rounds`` edge rounds, each selecting
+    ``seats`` devices. Returns its Update and when it was ready to send it (None if nothing
+    arrived)."""
     yield from until(sim.env, received_s)
     node = sim.edge_node(edge)
     devices = sim.topo.members(edge)
@@ -130,7 +140,7 @@ def edge_cloud_round(
                 variant_samples = sim.variant_samples(updates)
     if samples == 0:
         return None
-    payload = None if global_model is None else sim.encode([model], global_model)[0]
+    payload = None if global_model is None else sim.encode([model], global_model, [node])[0]
     return Update(edge, payload, samples, variant_samples), sim.env.now
 
 

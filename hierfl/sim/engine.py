@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -30,9 +31,13 @@ from hierfl.learn.models import ModelStats, build_model, model_stats
 from hierfl.learn.trainer import Job, ParamSpace, ReferenceTrainer, evaluate
 from hierfl.limits import check_memory, input_elements
 from hierfl.optimizers import Optimizer, resolve_optimizer
+from hierfl.plugins import FLEET_ARG
 from hierfl.policies import Selection, resolve_selection
 from hierfl.scenario import MODEL_NAMES, Scenario
+from hierfl.sim import availability
+from hierfl.sim.availability import Cursor
 from hierfl.sim.battery import FleetBattery
+from hierfl.sim.fleet_view import RoundHistory
 from hierfl.sim.network import LinkLog, Links
 from hierfl.topology import CLOUD, Topology, build_topology, string_index
 from hierfl.trace import Trace
@@ -52,6 +57,7 @@ class Fleet:
     power_rx_w: np.ndarray
     fits: np.ndarray
     mains: np.ndarray
+    charge_w: np.ndarray
 
     @classmethod
     def build(
@@ -75,8 +81,10 @@ class Fleet:
             power_rx_w=column(lambda p: p.power_rx_w),
             fits=column(lambda p: fits_in_memory(p.memory_kb, needed_bytes)).astype(bool),
             mains=np.isinf(capacity),
+            charge_w=np.where(np.isinf(capacity), 0.0, column(lambda p: p.charge_w)),
         )
-        return fleet, FleetBattery(capacity, column(lambda p: p.power_idle_w), tail_w, tail_s)
+        idle_w = column(lambda p: p.power_idle_w)
+        return fleet, FleetBattery(capacity, idle_w, tail_w, tail_s, fleet.charge_w)
 
 
 @dataclass
@@ -117,16 +125,22 @@ class Simulation:
     """Each aggregator's server optimiser, by trace node (the cloud is 0, edge e is 1 + e)."""
     busy: np.ndarray  # devices at work the aggregator has not committed (hierfl.sim.work)
     late: np.ndarray  # late updates per device
+    availability: Cursor
+    history: RoundHistory
+    reported_s: np.ndarray  # availability changes are in the trace up to here, per device
     family: ModelFamily | None = None
     variant_of: np.ndarray | None = None
     """Each device's variant (index into ``family.variants``; -1: none fits)."""
     works: dict = field(default_factory=dict)  # aggregator (edge, -1: cloud) -> its Work
     round_rows: list[dict] = field(default_factory=list)
+    evaluations: list[dict] = field(default_factory=list)
     global_weights: torch.Tensor | None = None
+    residuals: dict[int, torch.Tensor] = field(default_factory=dict)
     on_round: Callable[[dict], None] | None = None
     first_round: int = 0
     proxy: torch.Tensor | None = None
     """The unlabelled proxy inputs of FedDF distillation (None without it or without learning)."""
+    round_started_s: float = -np.inf  # when the last cloud round started
 
     # node numbering in the trace: cloud, edges, devices
     def device_node(self, device: int) -> int:
@@ -134,6 +148,26 @@ class Simulation:
 
     def edge_node(self, edge: int) -> int:
         return -1 if edge < 0 else 1 + edge
+
+    @cached_property
+    def policy_wants_fleet(self) -> bool:
+        """Whether the selection policy takes a ``fleet`` keyword (it then gets a FleetView)."""
+        try:
+            return FLEET_ARG in inspect.signature(self.policy).parameters
+        except (TypeError, ValueError):
+            return False
+
+    @cached_property
+    def plugs(self) -> bool:
+        """Whether the availability model ever plugs a device in (a trace may; markov and
+        diurnal when ``plugged_probability > 0``)."""
+        config = self.scenario.availability
+        return config.model == "trace" or (config.plugged_probability or 0.0) > 0
+
+    @cached_property
+    def charging(self) -> bool:
+        """Whether any battery can ever charge: a device with ``charge_w`` that gets plugged in."""
+        return self.plugs and bool(self.fleet.charge_w.any())
 
     @property
     def learning(self) -> bool:
@@ -149,42 +183,75 @@ class Simulation:
         return self.trainer.submit(device, start, seed)
 
     def encode(
-        self,
-        models: Sequence[torch.Tensor],
-        base: torch.Tensor,
-        senders: np.ndarray | None = None,
+        self, models: Sequence[torch.Tensor], base: torch.Tensor, senders: Sequence[int]
     ) -> list[bytes]:
-        """The uplink payloads of ``models`` received as ``base`` (``uplink_bytes`` each).
+        """The uplink payloads of ``models`` received as ``base``; ``senders[i]``, a trace
+        node (a device or an edge), sent ``models[i]``.
 
-        With a model family, ``senders`` are the devices that trained ``models``: each model
-        is its sender's variant, sent against that variant's slice of ``base``.
+        With a model family, a device's model is its variant, sent against that variant's
+        slice of ``base``; an edge sends the full model. With error feedback, each sender adds
+        its residual (what its codec lost so far) to its update before encoding and keeps
+        what this encoding loses in turn.
         """
-        if self.family is None or senders is None:
-            return self._encode(models, base, self.space)
+        senders = np.asarray(senders, dtype=np.int64)
+        kinds = self._sender_variants(senders)
         payloads: list[bytes] = [b""] * len(models)
-        kinds = self.variant_of[senders]
         for k in np.unique(kinds):
             picks = np.flatnonzero(kinds == k)
-            variant = self.family.variants[k]
-            sent = self._encode([models[i] for i in picks], base[variant.index], variant.space)
+            space, index = self._layout(int(k))
+            sent = self._encode([models[i] for i in picks], base[index], space, senders[picks])
             for i, payload in zip(picks, sent, strict=True):
                 payloads[i] = payload
         return payloads
 
+    def _sender_variants(self, senders: np.ndarray) -> np.ndarray:
+        """Each sender's variant: -1 (the full model) for an edge, or without a family."""
+        devices = senders - self.device_node(0)
+        if self.family is None:
+            return np.full(len(senders), -1)
+        return np.where(devices >= 0, self.variant_of[np.maximum(devices, 0)], -1)
+
+    def _layout(self, variant: int) -> tuple[ParamSpace, slice | torch.Tensor]:
+        """The space of ``variant`` (-1: the full model) and its index into the full model."""
+        if variant < 0:
+            return self.space, slice(None)
+        found = self.family.variants[variant]
+        return found.space, found.index
+
     def _encode(
-        self, models: Sequence[torch.Tensor], base: torch.Tensor, space: ParamSpace
+        self, models: Sequence[torch.Tensor], base: torch.Tensor, space: ParamSpace,
+        senders: np.ndarray,
     ) -> list[bytes]:
         """Payloads of ``models`` laid out as ``space``, ``ENCODE_ROWS`` at a time as one array
         each with a built-in codec."""
+        feedback = self.scenario.compression.error_feedback
         payloads = []
-        expected = self.codec.payload_bytes(space.specs)
         for start in range(0, len(models), ENCODE_ROWS):
             stacked = torch.stack(list(models[start : start + ENCODE_ROWS]))
             sent = stacked - base if self.scenario.compression.payload == "delta" else stacked
-            if self._rows_codec is not None:
-                payloads += self._rows_codec.encode_rows(sent.numpy(), space.specs)
-            else:
-                payloads += [self.codec.encode(space.unflatten(row)) for row in sent]
+            nodes = senders[start : start + ENCODE_ROWS].tolist()
+            if feedback:
+                sent = sent + torch.stack([self._residual(node, space.size) for node in nodes])
+            encoded = self._encode_rows(sent, space)
+            if feedback:
+                lost = sent - self.decode(encoded, space)
+                self.residuals.update(zip(nodes, lost, strict=True))
+            payloads += encoded
+        return payloads
+
+    def _residual(self, node: int, size: int) -> torch.Tensor:
+        """What ``node``'s codec has lost so far (zeros before its first upload)."""
+        found = self.residuals.get(node)
+        return torch.zeros(size) if found is None else found
+
+    def _encode_rows(self, rows: torch.Tensor, space: ParamSpace) -> list[bytes]:
+        """The payload of each row (a flat update laid out as ``space``), checked to be as
+        long as ``payload_bytes`` says."""
+        if self._rows_codec is not None:
+            payloads = self._rows_codec.encode_rows(rows.numpy(), space.specs)
+        else:
+            payloads = [self.codec.encode(space.unflatten(row)) for row in rows]
+        expected = self.codec.payload_bytes(space.specs)
         for payload in payloads:
             if len(payload) != expected:
                 raise ScenarioError(
@@ -207,9 +274,21 @@ class Simulation:
         return self.codec.payload_bytes(self.space.specs)
 
     @cached_property
-    def dense_bytes(self) -> int:
-        """Size of one dense float32 model: every model sent down (downlinks are dense)."""
-        return DENSE.payload_bytes(self.space.specs)
+    def downlink_codec(self) -> Codec:
+        """How every model is sent down, cloud to edge and edge to device."""
+        return Codec(quantize=self.scenario.compression.downlink)
+
+    @cached_property
+    def downlink_bytes(self) -> int:
+        """Size of one full model sent down (dense float32 unless ``compression.downlink``)."""
+        return self.downlink_codec.payload_bytes(self.space.specs)
+
+    def send_down(self, model: torch.Tensor | None) -> torch.Tensor | None:
+        """The model its receiver decodes from the downlink bytes of ``model``."""
+        if model is None or self.downlink_codec == DENSE:
+            return model
+        payload = self.downlink_codec.encode_rows(model[None].numpy(), self.space.specs)
+        return torch.from_numpy(self.downlink_codec.decode_rows(payload, self.space.specs)[0])
 
     @cached_property
     def _spaces(self) -> list[ParamSpace]:
@@ -218,12 +297,13 @@ class Simulation:
 
     @cached_property
     def _variant_figures(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Per variant: forward FLOPs, uplink bytes, dense downlink bytes."""
+        """Per variant: forward FLOPs, uplink bytes, downlink bytes."""
         stats = [self.stats] if self.family is None else [v.stats for v in self.family.variants]
         return (
             np.array([s.forward_flops for s in stats], dtype=np.int64),
             np.array([self.codec.payload_bytes(s.specs) for s in self._spaces], dtype=np.int64),
-            np.array([DENSE.payload_bytes(s.specs) for s in self._spaces], dtype=np.int64),
+            np.array([self.downlink_codec.payload_bytes(s.specs) for s in self._spaces],
+                     dtype=np.int64),
         )
 
     def _variants_of(self, devices: np.ndarray) -> np.ndarray:
@@ -246,7 +326,8 @@ class Simulation:
         return self._variant_figures[1][self._variants_of(devices)]
 
     def down_bytes(self, devices: np.ndarray) -> np.ndarray:
-        """Dense bytes of the model each device receives (its variant's slice)."""
+        """Bytes of the model each device receives (its variant's slice, in the downlink
+        codec)."""
         return self._variant_figures[2][self._variants_of(devices)]
 
     def variant_samples(self, updates: Sequence[Update]) -> np.ndarray | None:
@@ -269,8 +350,8 @@ class Simulation:
             for v in self.family.variants
         }
 
-    def _decode(self, payloads: list[bytes], space: ParamSpace) -> torch.Tensor:
-        """(N, P) float32 rows of ``payloads`` laid out as ``space``."""
+    def decode(self, payloads: Sequence[bytes], space: ParamSpace) -> torch.Tensor:
+        """(N, P) float32 rows of ``payloads`` laid out as ``space``: what the receiver reads."""
         specs = space.specs
         if self._rows_codec is not None:
             return torch.from_numpy(self._rows_codec.decode_rows(payloads, specs))
@@ -281,7 +362,11 @@ class Simulation:
         self, node: int, base: torch.Tensor | None, updates: list[Update]
     ) -> torch.Tensor | None:
         """Decode every update, FedAvg them weighted by samples, and let ``node``'s server
-        optimiser step from ``base`` (the model it sent) towards that average."""
+        optimiser step from ``base`` (the model it sent) towards that average.
+
+        Deltas are applied to ``base``, the aggregator's own model, not the copy its senders
+        decoded: what the downlink codec lost is not added to the model again.
+        """
         if base is None:
             return None
         return self.optimizers[node].step(base, self.average(base, updates))
@@ -291,7 +376,7 @@ class Simulation:
         with a model family)."""
         if self.family is not None:
             return self._aggregate_slices(base, updates)
-        decoded = self._decode([u.payload for u in updates], self.space)
+        decoded = self.decode([u.payload for u in updates], self.space)
         weights = [u.samples for u in updates]
         if self.scenario.compression.payload == "delta":
             return apply_deltas(base, decoded, weights)
@@ -305,7 +390,7 @@ class Simulation:
         weights: list[list[float]] = [[] for _ in variants]
         edges = [u for u in updates if u.variant_samples is not None]
         if edges:
-            full = self._decode([u.payload for u in edges], self.space)
+            full = self.decode([u.payload for u in edges], self.space)
             for update, row in zip(edges, full, strict=True):
                 for k in np.flatnonzero(update.variant_samples):
                     rows[k].append(row[variants[k].index])
@@ -314,7 +399,7 @@ class Simulation:
         kinds = self.variant_of[[u.sender for u in devices]]
         for k in np.unique(kinds):
             mine = [u for u, kind in zip(devices, kinds, strict=True) if kind == k]
-            rows[k].extend(self._decode([u.payload for u in mine], variants[k].space))
+            rows[k].extend(self.decode([u.payload for u in mine], variants[k].space))
             weights[k].extend(float(u.samples) for u in mine)
         slices = [
             Slice(variant.index, torch.stack(rows[k]), weights[k])
@@ -330,14 +415,14 @@ class Simulation:
         that runs it: the full model for an edge's update, a device's variant for its own."""
         delta = self.scenario.compression.payload == "delta"
         if self.family is None:
-            rows = self._decode([u.payload for u in updates], self.space)
+            rows = self.decode([u.payload for u in updates], self.space)
             return [(self.model, row) for row in (base + rows if delta else rows)]
         found = []
         for update in updates:
             whole = update.variant_samples is not None
             variant = None if whole else self.family.variants[self.variant_of[update.sender]]
             space = self.space if whole else variant.space
-            row = self._decode([update.payload], space)[0]
+            row = self.decode([update.payload], space)[0]
             start = base if whole else base[variant.index]
             found.append((self.model if whole else variant.model, start + row if delta else row))
         return found
@@ -393,7 +478,9 @@ def prepare(
     topo = build_topology(scenario)
     data_rng = np.random.default_rng([seed, STREAM_DATA])
     samples = draw_sample_counts(scenario.data, len(topo.names), data_rng)
-    needed = train_bytes(stats.n_params, scenario.run.batch_size, stats.activations_per_sample)
+    compression = scenario.compression
+    needed = train_bytes(stats.n_params, scenario.run.batch_size, stats.activations_per_sample,
+                         compression.error_feedback)
     fleet, battery = Fleet.build(scenario, topo, samples, needed)
     variant_of = None
     if family is not None:
@@ -406,7 +493,7 @@ def prepare(
             f"(largest memory_kb: {max(scenario.profile(p).memory_kb for p in topo.profile_names)})"
         )
     space = ParamSpace.of(model)
-    run, compression = scenario.run, scenario.compression
+    run = scenario.run
     trainer = data = None
     if run.learning:
         if run.device == "cuda" and not torch.cuda.is_available():
@@ -438,7 +525,9 @@ def prepare(
         stats=stats,
         space=space,
         codec=resolve_codec(
-            compression.quantize, compression.prune_ratio, codec or compression.codec
+            Codec(compression.quantize, compression.prune_ratio, compression.cluster_bits,
+                  compression.top_k),
+            codec or compression.codec,
         ),
         policy=resolve_selection(selection or scenario.selection.policy),
         model=model,
@@ -451,6 +540,12 @@ def prepare(
         variant_of=variant_of,
         optimizers=optimizers,
         proxy=proxy,
+        availability=Cursor(
+            availability.build(scenario, topo.profile_of, topo.profile_names, topo.names),
+            len(topo.names),
+        ),
+        history=RoundHistory.empty(len(topo.names)),
+        reported_s=np.zeros(len(topo.names)),
         global_weights=space.vector(model) if run.learning else None,
     )
 

@@ -12,11 +12,19 @@ from hierfl.checkpoint import checkpoint_scenario, load_checkpoint, restore, sav
 from hierfl.compression import DENSE, UpdateCodec
 from hierfl.learn.trainer import evaluate, per_sample
 from hierfl.policies import Selection
-from hierfl.results import Result, rounds_table, scenario_as_run, to_target, versions
+from hierfl.results import (
+    EVALUATION_COLUMNS,
+    Result,
+    rounds_table,
+    scenario_as_run,
+    to_target,
+    versions,
+)
 from hierfl.scenario import Scenario
 from hierfl.sim.battery import CATEGORIES
 from hierfl.sim.cloud import cloud
 from hierfl.sim.engine import Simulation, prepare, tier_column
+from hierfl.sim.pacing import evaluator
 from hierfl.topology import CLOUD, string_index
 
 
@@ -68,8 +76,10 @@ def _play(
             on_round(row)
 
     sim.on_round = after_round
-    sim.env.process(cloud(sim))
-    sim.env.run()
+    rounds = sim.env.process(cloud(sim))
+    if sim.scenario.run.eval_every_s is not None and sim.learning:
+        sim.env.process(evaluator(sim))
+    sim.env.run(until=rounds)
     record_idle(sim)
     events = sim.trace.to_frame()
     rounds = rounds_table(sim.round_rows, events, sim.scenario.topology.mode == "cloud_only")
@@ -77,7 +87,11 @@ def _play(
     model = None if sim.global_weights is None else sim.space.unflatten(sim.global_weights)
     summary = summarize(sim, rounds, devices, events)
     links = sim.link_log.table(float(sim.env.now))
-    return Result(events, rounds, devices, summary, model, links, sim.link_log.load_table())
+    evaluations = None
+    if sim.scenario.run.eval_every_s is not None and sim.learning:
+        evaluations = pd.DataFrame(sim.evaluations, columns=EVALUATION_COLUMNS)
+    return Result(events, rounds, devices, summary, model, links, sim.link_log.load_table(),
+                  evaluations)
 
 
 def record_idle(sim: Simulation) -> None:
@@ -108,6 +122,8 @@ def devices_table(sim: Simulation) -> pd.DataFrame:
         "late_updates": sim.late,
         "dropped": ~battery.alive,
         "dropped_at_s": battery.died_s,
+        "charged_j": battery.charged_j,
+        "online_s": sim.availability.online_s(np.arange(len(topo.names)), float(sim.env.now)),
         **{f"energy_{category}_j": battery.used_j[:, k] for k, category in enumerate(CATEGORIES)},
         "accuracy": local_accuracy(sim),
     }
@@ -219,6 +235,7 @@ def summarize(
             "forward_flops": sim.stats.forward_flops,
             "activations_per_sample": sim.stats.activations_per_sample,
             "uplink_payload_bytes": sim.codec.payload_bytes(sim.space.specs),
+            "downlink_payload_bytes": sim.downlink_bytes,
         },
         "final_accuracy": float(last["accuracy"]),
         "final_loss": float(last["loss"]),

@@ -17,6 +17,7 @@ the single batch the cohort model always solved.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -68,7 +69,7 @@ class Work:
         self.node = CLOUD_NODE if edge < 0 else sim.edge_node(edge)
         self.down, self.up = Channel(sim.link_log), Channel(sim.link_log)
         self.jobs = Jobs.empty()
-        self.snapshot = sim.battery.snapshot(np.zeros(0, dtype=np.int64))
+        self.snapshot = snapshot(sim, np.zeros(0, dtype=np.int64))
         self.trace = Trace(sim.trace.nodes)
         self.arrive_s, self.done_s = np.zeros(0), np.zeros(0)
         self.covered = {kind: (np.zeros(0), np.zeros(0)) for kind in NIC_OF.values()}
@@ -88,10 +89,10 @@ class Work:
         self.next_key += n
         new = Jobs(devices, np.full(n, now), np.full(n, rounds[0]), np.full(n, rounds[1]),
                    keys, np.zeros(n, dtype=bool))
-        snapshot = sim.battery.snapshot(devices)
-        sim.battery.restore(self.snapshot)
-        self.snapshot = {name: np.concatenate([self.snapshot[name], snapshot[name]])
-                         for name in snapshot}
+        taken = snapshot(sim, devices)
+        restore(sim, self.snapshot)
+        self.snapshot = {name: np.concatenate([self.snapshot[name], taken[name]])
+                         for name in taken}
         self.jobs = self.jobs + new
         for channel in (self.down, self.up):
             channel.begin(now, self.jobs.key)
@@ -142,7 +143,9 @@ class Work:
         sim.trace.extend_rows(mine)
         sim.busy[jobs.device] = False
         arrive_s = self.arrive_s[np.isin(self.jobs.key, jobs.key)]
-        late = jobs.late & np.isfinite(arrive_s)
+        arrived = np.isfinite(arrive_s)
+        sim.history.add(jobs.device[arrived], arrive_s[arrived] - jobs.handed_s[arrived])
+        late = jobs.late & arrived
         if late.any():
             node, edge = cohort.trace_nodes(sim, jobs.device[late])
             sim.trace.extend("late", node, edge, arrive_s[late], arrive_s[late],
@@ -176,6 +179,34 @@ class Work:
         covered_s, covered_e = self.covered[kind]
         keep = covered_e > since_s
         self.covered[kind] = covered_s[keep], covered_e[keep]
+
+
+def commit_all(sim: Simulation) -> None:
+    """Commit, at every aggregator, the work that is over by now."""
+    for work in sim.works.values():
+        work.commit(sim.env.now)
+
+
+def next_free_s(sim: Simulation, devices: np.ndarray) -> float:
+    """When the first of ``devices`` that is at work will be done (inf: none is at work)."""
+    soonest = math.inf
+    for work in sim.works.values():
+        mine = np.isin(work.jobs.device, devices)
+        if mine.any():
+            soonest = min(soonest, float(work.done_s[mine].min()))
+    return soonest
+
+
+def snapshot(sim: Simulation, devices: np.ndarray) -> dict[str, np.ndarray]:
+    """What planning ``devices``' jobs changes, copied: their battery rows and how far their
+    availability changes are recorded."""
+    return sim.battery.snapshot(devices) | {"reported_s": sim.reported_s[devices].copy()}
+
+
+def restore(sim: Simulation, taken: dict[str, np.ndarray]) -> None:
+    """Put back what a ``snapshot`` copied."""
+    sim.battery.restore(taken)
+    sim.reported_s[taken["devices"]] = taken["reported_s"]
 
 
 def uncovered(

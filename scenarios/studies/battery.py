@@ -20,7 +20,7 @@ import pandas as pd
 
 import hierfl
 from hierfl.results import Result, atomic_write
-from hierfl.study import save_study_figure, study_cli, study_figure
+from hierfl.study import save_study_figure, study_cli, study_figure, study_scenario
 
 NAME = "battery"
 SCENARIO = Path(__file__).resolve().parents[1] / f"{NAME}.toml"
@@ -40,11 +40,7 @@ def main(
     ``rounds`` overrides ``run.cloud_rounds`` and ``seed`` the scenario's seed. Times are
     simulated seconds, energy joules.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    base = hierfl.load_scenario(SCENARIO, [] if seed is None else [f"seed={seed}"])
-    if rounds is not None:
-        base = base.with_overrides([f"run.cloud_rounds={rounds}"])
+    out, base = study_scenario(SCENARIO, out_dir, rounds, seed)
     results = [
         hierfl.run(base.with_overrides([f"selection.policy={policy}"])) for policy, _ in POLICIES
     ]

@@ -22,7 +22,7 @@ import pandas as pd
 import hierfl
 from hierfl.costs import train_bytes
 from hierfl.results import Result, atomic_write
-from hierfl.study import accuracy_axes, save_study_figure, study_cli, study_figure
+from hierfl.study import accuracy_axes, save_study_figure, study_cli, study_figure, study_scenario
 
 NAME = "digits"
 SCENARIO = Path(__file__).resolve().parents[1] / f"{NAME}.toml"
@@ -43,11 +43,7 @@ def main(
     ``rounds`` overrides ``run.cloud_rounds`` and ``seed`` the scenario's seed. Times are
     simulated seconds, memory KiB.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    base = hierfl.load_scenario(SCENARIO, [] if seed is None else [f"seed={seed}"])
-    if rounds is not None:
-        base = base.with_overrides([f"run.cloud_rounds={rounds}"])
+    out, base = study_scenario(SCENARIO, out_dir, rounds, seed)
     scenarios = [
         base.with_overrides([f"model.name={model}", f"run.batch_size={batch}"])
         for _, model, batch in VARIANTS

@@ -19,7 +19,7 @@ import pandas as pd
 
 import hierfl
 from hierfl.results import Result, atomic_write
-from hierfl.study import accuracy_axes, save_study_figure, study_cli, study_figure
+from hierfl.study import accuracy_axes, save_study_figure, study_cli, study_figure, study_scenario
 
 NAME = "mnist1d_tiers"
 SCENARIO = Path(__file__).resolve().parents[1] / f"{NAME}.toml"
@@ -41,11 +41,7 @@ def main(
     ``rounds`` overrides the two-tier side's ``run.cloud_rounds`` (cloud-only runs
     ``edge_rounds`` times as many); ``seed`` runs that seed alone instead of 42, 43, 44.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    base = hierfl.load_scenario(SCENARIO)
-    if rounds is not None:
-        base = base.with_overrides([f"run.cloud_rounds={rounds}"])
+    out, base = study_scenario(SCENARIO, out_dir, rounds)
     seeds = SEEDS if seed is None else (seed,)
     rows, curves = [], []
     for (label, mode, partition), colour in zip(VARIANTS, COLOURS, strict=True):

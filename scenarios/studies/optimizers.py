@@ -20,7 +20,7 @@ import pandas as pd
 
 import hierfl
 from hierfl.results import Result, atomic_write
-from hierfl.study import accuracy_axes, save_study_figure, study_cli, study_figure
+from hierfl.study import accuracy_axes, save_study_figure, study_cli, study_figure, study_scenario
 
 NAME = "optimizers"
 SCENARIO = Path(__file__).resolve().parents[1] / f"{NAME}.toml"
@@ -48,11 +48,7 @@ def main(
 
     ``rounds`` overrides ``run.cloud_rounds``. Returns one row per variant and seed.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    base = hierfl.load_scenario(SCENARIO)
-    if rounds is not None:
-        base = base.with_overrides([f"run.cloud_rounds={rounds}"])
+    out, base = study_scenario(SCENARIO, out_dir, rounds)
     seeds = SEEDS if seed is None else (seed,)
     curves: dict[str, list[np.ndarray]] = {label: [] for label in VARIANTS}
     rows = []
