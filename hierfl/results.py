@@ -14,6 +14,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -224,20 +225,35 @@ def update_fates(events: pd.DataFrame) -> pd.DataFrame:
     ``late``, and the energy of work whose update was not aggregated (late, or lost to an
     empty battery): its download, compute and upload, and the radio tail that followed.
 
-    A job is a device's work handed out in one edge round (its ``download``, ``compute``
-    and ``upload`` share node, cloud round and edge round); a tail piece belongs to the
-    device's last job that ended before it began.
+    A job is a device's work from one ``download`` to the next: the compute and upload that
+    follow it belong to it, and its cloud round is the download's. A ``late`` instant is the
+    end of its job's upload. A tail piece belongs to the device's last job that ended before
+    it began.
     """
-    keys = ["node", "cloud_round", "edge_round"]
     kind = events["kind"].astype(str)
-    frame = events[["t_start", "t_end", "cloud_round", "edge_round", "bytes", "energy_j"]].assign(
+    frame = events[["t_start", "t_end", "cloud_round", "bytes", "energy_j"]].assign(
         node=events["node"].cat.codes.to_numpy(), kind=kind.to_numpy())
-    jobs = frame[frame["kind"].isin(WORK_KINDS)].groupby(keys).agg(
-        energy_j=("energy_j", "sum"), end_s=("t_end", "max"))
-    uploads = frame[(frame["kind"] == "upload") & (frame["bytes"] > 0)].set_index(keys).index
-    jobs["arrived"] = jobs.index.isin(uploads)
-    jobs["late"] = jobs.index.isin(frame[frame["kind"] == "late"].set_index(keys).index)
-    jobs = jobs.reset_index()
+    starts = frame[frame["kind"] == "download"][["node", "t_start", "cloud_round"]]
+    starts = starts.assign(job=np.arange(len(starts))).sort_values("t_start", kind="stable")
+
+    def job_of(rows: pd.DataFrame) -> pd.DataFrame:
+        """``rows`` with the job of the last download on their node that began by then."""
+        found = pd.merge_asof(rows.sort_values("t_start", kind="stable"),
+                              starts[["node", "t_start", "job"]], on="t_start", by="node")
+        return found.dropna(subset=["job"]).astype({"job": "int64"})
+
+    work = job_of(frame[frame["kind"].isin(WORK_KINDS)].drop(columns="cloud_round"))
+    jobs = starts.set_index("job")[["cloud_round"]].sort_index()
+    jobs["energy_j"] = work.groupby("job")["energy_j"].sum()
+    jobs["end_s"] = work.groupby("job")["t_end"].max()
+    arrived = work[(work["kind"] == "upload") & (work["bytes"] > 0)]
+    jobs["arrived"] = jobs.index.isin(arrived["job"])
+    late = frame[frame["kind"] == "late"]
+    came_late = pd.MultiIndex.from_arrays([late["node"], late["t_start"]])
+    ends = pd.MultiIndex.from_arrays([arrived["node"], arrived["t_end"]])
+    jobs["late"] = jobs.index.isin(arrived["job"][ends.isin(came_late)])
+    jobs["node"] = starts.set_index("job")["node"]
+    jobs = jobs.reset_index(drop=True)
     tails = frame.loc[frame["kind"] == "tail", ["node", "t_start", "energy_j"]]
     if len(tails) and len(jobs):
         owner = pd.merge_asof(

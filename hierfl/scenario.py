@@ -694,6 +694,17 @@ class Scenario(_Frozen):
                 "aggregation.cloud_trigger: needs topology.mode = 'hierarchical' (in "
                 f"cloud_only the edge trigger is the cloud's): {aggregation.cloud_trigger!r}"
             )
+        if aggregation.trigger == "buffered" and self.model.variants is not None:
+            raise ValueError(
+                "aggregation.trigger: 'buffered' is not simulated with model.variants (stale "
+                "slices of several widths): 'buffered'"
+            )
+        if (aggregation.trigger == "buffered" and self.topology.mode == "cloud_only"
+                and self.distillation.enabled):
+            raise ValueError(
+                "distillation.enabled: not with trigger = 'buffered' in cloud_only (the cloud "
+                "aggregates device deltas one buffer at a time, with no ensemble): true"
+            )
         return self
 
     @model_validator(mode="after")

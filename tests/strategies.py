@@ -11,14 +11,15 @@ WEAK_MAH = (0.02, 0.05, 0.08, 0.12, 0.18, 0.3, 1.0)  # 0.2 J to 10.8 J at 3 V
 
 
 @st.composite
-def timing_scenarios(draw) -> Scenario:
+def timing_scenarios(draw, buffered: bool = False) -> Scenario:
     """Small timing-only fleets whose batteries empty in every phase and while idle.
 
     A 'weak' board holds 0.1 to 11 J: a dense compact download costs it about 0.6 J, a slow
     compute up to a few J, a dense upload 1.5 J; idle power up to 50 W empties it before the
     model arrives. 'nomem' cannot hold the model (skips), 'plug' has no battery. Fixed
     sample counts make devices tie to the float, so edges finish at the same instants.
-    Edges aggregate on any trigger but ``buffered``: all, a deadline, or the first k.
+    Edges aggregate on all, a deadline, or the first k; with ``buffered``, on FedBuff with
+    small concurrency and buffers, and devices come and go (markov availability).
     """
     mode = draw(st.sampled_from(["hierarchical", "cloud_only"]))
     edges = draw(st.integers(1, 4) if mode == "hierarchical" else st.integers(0, 3))
@@ -61,4 +62,11 @@ def timing_scenarios(draw) -> Scenario:
             {"trigger": "deadline", "deadline_s": 8.0}, {"trigger": "first_k", "k": 1},
             {"trigger": "first_k", "k": 2, "overcommit": 2.0}])),
     }
+    if buffered:
+        raw["aggregation"] = {
+            "trigger": "buffered", "concurrency": draw(st.integers(1, 4)),
+            "buffer": draw(st.integers(1, 3)), "staleness_exponent": 0.5,
+            **draw(st.sampled_from([{}, {"max_staleness": 0}, {"max_staleness": 1}]))}
+        raw["availability"] = draw(st.sampled_from([
+            {}, {"model": "markov", "mean_online_s": 5.0, "mean_offline_s": 3.0}]))
     return hierfl.parse_scenario(raw)

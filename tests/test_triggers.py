@@ -81,8 +81,8 @@ def test_resolved_scenario_reads_back():
 
 @pytest.mark.parametrize(
     "aggregation",
-    [{"trigger": "buffered", "concurrency": 2, "buffer": 1},
-     {"cloud_trigger": "buffered", "cloud_buffer": 1}],
+    [{"cloud_trigger": "buffered", "cloud_buffer": 1},
+     {"cloud_trigger": "deadline", "cloud_deadline_s": 5.0}],
 )
 def test_unsimulated_trigger_is_refused(aggregation):
     """A trigger the engine does not play yet is refused before anything runs."""

@@ -9,6 +9,7 @@ import torch
 
 from hierfl.costs import compute_s
 from hierfl.learn.distill import distill, distill_flops, proxy_count
+from hierfl.sim import buffered
 from hierfl.sim.cohort import CLOUD_NODE, senders_of, until
 from hierfl.sim.device import Process, settle
 from hierfl.sim.edge import (
@@ -26,6 +27,7 @@ def cloud(sim: Simulation) -> Process:
     """Run every cloud round (``cloud_rounds``); then the work still running when the run
     ends goes on to its end, and is committed."""
     yield from cloud_rounds(sim)
+    buffered.close(sim)
     for work in sim.works.values():
         work.commit(np.inf)
 
@@ -49,6 +51,10 @@ def cloud_rounds(sim: Simulation) -> Process:
         sim.round_started_s = sim.env.now
         if hierarchical:
             updates = yield from _gather_edges(sim, cloud_round)
+        elif sim.scenario.aggregation.trigger == "buffered":
+            yield from _buffered_at_cloud(sim, cloud_round)
+            close_round(sim, cloud_round)
+            continue
         else:
             updates = yield from train_devices(sim, everyone, sim.global_weights, cloud_round, 0)
         if updates:
@@ -98,6 +104,12 @@ def teacher_flops(sim: Simulation, updates: list[Update]) -> int:
     return int(sim.forward_flops_of(senders_of(updates)).sum())
 
 
+def _buffered_at_cloud(sim: Simulation, cloud_round: int) -> Process:
+    """A cloud_only round with the buffered trigger: one FedBuff aggregation at the cloud."""
+    model, _ = yield from buffered.play_rounds(sim, -1, sim.global_weights, cloud_round, 1)
+    sim.global_weights = model
+
+
 def _gather_edges(sim: Simulation, cloud_round: int) -> Process:
     """Send the global model to every edge that has devices, let each play its edge rounds,
     then bring up the models of those that got updates. An edge without devices takes no
@@ -109,8 +121,10 @@ def _gather_edges(sim: Simulation, cloud_round: int) -> Process:
         sim, edges, "cloud_download", sim.downlink_bytes, np.full(len(edges), now), cloud_round
     )
     received = sim.send_down(sim.global_weights)
+    rounds = buffered.play_rounds if sim.scenario.aggregation.trigger == "buffered" else None
     runs = [
-        sim.env.process(edge_cloud_round(sim, int(e), received, cloud_round, t, int(seats[e])))
+        sim.env.process(
+            edge_cloud_round(sim, int(e), received, cloud_round, t, int(seats[e]), rounds))
         for e, t in zip(edges, received_s, strict=True)
     ]
     yield sim.env.all_of(runs)

@@ -7,6 +7,9 @@ uploads start when each edge is ready, so the core link is shared as the flows o
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 import numpy as np
 import torch
 
@@ -52,14 +55,22 @@ def train_devices(
     aggregation = sim.scenario.aggregation
     if aggregation.trigger == "first_k":
         seats = triggers.selected(aggregation, 0, len(candidates))
-    share = sim.scenario.selection.fraction if seats is None else seat_share(seats, len(candidates))
-    extra = {FLEET_ARG: FleetView(sim, sim.env.now)} if sim.policy_wants_fleet else {}
-    chosen = sim.policy(candidates, Fractions(sim.battery), share, rng, **extra)
-    chosen = np.asarray(chosen, dtype=np.int64)
+    chosen = choose(sim, candidates, seats, rng)
     if aggregation.trigger == "first_k":
         chosen = chosen[:seats]  # a policy that ignores the share ('all') takes its first
     received = sim.send_down(model)
     return (yield from cohort.play(sim, work, chosen, received, (cloud_round, edge_round)))
+
+
+def choose(
+    sim: Simulation, candidates: list[int], seats: int | None, rng: np.random.Generator
+) -> np.ndarray:
+    """The policy's choice among ``candidates`` for ``seats`` (None: the scenario's fraction);
+    a policy with a ``fleet`` keyword sees the fleet as the server knows it."""
+    share = sim.scenario.selection.fraction if seats is None else seat_share(seats, len(candidates))
+    extra = {FLEET_ARG: FleetView(sim, sim.env.now)} if sim.policy_wants_fleet else {}
+    chosen = sim.policy(candidates, Fractions(sim.battery), share, rng, **extra)
+    return np.asarray(chosen, dtype=np.int64)
 
 
 def selection_rng(
@@ -97,12 +108,23 @@ def aggregate_at(
 ) -> Process:
     """Spend the aggregation time on ``node`` (averaging, then its optimiser's step), then
     FedAvg ``updates`` and take that step into a new model."""
+    yield from aggregation_time(sim, node, edge, kind, len(updates), rounds)
+    if kind == "edge_aggregate" or sim.scenario.topology.mode == "cloud_only":
+        np.add.at(sim.trained, cohort.senders_of(updates), 1)
+    return sim.aggregate(node, base, updates)
+
+
+def aggregation_time(
+    sim: Simulation, node: int, edge: int, kind: str, count: int, rounds: tuple[int, int]
+) -> Process:
+    """Record and wait out ``node``'s aggregation of ``count`` updates: averaging, then its
+    optimiser's step, at its profile's speed."""
     profile = sim.scenario.profile(
         sim.scenario.topology.cloud_profile
         if kind == "cloud_aggregate"
         else sim.scenario.topology.edge_profile
     )
-    flops = aggregate_flops(sim.space.size, len(updates))
+    flops = aggregate_flops(sim.space.size, count)
     flops += sim.optimizers[node].flops_per_param * sim.space.size
     seconds = compute_s(flops, profile.compute_mflops)
     now = sim.env.now
@@ -110,24 +132,39 @@ def aggregate_at(
         kind, node, edge, now, now + seconds, *rounds, 0, profile.power_compute_w * seconds
     )
     yield sim.env.timeout(seconds)
-    if kind == "edge_aggregate" or sim.scenario.topology.mode == "cloud_only":
-        np.add.at(sim.trained, cohort.senders_of(updates), 1)
-    return sim.aggregate(node, base, updates)
 
 
 def edge_cloud_round(
     sim: Simulation, edge: int, global_model: torch.Tensor | None, cloud_round: int,
-    received_s: float, seats: int,
+    received_s: float, seats: int, rounds: Callable | None = None,
 ) -> Process:
     """One cloud round at one edge, from the end of its download (``received_s``) of
-    ``global_model`` (as the edge decoded it): its ``edge_rounds`` edge rounds, each selecting
-    ``seats`` devices. Returns its Update and when it was ready to send it (None if nothing
-    arrived)."""
+    ``global_model`` (as the edge decoded it): its ``edge_rounds`` edge rounds, played by
+    ``rounds`` (``sync_rounds`` by default; ``buffered.play_rounds``). Returns its Update
+    and when it was ready to send it (None if nothing arrived)."""
     yield from until(sim.env, received_s)
     node = sim.edge_node(edge)
+    play = rounds or partial(sync_rounds, seats=seats)
+    model, updates = yield from play(sim, edge, global_model, cloud_round,
+                                     sim.scenario.run.edge_rounds)
+    if not updates:
+        return None
+    variant_samples = None if model is None else sim.variant_samples(updates)
+    payload = None if global_model is None else sim.encode([model], global_model, [node])[0]
+    return Update(edge, payload, cohort.samples_of(updates), variant_samples), sim.env.now
+
+
+def sync_rounds(
+    sim: Simulation, edge: int, model: torch.Tensor | None, cloud_round: int, rounds: int,
+    seats: int,
+) -> Process:
+    """``rounds`` edge rounds at ``edge``, each selecting ``seats`` devices and aggregating
+    on the trigger (all, deadline, first_k). Returns the model and the updates of the last
+    edge round that got any."""
+    node = sim.edge_node(edge)
     devices = sim.topo.members(edge)
-    model, samples, variant_samples = global_model, 0, None
-    for edge_round in range(sim.scenario.run.edge_rounds):
+    used: list[Update] = []
+    for edge_round in range(rounds):
         updates = yield from train_devices(
             sim, devices, model, cloud_round, edge_round, edge, seats
         )
@@ -135,13 +172,8 @@ def edge_cloud_round(
             model = yield from aggregate_at(
                 sim, node, node, "edge_aggregate", model, updates, (cloud_round, edge_round)
             )
-            samples = cohort.samples_of(updates)
-            if model is not None:
-                variant_samples = sim.variant_samples(updates)
-    if samples == 0:
-        return None
-    payload = None if global_model is None else sim.encode([model], global_model, [node])[0]
-    return Update(edge, payload, samples, variant_samples), sim.env.now
+            used = updates
+    return model, used
 
 
 def backhaul(

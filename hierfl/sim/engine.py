@@ -132,6 +132,7 @@ class Simulation:
     variant_of: np.ndarray | None = None
     """Each device's variant (index into ``family.variants``; -1: none fits)."""
     works: dict = field(default_factory=dict)  # aggregator (edge, -1: cloud) -> its Work
+    buffers: dict = field(default_factory=dict)  # aggregator -> its Buffer (buffered trigger)
     round_rows: list[dict] = field(default_factory=list)
     evaluations: list[dict] = field(default_factory=list)
     global_weights: torch.Tensor | None = None
@@ -437,7 +438,10 @@ def tier_column(width: float) -> str:
     return f"accuracy_w{width:g}"
 
 
-SIMULATED_TRIGGERS = {"trigger": ("all", "deadline", "first_k"), "cloud_trigger": ("all",)}
+SIMULATED_TRIGGERS = {
+    "trigger": ("all", "deadline", "first_k", "buffered"),
+    "cloud_trigger": ("all",),
+}
 
 
 def _check_triggers(scenario: Scenario) -> None:

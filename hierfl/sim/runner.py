@@ -70,8 +70,8 @@ def _play(
         folder.mkdir(parents=True, exist_ok=True)
 
     def after_round(row: dict) -> None:
-        if folder is not None and not any(work.open for work in sim.works.values()):
-            save_checkpoint(sim, folder, row["cloud_round"] + 1)  # only a state with no work out
+        if folder is not None and nothing_in_flight(sim):
+            save_checkpoint(sim, folder, row["cloud_round"] + 1)
         if on_round is not None:
             on_round(row)
 
@@ -102,6 +102,13 @@ def record_idle(sim: Simulation) -> None:
     idle_w = np.r_[sim.scenario.profile(topology.cloud_profile).power_idle_w,
                    np.full(len(edges), sim.scenario.profile(topology.edge_profile).power_idle_w)]
     sim.trace.extend("idle", nodes, np.r_[-1, edges], 0.0, now_s, -1, -1, 0, idle_w * now_s)
+
+
+def nothing_in_flight(sim: Simulation) -> bool:
+    """Whether no work is out and no update waits in a buffer: the only states a checkpoint
+    holds (a deadline's stragglers, or FedBuff's devices at work, are not saved)."""
+    return not any(work.open for work in sim.works.values()) and not any(
+        buffer.pending for buffer in sim.buffers.values())
 
 
 def devices_table(sim: Simulation) -> pd.DataFrame:

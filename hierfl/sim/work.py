@@ -18,6 +18,7 @@ the single batch the cohort model always solved.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,6 +75,10 @@ class Work:
         self.arrive_s, self.done_s = np.zeros(0), np.zeros(0)
         self.covered = {kind: (np.zeros(0), np.zeros(0)) for kind in NIC_OF.values()}
         self.next_key = 0
+        self.receive: Callable[[Jobs, np.ndarray], np.ndarray] | None = None
+        """Told, as they are committed, of the jobs over (not marked late) and when each
+        update arrived (inf: lost): returns the mask of those to discard as late (the
+        buffered trigger's rule)."""
 
     def hand_out(
         self, devices: np.ndarray, rounds: tuple[int, int]
@@ -118,6 +123,8 @@ class Work:
         """Make the jobs over by ``now_s`` part of the run: their events, the aggregator's
         NIC time, a ``late`` instant for each update that arrived but is not aggregated."""
         over = self.done_s <= now_s
+        if over.any() and self.receive is not None:
+            self._receive(over)
         if over.any():
             self._record(self.jobs.take(over))
             keep = ~over
@@ -129,6 +136,15 @@ class Work:
         if not len(self.jobs):  # no flow can change any more: the link log is complete
             for channel in (self.down, self.up):
                 channel.begin(now_s, self.jobs.key)
+
+    def _receive(self, over: np.ndarray) -> None:
+        """Hand the jobs ``over`` to ``receive``, in arrival order (ties in hand-out order,
+        the lost last); mark late those it discards."""
+        ended = np.flatnonzero(over & ~self.jobs.late)
+        ended = ended[np.argsort(self.arrive_s[ended], kind="stable")]
+        if len(ended):
+            discard = self.receive(self.jobs.take(ended), self.arrive_s[ended])
+            self.mark_late(self.jobs.device[ended[discard]])
 
     @property
     def open(self) -> bool:
