@@ -35,17 +35,19 @@ from hierfl.errors import CorruptError, HierflError, ScenarioError
 from hierfl.plugins import custom_references
 from hierfl.results import atomic_write
 from hierfl.scenario import Scenario, parse_scenario
+from hierfl.sim.battery import STATE
 from hierfl.sim.engine import Simulation
 
 CHECKPOINT = "checkpoint.pt"
-FORMAT = 6  # 5: residuals; 6: round history and utility, availability, evaluations, pacing
+FORMAT = 7  # 5: residuals; 6: round history and utility, availability, evaluations, pacing;
+# 7: late updates per device
 MAGIC = b"HIERFLCK"
 _HASH = 32
-_BATTERY = ("remaining_j", "settled_s", "alive", "died_s", "used_j", "tail_end_s", "charged_j")
+_BATTERY = STATE
 _LINKS = ("carried_bytes", "flows")
 _HISTORY = ("last_s", "total_s", "count", "utility")
 _KEYS = ("format", "scenario", "next_round", "now_s", "global_weights", "battery", "trained",
-         "links", "link_steps", "trace", "round_rows", "optimizers", "residuals", "history",
+         "late", "links", "link_steps", "trace", "round_rows", "optimizers", "residuals", "history",
          "reported_s", "evaluations", "round_started_s")
 
 
@@ -59,6 +61,7 @@ def save_checkpoint(sim: Simulation, folder: Path, next_round: int) -> Path:
         "global_weights": sim.global_weights,
         "battery": {name: torch.from_numpy(getattr(sim.battery, name).copy()) for name in _BATTERY},
         "trained": torch.from_numpy(sim.trained.copy()),
+        "late": torch.from_numpy(sim.late.copy()),
         "links": {name: torch.from_numpy(getattr(sim.link_log, name).copy()) for name in _LINKS},
         "link_steps": [torch.from_numpy(rows.copy()) for rows in sim.link_log.steps],
         "trace": {
@@ -221,6 +224,7 @@ def restore(sim: Simulation, state: dict[str, Any]) -> None:
     for name in _BATTERY:
         getattr(sim.battery, name)[...] = state["battery"][name].numpy()
     sim.trained[...] = state["trained"].numpy()
+    sim.late[...] = state["late"].numpy()
     for name in _LINKS:
         getattr(sim.link_log, name)[...] = state["links"][name].numpy()
     sim.link_log.steps[:] = [rows.numpy() for rows in state["link_steps"]]
@@ -250,8 +254,10 @@ def _check_fits(sim: Simulation, state: dict[str, Any]) -> None:
         if not (np.isfinite(values) & (values >= 0)).all():
             raise CorruptError(f"checkpoint: battery.{name} must be finite and >= 0")
     _same_as(state["trained"], sim.trained, "trained")
-    if (state["trained"].numpy() < 0).any():
-        raise CorruptError("checkpoint: trained counts must be >= 0")
+    _same_as(state["late"], sim.late, "late")
+    for key in ("trained", "late"):
+        if (state[key].numpy() < 0).any():
+            raise CorruptError(f"checkpoint: {key} counts must be >= 0")
     _check_links(state, sim)
     _check_trace(_table(state["trace"], "trace"), sim)
     _check_rows(state["round_rows"], state["next_round"], state["now_s"])
