@@ -151,15 +151,17 @@ def select_power(
     square of the training loss the device last reported; devices never heard from count as
     the most useful heard, so they get explored). Joules and seconds are the server's
     forecast of the device's round (``fleet.forecast``). Only devices whose remaining charge
-    covers ``1 + ENERGY_RESERVE`` times their forecast joules are selected, fewer than the
-    seats when too few qualify: work that would run the battery empty is wasted energy. Ties
-    are broken in a random order drawn from ``rng``.
+    covers ``1 + ENERGY_RESERVE`` times their forecast joules, and whose forecast round ends
+    within the round's deadline (``fleet.deadline_s``), are selected, fewer than the seats
+    when too few qualify: work that would run the battery empty or come late is wasted
+    energy. Ties are broken in a random order drawn from ``rng``.
     """
     devices = np.asarray(candidates, dtype=np.int64)
     if not len(devices):
         return []
     forecast = fleet.forecast(devices)
     feasible = fleet.remaining_j(devices) >= (1 + ENERGY_RESERVE) * forecast.energy_j
+    feasible &= forecast.seconds <= fleet.deadline_s
     score = utility_of(fleet.utility[devices], fleet.samples[devices]) / forecast.energy_j
     order = rng.permutation(len(devices))
     ranked = order[np.argsort(-score[order], kind="stable")]

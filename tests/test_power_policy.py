@@ -10,7 +10,7 @@ from hierfl.policies import select_power
 from hierfl.sim.predict import RoundForecast
 
 
-def fake_fleet(energy_j, seconds, remaining_j, utility, samples):
+def fake_fleet(energy_j, seconds, remaining_j, utility, samples, deadline_s=np.inf):
     """A FleetView stand-in with hand-set forecasts (index = device)."""
     energy_j, seconds = np.asarray(energy_j, float), np.asarray(seconds, float)
     zero = np.zeros(len(energy_j))
@@ -23,6 +23,7 @@ def fake_fleet(energy_j, seconds, remaining_j, utility, samples):
         remaining_j=lambda devices: np.asarray(remaining_j, float)[devices],
         utility=np.asarray(utility, float),
         samples=np.asarray(samples),
+        deadline_s=deadline_s,
     )
 
 
@@ -40,6 +41,32 @@ def test_skips_devices_that_cannot_afford_the_round():
     rng = np.random.default_rng(0)
     assert select_power([0, 1, 2, 3], np.ones(4), 0.5, rng, fleet=fleet) == [1, 2]
     assert select_power([0, 3], np.ones(4), 1.0, rng, fleet=fleet) == []
+
+
+def test_skips_devices_forecast_to_miss_the_deadline():
+    """A 3 s deadline: device 0 (forecast 5 s, the best score) would come late, so the two
+    best of those forecast within it are chosen."""
+    fleet = fake_fleet([1, 1, 1, 1], [5, 3, 2, 1], [9] * 4, [10, 8, 6, 4], [1] * 4,
+                       deadline_s=3.0)
+    rng = np.random.default_rng(0)
+    assert select_power([0, 1, 2, 3], np.ones(4), 0.5, rng, fleet=fleet) == [1, 2]
+
+
+def test_power_under_a_deadline_selects_no_straggler():
+    """Under a 4 s deadline the slow board (forecast 5.1 s) is never selected by 'power', so
+    nothing comes late; 'all' selects it and its update is late every round."""
+    import hierfl
+    from tests.test_triggers import three_boards
+
+    deadline = {"trigger": "deadline", "deadline_s": 4.0}
+    power = hierfl.run(three_boards(deadline, cloud_rounds=3,
+                                    selection={"policy": "power", "fraction": 1.0}))
+    assert "slow-1" not in set(power.events.loc[power.events["kind"] == "download",
+                                                "node"].astype(str))
+    assert int(power.rounds["updates_late"].sum()) == 0
+    assert int(power.rounds["updates_used"].sum()) == 6
+    everyone = hierfl.run(three_boards(deadline, cloud_rounds=3))
+    assert int(everyone.rounds["updates_late"].sum()) >= 1
 
 
 def test_unreported_devices_count_as_the_most_useful():

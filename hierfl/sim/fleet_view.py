@@ -6,6 +6,8 @@ addition to the four arguments every policy gets (``hierfl.policies.Selection``)
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -94,6 +96,13 @@ class FleetView:
         """The server's forecast of each device's next round, uncontended: seconds by phase
         and joules (``hierfl.sim.predict``)."""
         return forecast_round(self._sim, np.asarray(devices, dtype=np.int64))
+
+    @property
+    def deadline_s(self) -> float:
+        """Seconds from now within which a selected device's update must arrive to be
+        aggregated: ``deadline_s`` under the deadline trigger, inf otherwise."""
+        aggregation = self._sim.scenario.aggregation
+        return aggregation.deadline_s if aggregation.trigger == "deadline" else math.inf
 
     def remaining_j(self, devices: np.ndarray) -> np.ndarray:
         """Joules left in each device's battery (inf when mains-powered)."""
