@@ -207,3 +207,16 @@ def test_buffered_runs_keep_their_rules(scenario):
     up_ends = set(zip(arrived["node"], arrived["t_end"], strict=True))
     assert all((r.node, r.t_start) in up_ends for r in late.itertuples())
     assert int(result.rounds["updates_used"].sum()) == int(result.devices["rounds_trained"].sum())
+
+
+def test_devices_that_cannot_hold_the_model_are_skipped_once_per_round():
+    """A board without the memory for the model gets one skip per (cloud, edge) round, not
+    one per hand-out."""
+    raw = fleet_raw(mode="hierarchical")
+    raw["run"].update(learning=False, edge_rounds=2)
+    raw["profiles"]["tiny"] = {**WEAK, "memory_kb": 2}
+    raw["devices"].append({"profile": "tiny", "count": 1})
+    result = hierfl.run(parse_scenario(raw))
+    skips = of_kind(result, "skip")
+    assert len(skips) == 4 * 2
+    assert not skips.duplicated(["cloud_round", "edge_round"]).any()

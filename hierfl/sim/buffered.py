@@ -63,6 +63,7 @@ class Buffer:
     handed: dict[int, Handed] = field(default_factory=dict)
     pending: list[Arrived] = field(default_factory=list)
     handouts: int = 0
+    skipped: tuple[int, int] | None = None  # the rounds whose skip events are recorded
     closed: bool = False
 
 
@@ -136,7 +137,8 @@ def hand_out(
     free = sim.scenario.aggregation.concurrency - len(work.jobs)
     if free <= 0:
         return
-    candidates = eligible(sim, _members(sim, edge), *rounds)
+    candidates = eligible(sim, _members(sim, edge), *rounds, skips=state.skipped != rounds)
+    state.skipped = rounds
     if not candidates:
         return
     rng = np.random.default_rng(

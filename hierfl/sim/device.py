@@ -24,20 +24,24 @@ def available(sim: Simulation, devices: np.ndarray, t_s: float) -> np.ndarray:
     return state.plugged if sim.scenario.selection.require_plugged else state.online
 
 
-def eligible(sim: Simulation, devices: np.ndarray, cloud_round: int, edge_round: int) -> list[int]:
+def eligible(
+    sim: Simulation, devices: np.ndarray, cloud_round: int, edge_round: int, skips: bool = True
+) -> list[int]:
     """Devices that may be selected: alive, above min_battery, able to hold the model, and
     available (online; plugged in if required).
 
-    A living device that cannot hold the model gets a ``skip`` event. A device still at
-    work (busy) is not a candidate.
+    A living device that cannot hold the model gets a ``skip`` event (unless ``skips`` is
+    false: the round already recorded them). A device still at work (busy) is not a
+    candidate.
     """
     devices = devices[~sim.busy[devices]]
     settle(sim, devices, cloud_round, edge_round)
     alive = devices[sim.battery.alive[devices]]
     fits = sim.fleet.fits[alive]
-    node, edge = cohort.trace_nodes(sim, alive[~fits])
     now = sim.env.now
-    sim.trace.extend("skip", node, edge, now, now, cloud_round, edge_round)
+    if skips:
+        node, edge = cohort.trace_nodes(sim, alive[~fits])
+        sim.trace.extend("skip", node, edge, now, now, cloud_round, edge_round)
     able = alive[fits]
     enough = sim.battery.fractions(able) >= sim.scenario.selection.min_battery
     able = able[enough]

@@ -7,7 +7,6 @@ addition to the four arguments every policy gets (``hierfl.policies.Selection``)
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 
 import numpy as np
