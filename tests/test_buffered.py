@@ -220,3 +220,13 @@ def test_devices_that_cannot_hold_the_model_are_skipped_once_per_round():
     skips = of_kind(result, "skip")
     assert len(skips) == 4 * 2
     assert not skips.duplicated(["cloud_round", "edge_round"]).any()
+
+
+def test_policy_all_spreads_work_over_the_fleet():
+    """With policy 'all' and more candidates than free places, every board gets work over a
+    run (a uniform draw, not always the first ones)."""
+    raw = fleet_raw(mode="hierarchical", concurrency=2, buffer=1)
+    raw["run"].update(learning=False, cloud_rounds=20)
+    raw["devices"] = [{"profile": "fast", "count": 6}]
+    result = hierfl.run(parse_scenario(raw))
+    assert set(of_kind(result, "download")["node"].astype(str)) == {f"fast-{i}" for i in range(6)}

@@ -133,7 +133,8 @@ def hand_out(
     rounds: tuple[int, int],
 ) -> None:
     """Select devices for the free places (``concurrency`` less the jobs at work) and hand
-    them the aggregator's current ``model``."""
+    them the aggregator's current ``model``. A policy that returns more than the free places
+    (``all``) gets a uniform draw of them, as FedBuff samples its clients."""
     free = sim.scenario.aggregation.concurrency - len(work.jobs)
     if free <= 0:
         return
@@ -144,7 +145,9 @@ def hand_out(
     rng = np.random.default_rng(
         [sim.scenario.seed, STREAM_SELECTION, *rounds, edge + 1, state.handouts])
     state.handouts += 1
-    chosen = choose(sim, candidates, free, rng)[:free]
+    chosen = choose(sim, candidates, free, rng)
+    if len(chosen) > free:  # a policy that ignores the share ('all'): a random few of them
+        chosen = np.sort(rng.choice(chosen, free, replace=False))
     received = sim.send_down(model)
     work.hand_out(chosen, rounds)
     keys = work.jobs.key[len(work.jobs) - len(chosen):]
