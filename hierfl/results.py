@@ -226,14 +226,17 @@ def update_fates(events: pd.DataFrame) -> pd.DataFrame:
     empty battery): its download, compute and upload, and the radio tail that followed.
 
     A job is a device's work from one ``download`` to the next: the compute and upload that
-    follow it belong to it, and its cloud round is the download's. A ``late`` instant is the
-    end of its job's upload. A tail piece belongs to the device's last job that ended before
-    it began.
+    follow it belong to it, and its cloud round and edge are the download's. A device's
+    ``late`` instant is the end of its job's upload; an edge's ``late`` (its model came after
+    the cloud aggregated) makes late every update of its devices handed out in that cloud
+    round. A tail piece belongs to the device's last job that ended before it began.
     """
     kind = events["kind"].astype(str)
+    edge = events["edge"].astype(str).to_numpy()
     frame = events[["t_start", "t_end", "cloud_round", "bytes", "energy_j"]].assign(
-        node=events["node"].cat.codes.to_numpy(), kind=kind.to_numpy())
-    starts = frame[frame["kind"] == "download"][["node", "t_start", "cloud_round"]]
+        node=events["node"].cat.codes.to_numpy(), kind=kind.to_numpy(), edge=edge,
+        at_edge=events["node"].astype(str).to_numpy() == edge)
+    starts = frame[frame["kind"] == "download"][["node", "t_start", "cloud_round", "edge"]]
     starts = starts.assign(job=np.arange(len(starts))).sort_values("t_start", kind="stable")
 
     def job_of(rows: pd.DataFrame) -> pd.DataFrame:
@@ -248,10 +251,15 @@ def update_fates(events: pd.DataFrame) -> pd.DataFrame:
     jobs["end_s"] = work.groupby("job")["t_end"].max()
     arrived = work[(work["kind"] == "upload") & (work["bytes"] > 0)]
     jobs["arrived"] = jobs.index.isin(arrived["job"])
-    late = frame[frame["kind"] == "late"]
+    late = frame[(frame["kind"] == "late") & ~frame["at_edge"]]
     came_late = pd.MultiIndex.from_arrays([late["node"], late["t_start"]])
     ends = pd.MultiIndex.from_arrays([arrived["node"], arrived["t_end"]])
     jobs["late"] = jobs.index.isin(arrived["job"][ends.isin(came_late)])
+    edges_late = frame[(frame["kind"] == "late") & frame["at_edge"]]
+    dropped = pd.MultiIndex.from_arrays([edges_late["edge"], edges_late["cloud_round"]])
+    handed = starts.set_index("job").sort_index()
+    jobs["late"] |= jobs["arrived"] & pd.MultiIndex.from_arrays(
+        [handed["edge"], handed["cloud_round"]]).isin(dropped)
     jobs["node"] = starts.set_index("job")["node"]
     jobs = jobs.reset_index(drop=True)
     tails = frame.loc[frame["kind"] == "tail", ["node", "t_start", "energy_j"]]

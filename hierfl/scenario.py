@@ -694,6 +694,16 @@ class Scenario(_Frozen):
                 "aggregation.cloud_trigger: needs topology.mode = 'hierarchical' (in "
                 f"cloud_only the edge trigger is the cloud's): {aggregation.cloud_trigger!r}"
             )
+        if aggregation.cloud_trigger != "all" and self.distillation.enabled:
+            raise ValueError(
+                "distillation.enabled: only with cloud_trigger = 'all' (FedDF distils the "
+                f"models of a whole cloud round): {aggregation.cloud_trigger!r}"
+            )
+        if aggregation.cloud_trigger == "buffered" and self.model.variants is not None:
+            raise ValueError(
+                "aggregation.cloud_trigger: 'buffered' is not simulated with model.variants "
+                "(stale slices of several widths): 'buffered'"
+            )
         if aggregation.trigger == "buffered" and self.model.variants is not None:
             raise ValueError(
                 "aggregation.trigger: 'buffered' is not simulated with model.variants (stale "

@@ -19,7 +19,8 @@ def timing_scenarios(draw, buffered: bool = False) -> Scenario:
     model arrives. 'nomem' cannot hold the model (skips), 'plug' has no battery. Fixed
     sample counts make devices tie to the float, so edges finish at the same instants.
     Edges aggregate on all, a deadline, or the first k; with ``buffered``, on FedBuff with
-    small concurrency and buffers, and devices come and go (markov availability).
+    small concurrency and buffers, devices come and go (markov availability), and the cloud
+    waits for all edges, a deadline, or a buffer of them.
     """
     mode = draw(st.sampled_from(["hierarchical", "cloud_only"]))
     edges = draw(st.integers(1, 4) if mode == "hierarchical" else st.integers(0, 3))
@@ -69,4 +70,8 @@ def timing_scenarios(draw, buffered: bool = False) -> Scenario:
             **draw(st.sampled_from([{}, {"max_staleness": 0}, {"max_staleness": 1}]))}
         raw["availability"] = draw(st.sampled_from([
             {}, {"model": "markov", "mean_online_s": 5.0, "mean_offline_s": 3.0}]))
+        if mode == "hierarchical":
+            raw["aggregation"] |= draw(st.sampled_from([
+                {}, {"cloud_trigger": "deadline", "cloud_deadline_s": 3.0},
+                {"cloud_trigger": "buffered", "cloud_buffer": draw(st.integers(1, 2))}]))
     return hierfl.parse_scenario(raw)

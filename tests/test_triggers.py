@@ -79,19 +79,6 @@ def test_resolved_scenario_reads_back():
     assert parse_scenario(plain.to_dict()) == plain
 
 
-@pytest.mark.parametrize(
-    "aggregation",
-    [{"cloud_trigger": "buffered", "cloud_buffer": 1},
-     {"cloud_trigger": "deadline", "cloud_deadline_s": 5.0}],
-)
-def test_unsimulated_trigger_is_refused(aggregation):
-    """A trigger the engine does not play yet is refused before anything runs."""
-    from hierfl.sim.engine import prepare
-
-    with pytest.raises(ScenarioError, match="is not simulated yet"):
-        prepare(parse_scenario(small_raw(aggregation=aggregation)))
-
-
 # ----- what the triggers do to a round (hand-computed; timing-only, no cell: no sharing)
 
 BOARD = {**WEAK, "battery_mah": 500.0, "voltage_v": 3.7}

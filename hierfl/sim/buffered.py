@@ -159,15 +159,24 @@ def hand_out(
 def aggregate(
     sim: Simulation, node: int, model: torch.Tensor | None, taken: list[Arrived]
 ) -> torch.Tensor | None:
-    """The aggregator's next model: its optimiser's step from ``model`` towards ``model``
-    plus the staleness-weighted deltas summed over the buffer's samples."""
+    """The aggregator's next model from the buffer's device updates (``staleness_step``)."""
     if model is None:
         return None
+    return staleness_step(sim, node, model, _deltas(sim, taken), [a.samples for a in taken],
+                          [a.staleness for a in taken])
+
+
+def staleness_step(
+    sim: Simulation, node: int, model: torch.Tensor, deltas: list[torch.Tensor],
+    samples: list[int], staleness: list[int],
+) -> torch.Tensor:
+    """``node``'s optimiser step from ``model`` towards ``model`` plus the deltas weighted by
+    ``samples * (1 + staleness)^-staleness_exponent`` and summed over the samples."""
     exponent = sim.scenario.aggregation.staleness_exponent
     total = torch.zeros(model.shape, dtype=torch.float64)
-    for arrived, delta in zip(taken, _deltas(sim, taken), strict=True):
-        total += arrived.samples * (1 + arrived.staleness) ** -exponent * delta.double()
-    step = total / sum(a.samples for a in taken)
+    for delta, n, s in zip(deltas, samples, staleness, strict=True):
+        total += n * (1 + s) ** -exponent * delta.double()
+    step = total / sum(samples)
     return sim.optimizers[node].step(model, (model.double() + step).to(torch.float32))
 
 

@@ -9,7 +9,8 @@ import torch
 
 from hierfl.costs import compute_s
 from hierfl.learn.distill import distill, distill_flops, proxy_count
-from hierfl.sim import buffered
+from hierfl.sim import buffered, cloud_async
+from hierfl.sim.backhaul import Backhaul
 from hierfl.sim.cohort import CLOUD_NODE, senders_of, until
 from hierfl.sim.device import Process, settle
 from hierfl.sim.edge import (
@@ -26,7 +27,14 @@ from hierfl.sim.pacing import next_chance_s, record_evaluation, time_is_up, wait
 def cloud(sim: Simulation) -> Process:
     """Run every cloud round (``cloud_rounds``); then the work still running when the run
     ends goes on to its end, and is committed."""
-    yield from cloud_rounds(sim)
+    trigger = sim.scenario.aggregation.cloud_trigger
+    if trigger == "all":
+        yield from cloud_rounds(sim)
+    else:
+        backhaul = Backhaul(sim)
+        play = cloud_async.deadline_rounds if trigger == "deadline" else cloud_async.buffered_rounds
+        yield from play(sim, backhaul, close_round)
+        backhaul.close()
     buffered.close(sim)
     for work in sim.works.values():
         work.commit(np.inf)

@@ -438,23 +438,6 @@ def tier_column(width: float) -> str:
     return f"accuracy_w{width:g}"
 
 
-SIMULATED_TRIGGERS = {
-    "trigger": ("all", "deadline", "first_k", "buffered"),
-    "cloud_trigger": ("all",),
-}
-
-
-def _check_triggers(scenario: Scenario) -> None:
-    """Refuse, in one line, a trigger the schema knows but the engine does not play yet."""
-    for key, built in SIMULATED_TRIGGERS.items():
-        value = getattr(scenario.aggregation, key)
-        if value not in built:
-            raise ScenarioError(
-                f"aggregation.{key}: {value!r} is not simulated yet (simulated: "
-                f"{', '.join(built)})"
-            )
-
-
 def prepare(
     scenario: Scenario,
     selection: Selection | None = None,
@@ -464,7 +447,6 @@ def prepare(
 
     ``selection`` and ``codec`` replace the scenario's policy and codec with Python objects.
     """
-    _check_triggers(scenario)
     seed = scenario.seed
     input_shape, num_classes = data_shape(scenario.data)
     model_seed = int(np.random.SeedSequence([seed, STREAM_MODEL]).generate_state(1)[0])

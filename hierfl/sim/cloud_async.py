@@ -1,0 +1,201 @@
+"""Clouds that do not wait for every edge: ``cloud_trigger = "deadline"`` or ``"buffered"``.
+
+``deadline``: a cloud round sends the global model to every edge that is not still at work
+on an earlier round, and ``cloud_deadline_s`` after it started (or once all of them have
+sent their model) aggregates the edge models that have arrived. An edge still at work goes
+on: its model arrives later, is recorded as ``late`` on the edge and discarded, and the edge
+takes part again from the next cloud round.
+
+``buffered``: every edge with devices is kept at work. Each arrival is given the cloud's
+current model at once; every ``cloud_buffer`` arrivals the cloud aggregates them with
+FedBuff's staleness weights (``buffered.staleness_step``; ``s`` counts cloud aggregations
+since the edge received its model, and a model staler than ``max_staleness`` is late). Each
+aggregation closes a cloud round.
+
+Edge transfers go over a ``Backhaul``, which plans them together whenever they start. When
+the run ends, edges still at work stop there: the device work they handed out goes on to
+its end (``Work.commit``), and they send nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import simpy
+import torch
+
+from hierfl.sim import buffered
+from hierfl.sim.backhaul import Backhaul
+from hierfl.sim.cohort import CLOUD_NODE, until
+from hierfl.sim.device import Process
+from hierfl.sim.edge import aggregate_at, aggregation_time, edge_cloud_round, edge_seats
+from hierfl.sim.engine import Simulation, Update
+from hierfl.sim.pacing import next_chance_s, time_is_up, wait_for_eligible
+
+
+@dataclass
+class EdgeWork:
+    """Edges at work for the cloud: which round (or model version) each was handed, and the
+    models that arrived and are not aggregated yet."""
+
+    handed: dict[int, int] = field(default_factory=dict)
+    running: dict[int, simpy.Process] = field(default_factory=dict)
+    arrived: list[tuple] = field(default_factory=list)
+    """(edge, its Update, the round it was handed (deadline) or its staleness and the model
+    it was sent (buffered))."""
+    closed: set[int] = field(default_factory=set)  # rounds (deadline) already aggregated
+
+
+def edge_job(
+    sim: Simulation, backhaul: Backhaul, edge: int, model: torch.Tensor | None,
+    cloud_round: int, seats: int,
+) -> Process:
+    """One edge's part of a cloud round: receive ``model``, play its edge rounds, send its
+    model. Returns its Update, or None if it had nothing to send."""
+    yield from backhaul.transfer(edge, "cloud_download", sim.downlink_bytes, (cloud_round, -1))
+    rounds = buffered.play_rounds if sim.scenario.aggregation.trigger == "buffered" else None
+    result = yield from edge_cloud_round(sim, edge, sim.send_down(model), cloud_round,
+                                         sim.env.now, seats, rounds)
+    if result is None:
+        return None
+    yield from backhaul.transfer(edge, "edge_upload", sim.uplink_bytes, (cloud_round, -1))
+    return result[0]
+
+
+def deadline_rounds(sim: Simulation, backhaul: Backhaul, close_round) -> Process:
+    """Every cloud round under ``cloud_trigger = "deadline"`` (see the module docstring)."""
+    work, limit_s = EdgeWork(), sim.scenario.aggregation.cloud_deadline_s
+    everyone = np.arange(len(sim.topo.names))
+    for cloud_round in range(sim.first_round, sim.scenario.run.cloud_rounds):
+        yield from until(sim.env, sim.round_started_s + sim.scenario.run.round_interval_s)
+        if time_is_up(sim):
+            return
+        ready = yield from wait_for_eligible(sim, everyone, (cloud_round, -1))
+        if not ready and (time_is_up(sim) or math.isinf(next_chance_s(sim, everyone))):
+            return
+        free = [e for e in _edges(sim) if e not in work.handed]
+        if not free:  # every edge is still at work on an earlier round: wait for one
+            yield sim.env.any_of(list(work.running.values()))
+            free = [e for e in _edges(sim) if e not in work.handed]
+        sim.round_started_s = sim.env.now
+        seats = edge_seats(sim, cloud_round)
+        jobs = [_deadline_job(sim, backhaul, work, e, cloud_round, int(seats[e])) for e in free]
+        yield sim.env.all_of(jobs) | sim.env.timeout(limit_s)
+        work.closed.add(cloud_round)
+        updates = [u for _, u, r in work.arrived]
+        work.arrived = []
+        if updates:
+            sim.global_weights = yield from aggregate_at(
+                sim, CLOUD_NODE, -1, "cloud_aggregate", sim.global_weights, updates,
+                (cloud_round, -1))
+        close_round(sim, cloud_round)
+
+
+def _deadline_job(
+    sim: Simulation, backhaul: Backhaul, work: EdgeWork, edge: int, cloud_round: int, seats: int
+) -> simpy.Process:
+    """Start ``edge_job`` with the global model; its model then arrives in time or late."""
+    work.handed[edge] = cloud_round
+    model = sim.global_weights
+
+    def job() -> Process:
+        update = yield from edge_job(sim, backhaul, edge, model, cloud_round, seats)
+        del work.handed[edge], work.running[edge]
+        if update is None:
+            return
+        if cloud_round in work.closed:
+            _late(sim, edge, cloud_round)
+        else:
+            work.arrived.append((edge, update, cloud_round))
+
+    work.running[edge] = sim.env.process(job())
+    return work.running[edge]
+
+
+def buffered_rounds(sim: Simulation, backhaul: Backhaul, close_round) -> Process:
+    """Every cloud round under ``cloud_trigger = "buffered"`` (see the module docstring)."""
+    work, inbox = EdgeWork(), simpy.Store(sim.env)
+    size, limit = sim.scenario.aggregation.cloud_buffer, sim.scenario.aggregation.max_staleness
+    version = 0
+    for edge in _edges(sim):
+        _hand(sim, backhaul, work, inbox, edge, sim.first_round, version)
+    for cloud_round in range(sim.first_round, sim.scenario.run.cloud_rounds):
+        sim.round_started_s = sim.env.now
+        back: list[int] = []  # edges that arrived: handed the model again
+        while len(work.arrived) < size:
+            for edge in back:
+                _hand(sim, backhaul, work, inbox, edge, cloud_round, version)
+            back = []
+            if not work.handed or time_is_up(sim):
+                return
+            got = inbox.get()
+            limit_s = sim.scenario.run.max_sim_time_s
+            yield got if limit_s is None else got | sim.env.timeout(limit_s - sim.env.now)
+            if not got.triggered:
+                return
+            edge, update, handed_version, sent = got.value
+            del work.handed[edge]
+            if update is None:
+                continue  # nothing the edge can do: it waits for no new model
+            if limit is not None and version - handed_version > limit:
+                _late(sim, edge, cloud_round)
+            else:
+                work.arrived.append((edge, update, version - handed_version, sent))
+            back.append(edge)
+        taken, work.arrived = work.arrived[:size], work.arrived[size:]
+        yield from aggregation_time(sim, CLOUD_NODE, -1, "cloud_aggregate", len(taken),
+                                    (cloud_round, -1))
+        sim.global_weights = _step(sim, taken)
+        version += 1
+        close_round(sim, cloud_round)
+        for edge in back:  # an arrival that filled the buffer gets the new model
+            _hand(sim, backhaul, work, inbox, edge, cloud_round + 1, version)
+
+
+def _hand(
+    sim: Simulation, backhaul: Backhaul, work: EdgeWork, inbox: simpy.Store, edge: int,
+    cloud_round: int, version: int,
+) -> None:
+    """Send ``edge`` the cloud's current model; its Update goes to ``inbox`` when it arrives."""
+    work.handed[edge] = version
+    model = sim.global_weights
+
+    def job() -> Process:
+        members = sim.topo.members(edge)
+        found = yield from wait_for_eligible(sim, members, (cloud_round, -1))
+        seats = int(edge_seats(sim, cloud_round)[edge]) if found else 0
+        update = None
+        if found:
+            update = yield from edge_job(sim, backhaul, edge, model, cloud_round, seats)
+        yield inbox.put((edge, update, version, model))
+
+    sim.env.process(job())
+
+
+def _step(sim: Simulation, taken: list[tuple]) -> torch.Tensor | None:
+    """The cloud's FedBuff step over the edge models ``taken`` (edge, Update, staleness,
+    the model the edge was sent): each a delta from the model it was sent."""
+    model = sim.global_weights
+    if model is None:
+        return None
+    deltas = [_delta(sim, update, sent) for _, update, _, sent in taken]
+    return buffered.staleness_step(sim, CLOUD_NODE, model, deltas,
+                                   [u.samples for _, u, _, _ in taken], [s for _, _, s, _ in taken])
+
+
+def _delta(sim: Simulation, update: Update, sent: torch.Tensor) -> torch.Tensor:
+    row = sim.decode([update.payload], sim.space)[0]
+    return row if sim.scenario.compression.payload == "delta" else row - sent
+
+
+def _late(sim: Simulation, edge: int, cloud_round: int) -> None:
+    """An edge's model arrived after the cloud aggregated without it: a ``late`` instant."""
+    node, now = sim.edge_node(edge), sim.env.now
+    sim.trace.record("late", node, node, now, now, cloud_round, -1, sim.uplink_bytes, 0.0)
+
+
+def _edges(sim: Simulation) -> list[int]:
+    """The edges that have devices."""
+    return [e for e in range(len(sim.topo.edges)) if len(sim.topo.members(e))]
