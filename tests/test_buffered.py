@@ -236,3 +236,24 @@ def test_policy_all_spreads_work_over_the_fleet():
     raw["devices"] = [{"profile": "fast", "count": 6}]
     result = hierfl.run(parse_scenario(raw))
     assert set(of_kind(result, "download")["node"].astype(str)) == {f"fast-{i}" for i in range(6)}
+
+
+def test_jobs_pending_at_an_aggregation_train_together():
+    """The batched trainer stays: the first aggregation (a buffer of two) trains every job
+    handed out so far in one batch: the three first, and the one handed out when the first
+    update arrived."""
+    raw = fleet_raw(mode="hierarchical", concurrency=3, buffer=2)
+    raw["devices"].append({"profile": "fast", "count": 1})
+    sim = prepare(parse_scenario(raw))
+    batches = []
+    take = sim.trainer.take_pending
+
+    def spy():
+        jobs = take()
+        batches.append(len(jobs))
+        return jobs
+
+    sim.trainer.take_pending = spy
+    sim.env.run(sim.env.process(cloud(sim)))
+    assert type(sim.trainer).__name__ == "BatchedTrainer"
+    assert batches[0] == 4
