@@ -143,3 +143,14 @@ def test_cloud_trigger_refuses_what_it_does_not_simulate(sections, shown):
     with pytest.raises(ScenarioError) as caught:
         parse_scenario(raw)
     assert shown in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_no_checkpoint_while_edges_may_be_at_work(tmp_path):
+    """Under a cloud deadline an edge can be at work when a round closes: no checkpoint is
+    written (a resume would lose it), and the run still completes."""
+    from hierfl.sim.runner import simulate
+
+    scenario = parse_scenario(two_edges({"cloud_trigger": "deadline", "cloud_deadline_s": 4.0}))
+    result = simulate(scenario, checkpoint_dir=tmp_path)
+    assert len(result.rounds) == 4
+    assert not (tmp_path / "checkpoint.pt").exists()
