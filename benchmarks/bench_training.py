@@ -15,6 +15,10 @@ one batched round at the largest size; ``--device cuda`` trains the batched side
 batched trainer per variant), and the round ends with the slice average
 (``aggregation.slice_fedavg``); the naive side trains each client's variant the same way
 with a plain loop.
+
+``--model dscnn`` or ``--model dscnn_bn`` trains the depthwise-separable CNN (without or with
+static batch norm) on 64-feature data seen as 1x8x8 images, and
+``--sizes 100x5`` picks the (clients x rounds) sizes.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import argparse
 import copy
 import os
 import time
+from dataclasses import replace
 from functools import partial
 
 import numpy as np
@@ -40,18 +45,27 @@ from hierfl.learn.models import build_model, model_stats
 from hierfl.learn.trainer import ParamSpace, epoch_orders
 from hierfl.scenario import DataConfig
 
-SEED, INPUT_DIM, CLASSES, SAMPLES = 0, 32, 10, 50
+SEED, CLASSES, SAMPLES = 0, 10, 50
 EPOCHS, BATCH, LR = 2, 8, 0.01
 SIZES = ((100, 5), (1000, 2))
 """(clients, rounds) pairs."""
 
 
-def workload(clients: int) -> tuple[FederatedData, nn.Module]:
-    """Workload W's data for ``clients`` clients and its freshly initialised model."""
-    cfg = DataConfig(input_dim=INPUT_DIM, num_classes=CLASSES, samples_per_device=(50, 50))
+MODEL = "compact"
+SHAPES = {"compact": (32,), "dscnn": (1, 8, 8), "dscnn_bn": (1, 8, 8)}
+"""Input shape of each model the benchmark trains (the CNNs see 64 features as 8x8)."""
+
+
+def workload(clients: int, name: str = MODEL) -> tuple[FederatedData, nn.Module]:
+    """Workload W's data for ``clients`` clients and the freshly initialised model ``name``."""
+    shape = SHAPES[name]
+    cfg = DataConfig(input_dim=int(np.prod(shape)), num_classes=CLASSES,
+                     samples_per_device=(50, 50))
     counts = np.full(clients, SAMPLES, dtype=np.int64)
     data = make_data(cfg, counts, np.random.default_rng(SEED))
-    return data, build_model("compact", (INPUT_DIM,), CLASSES, SEED)
+    data = replace(data, x=data.x.reshape(-1, *shape), x_test=data.x_test.reshape(-1, *shape),
+                   input_shape=shape)
+    return data, build_model(name, shape, CLASSES, SEED)
 
 
 def naive_client(model: nn.Module, start: torch.Tensor, data: FederatedData, client: int,
@@ -59,7 +73,7 @@ def naive_client(model: nn.Module, start: torch.Tensor, data: FederatedData, cli
     """One client's local training the usual way: deepcopy, DataLoader, torch.optim.SGD
     (with ``mu``, on the loss plus FedProx's (mu/2)||w - start||^2)."""
     local = copy.deepcopy(model)
-    nn.utils.vector_to_parameters(start, local.parameters())
+    nn.utils.vector_to_parameters(start.clone(), local.parameters())  # else views of start
     anchors = [p.detach().clone() for p in local.parameters()]
     rows = data.device_slice(client)
     dataset = TensorDataset(data.x[rows], data.y[rows])
@@ -157,14 +171,15 @@ def _row(label: str, updates: int, wall_s: float, cpu_s: float, flops: float,
 
 
 def bench(clients: int, rounds: int, device: str, peak: float, naive: bool,
-          repeat: int, widths: list[float] | None = None, mu: float = 0.0) -> None:
+          repeat: int, widths: list[float] | None = None, mu: float = 0.0,
+          name: str = MODEL) -> None:
     """Time both sides on one size (the batched side best of ``repeat``) and print figures;
     with ``widths``, a HeteroFL family whose client ``c`` trains variant ``c mod K``; with
-    ``mu``, FedProx on both sides."""
-    data, model = workload(clients)
+    ``mu``, FedProx on both sides; ``name`` is the model."""
+    data, model = workload(clients, name)
     start = ParamSpace.of(model).vector(model)
     if widths is None:
-        stats = model_stats(model, (INPUT_DIM,))
+        stats = model_stats(model, data.input_shape)
         flops = 3 * stats.forward_flops * SAMPLES * EPOCHS
         params = stats.n_params
         trainer = BatchedTrainer(model, data, EPOCHS, BATCH, LR, device, mu)
@@ -172,7 +187,7 @@ def bench(clients: int, rounds: int, device: str, peak: float, naive: bool,
         one_round = partial(batched_round, trainer, data)
         naive_one = partial(naive_round, model, data, mu=mu)
     else:
-        family = build_family("compact", (INPUT_DIM,), CLASSES, SEED, widths)
+        family = build_family(name, data.input_shape, CLASSES, SEED, widths)
         variant_of = np.arange(clients) % len(widths)
         forward = np.array([v.stats.forward_flops for v in family.variants])[variant_of]
         flops = 3 * float(forward.mean()) * SAMPLES * EPOCHS
@@ -206,11 +221,11 @@ def bench(clients: int, rounds: int, device: str, peak: float, naive: bool,
           f"max |global batched - global naive| = {diff:.2e}")
 
 
-def profile(clients: int, device: str) -> None:
+def profile(clients: int, device: str, name: str = MODEL) -> None:
     """Print a pyinstrument profile of one batched round."""
     from pyinstrument import Profiler
 
-    data, model = workload(clients)
+    data, model = workload(clients, name)
     start = ParamSpace.of(model).vector(model)
     trainer = BatchedTrainer(model, data, EPOCHS, BATCH, LR, device)
     batched_round(trainer, data, start, 0)
@@ -229,7 +244,12 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="best of this many batched runs")
     parser.add_argument("--variants", help="HeteroFL widths of the compact MLP, e.g. 1,0.5,0.25")
     parser.add_argument("--mu", type=float, default=0.0, help="FedProx proximal weight")
+    parser.add_argument("--model", default=MODEL, choices=sorted(SHAPES), help="model trained")
+    parser.add_argument("--sizes", help="clients x rounds, comma-separated, e.g. 100x5,1000x2")
     args = parser.parse_args()
+    sizes = SIZES if not args.sizes else [
+        tuple(int(n) for n in size.split("x")) for size in args.sizes.split(",")
+    ]
     widths = [float(w) for w in args.variants.split(",")] if args.variants else None
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -242,11 +262,11 @@ def main() -> None:
     trainer = BatchedTrainer(warm_model, warm_data, EPOCHS, BATCH, LR, args.device)
     batched_round(trainer, warm_data, warm_start, 0)
     naive_round(warm_model, warm_data, warm_start, 0)
-    for clients, rounds in SIZES:
+    for clients, rounds in sizes:
         bench(clients, rounds, args.device, peak, not args.no_naive, args.repeat, widths,
-              args.mu)
+              args.mu, args.model)
     if args.profile:
-        profile(SIZES[-1][0], args.device)
+        profile(sizes[-1][0], args.device, args.model)
 
 
 if __name__ == "__main__":

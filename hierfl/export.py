@@ -4,8 +4,9 @@ The exported file is checked against PyTorch on the run's own test set (rebuilt 
 scenario in summary.json): the share of test samples on which both predict the same class,
 and each one's accuracy. Its size is set against each profile's ``memory_kb``. A HeteroFL
 run's width variants export too (``width``): each parameter the leading block of the global
-one, as the run's devices trained it. Any torch module with an input shape can be exported
-(``export_module``).
+one, as the run's devices trained it. Batch-norm layers export with the static statistics
+the run's evaluator gives those weights (hierfl.learn.sbn). Any torch module with an input
+shape can be exported (``export_module``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from torch import nn
 from hierfl.errors import CorruptError, HierflError, OutputError, ScenarioError
 from hierfl.learn.data import FederatedData, data_shape, draw_sample_counts, make_data
 from hierfl.learn.models import build_model
+from hierfl.learn.sbn import freeze
 from hierfl.plugins import custom_references
 from hierfl.profiles import BUILTIN_PROFILES
 from hierfl.results import atomic_write
@@ -91,8 +93,8 @@ def export_run(
     scenario, tensors = _load_run(folder, allow_code)
     _check_width(scenario, width)
     target = _target(folder, fmt, int8, out, force, width)
-    model = run_model(scenario, tensors, width or 1.0)
     data = run_data(scenario)
+    model = freeze(run_model(scenario, tensors, width or 1.0), data.x)
     samples = _calibration_rows(data, calibration) if int8 else None
     export_module(model, data.input_shape, target, samples)
     try:

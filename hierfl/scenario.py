@@ -27,7 +27,7 @@ from hierfl.profiles import BUILTIN_PROFILES, Profile
 _CUSTOM_NAME = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 """A name that is one plain folder name on every system: no separator, no '..', no space."""
-MODEL_NAMES = ("tiny", "compact", "mobile", "dscnn")
+MODEL_NAMES = ("tiny", "compact", "mobile", "dscnn", "dscnn_bn")
 POLICY_NAMES = ("all", "random", "battery", "power")
 OPTIMIZER_NAMES = ("fedavg", "fedavgm", "fedadam")
 DIRECTIONS = ("uplink_kbps", "downlink_kbps")  # a new bandwidth_kbps replaces a built-in's
@@ -162,7 +162,7 @@ class ModelConfig(_Frozen):
     """Which network every device trains."""
 
     name: str = Field(
-        "compact", description="tiny | compact | mobile | dscnn | 'package.module:Class'"
+        "compact", description="tiny | compact | mobile | dscnn | dscnn_bn | 'package.module:Class'"
     )
 
     @field_validator("name")

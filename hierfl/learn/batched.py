@@ -17,6 +17,9 @@ Three paths, chosen once per model:
   the zoo's MLPs; hand-written forward and backward with ``torch.baddbmm`` over stacked
   weights, updated in place.
 - ``generic``: any other module, ``vmap(grad(loss))`` over ``torch.func.functional_call``.
+  Batch norm (static, hierfl.learn.sbn) normalises over a client's whole minibatch, padding
+  included, so with batch norm each step trains the clients of each real minibatch size
+  together, unpadded.
 - ``reference``: models that draw random numbers in training (Dropout, RReLU) cannot match
   the reference's per-job torch RNG draw for draw under ``vmap``, so their jobs train one
   after another with ``ReferenceTrainer.train``; so does a model ``vmap`` rejects.
@@ -38,6 +41,7 @@ from torch.func import functional_call, grad, vmap
 
 from hierfl.learn.data import FederatedData
 from hierfl.learn.linear_plan import Activation, LinearLayer, linear_plan
+from hierfl.learn.sbn import batch_norms
 from hierfl.learn.trainer import Job, ReferenceTrainer, epoch_orders
 
 __all__ = ["BatchedTrainer", "make_trainer", "needs_reference"]
@@ -175,6 +179,7 @@ class BatchedTrainer(ReferenceTrainer):
         )
         self._minus_one = torch.full((1, 1, 1), -1.0, device=device)
         self.chunk = _chunk(self.space.size, device)
+        self.unpadded = bool(batch_norms(model))
         self.workers: int | None = None
         self._workers = 1
 
@@ -324,13 +329,10 @@ class BatchedTrainer(ReferenceTrainer):
             g = below
 
     def _train_generic(self, flat: torch.Tensor, sched: _Schedule) -> torch.Tensor | None:
-        step = vmap(grad(self._weighted_loss))
         start = flat.clone() if self.mu else None
         for t, (k, width) in enumerate(zip(sched.active, sched.widths(0, len(flat)), strict=True)):
-            rows = sched.rows[t, :k, :width]
-            x = self.x.index_select(0, rows.reshape(-1)).reshape(*rows.shape, *self.x.shape[1:])
             try:
-                g = step(flat[:k], x, self.y[rows], sched.weights[t, :k, :width])
+                g = self._gradients(flat[:k], sched, t, width)
             except RuntimeError as error:  # only the first step can fail; nothing moved yet
                 if t:
                     raise
@@ -346,6 +348,28 @@ class BatchedTrainer(ReferenceTrainer):
                 g = g + self.mu * (flat[:k] - start[:k])
             flat[:k] -= self.learning_rate * g
         return flat
+
+    def _gradients(
+        self, flat: torch.Tensor, sched: _Schedule, t: int, width: int
+    ) -> torch.Tensor:
+        """Step ``t``'s gradient for the first ``len(flat)`` sorted clients, (k, P): at once,
+        each minibatch padded to ``width``; or, ``unpadded``, by real minibatch size."""
+        k = len(flat)
+        sizes = sched.real[t, :k]
+        if not self.unpadded or (sizes == width).all():
+            return self._step(flat, sched.rows[t, :k, :width], sched.weights[t, :k, :width])
+        g = torch.empty_like(flat)
+        for size in np.unique(sizes).tolist():
+            picked = torch.as_tensor(np.flatnonzero(sizes == size), device=flat.device)
+            g[picked] = self._step(
+                flat[picked], sched.rows[t, picked, :size], sched.weights[t, picked, :size]
+            )
+        return g
+
+    def _step(self, flat: torch.Tensor, rows: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """``vmap(grad(loss))`` of the clients whose minibatches are ``rows`` (k, batch)."""
+        x = self.x.index_select(0, rows.reshape(-1)).reshape(*rows.shape, *self.x.shape[1:])
+        return vmap(grad(self._weighted_loss))(flat, x, self.y[rows], weights)
 
     def _weighted_loss(
         self, flat: torch.Tensor, x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor

@@ -22,6 +22,7 @@ from hierfl.errors import ModelDoesNotFitError, ScenarioError
 from hierfl.learn.batched import make_trainer
 from hierfl.learn.data import FederatedData
 from hierfl.learn.models import ModelStats, build_model, model_stats
+from hierfl.learn.sbn import use_training_data
 from hierfl.learn.trainer import Job, ParamSpace
 
 __all__ = [
@@ -206,6 +207,7 @@ class FamilyTrainer:
         self.x, self.y = self.trainers[0].x, self.trainers[0].y
         for trainer in self.trainers[1:]:  # one copy of the data on the device
             trainer.x, trainer.y = self.x, self.y
+        use_training_data(family.full.model, self.x)  # evaluated, trained or not
         self._sliced: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def submit(self, device: int, start: torch.Tensor, seed: tuple[int, ...]) -> Job:

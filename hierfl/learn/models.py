@@ -1,4 +1,5 @@
-"""The model zoo (the seed's three MLPs, a depthwise-separable CNN, or your own class).
+"""The model zoo (the seed's three MLPs, a depthwise-separable CNN with or without batch
+norm, or your own class). Every batch-norm layer is made static (hierfl.learn.sbn).
 
 Also counts what the timing and memory models need: trainable parameters, FLOPs of one
 forward pass on one sample, and activation elements per sample.
@@ -16,6 +17,7 @@ from torch import nn
 
 from hierfl.errors import ScenarioError
 from hierfl.learn.flops import forward_flops
+from hierfl.learn.sbn import make_static, unit_statistics
 from hierfl.plugins import load_object
 from hierfl.scenario import MODEL_NAMES
 
@@ -86,26 +88,41 @@ def _mobile(input_shape: Shape, num_classes: int, width: float = 1.0) -> nn.Modu
 
 
 def _dscnn(input_shape: Shape, num_classes: int, width: float = 1.0) -> nn.Module:
-    """A depthwise-separable CNN for (C, H, W) images; no BatchNorm (its buffers don't federate)."""
+    """A depthwise-separable CNN for (C, H, W) images, without batch norm."""
+    return _separable(input_shape, num_classes, width, "dscnn", batch_norm=False)
+
+
+def _dscnn_bn(input_shape: Shape, num_classes: int, width: float = 1.0) -> nn.Module:
+    """The DS-CNN with a (static) BatchNorm2d after each convolution, whose bias it replaces."""
+    return _separable(input_shape, num_classes, width, "dscnn_bn", batch_norm=True)
+
+
+def _separable(
+    input_shape: Shape, num_classes: int, width: float, name: str, batch_norm: bool
+) -> nn.Module:
+    """Conv 3x3, depthwise 3x3, pointwise 1x1 (each then ReLU), global average pool, linear;
+    with ``batch_norm``, each convolution is followed by BatchNorm2d and has no bias."""
     if len(input_shape) != 3:
         raise ScenarioError(
-            f"model.name: dscnn needs image input (C, H, W), data gives shape {tuple(input_shape)}"
+            f"model.name: {name} needs image input (C, H, W), data gives shape {tuple(input_shape)}"
         )
     first, second = scaled(16, width), scaled(32, width)
-    return SequentialNet(
-        nn.Conv2d(input_shape[0], first, kernel_size=3, padding=1),
-        nn.ReLU(),
-        nn.Conv2d(first, first, kernel_size=3, padding=1, groups=first),
-        nn.ReLU(),
-        nn.Conv2d(first, second, kernel_size=1),
-        nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1),
-        nn.Flatten(),
-        nn.Linear(second, num_classes),
-    )
+    convs = [
+        nn.Conv2d(input_shape[0], first, kernel_size=3, padding=1, bias=not batch_norm),
+        nn.Conv2d(first, first, kernel_size=3, padding=1, groups=first, bias=not batch_norm),
+        nn.Conv2d(first, second, kernel_size=1, bias=not batch_norm),
+    ]
+    layers: list[nn.Module] = []
+    for conv in convs:
+        norm = [nn.BatchNorm2d(conv.out_channels)] if batch_norm else []
+        layers += [conv, *norm, nn.ReLU()]
+    return SequentialNet(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                         nn.Linear(second, num_classes))
 
 
-_ZOO: dict[str, Factory] = {"tiny": _tiny, "compact": _compact, "mobile": _mobile, "dscnn": _dscnn}
+_ZOO: dict[str, Factory] = {
+    "tiny": _tiny, "compact": _compact, "mobile": _mobile, "dscnn": _dscnn, "dscnn_bn": _dscnn_bn,
+}
 
 
 def _custom(name: str) -> Factory:
@@ -158,8 +175,9 @@ def build_model(
 ) -> nn.Module:
     """A freshly initialised model (its width-``width`` variant); same ``seed``, same weights.
 
-    Global RNG state is left as it was: initialisation draws from the CPU generator
-    seeded with ``seed`` inside a fork of the RNG.
+    Its batch-norm layers, if any, are static (``sbn.make_static``). Global RNG state is
+    left as it was: initialisation draws from the CPU generator seeded with ``seed`` inside a
+    fork of the RNG.
 
     >>> model = build_model("tiny", (32,), 10, seed=0)
     >>> model(torch.zeros(2, 32)).shape
@@ -168,7 +186,7 @@ def build_model(
     factory = _resolve(name)
     with torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(seed)
-        return factory(tuple(input_shape), num_classes, width)
+        return make_static(factory(tuple(input_shape), num_classes, width))
 
 
 @dataclass(frozen=True)
@@ -189,8 +207,9 @@ class ModelStats:
 def model_stats(model: nn.Module, input_shape: Shape, cache_key: str | None = None) -> ModelStats:
     """Count parameters, forward FLOPs and activations on one all-zero sample.
 
-    The model runs in eval mode without gradients; its training mode is restored. With a
-    ``cache_key`` (built-in models), the FLOP count may come from the disk cache (flops.py).
+    The model runs in eval mode without gradients (static batch norm with unit statistics);
+    its training mode is restored. With a ``cache_key`` (built-in models), the FLOP count may
+    come from the disk cache (flops.py).
 
     >>> model_stats(build_model("tiny", (32,), 10, seed=0), (32,))
     ModelStats(n_params=698, forward_flops=1344, activations_per_sample=106)
@@ -205,13 +224,17 @@ def model_stats(model: nn.Module, input_shape: Shape, cache_key: str | None = No
     leaves = [m for m in model.modules() if next(m.children(), None) is None]
     handles = [leaf.register_forward_hook(count) for leaf in leaves]
     was_training = model.training
-    try:
-        model.eval()
-        with torch.no_grad():
-            model(sample)
-    finally:
-        model.train(was_training)
-        for handle in handles:
-            handle.remove()
+    with unit_statistics(model):
+        try:
+            model.eval()
+            with torch.no_grad():
+                model(sample)
+        finally:
+            for handle in handles:
+                handle.remove()
+        try:
+            flops = forward_flops(model, sample, cache_key)
+        finally:
+            model.train(was_training)
     n_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return ModelStats(n_params, forward_flops(model, sample, cache_key), sum(activations))
+    return ModelStats(n_params, flops, sum(activations))

@@ -18,6 +18,7 @@ from torch import nn
 from torch.func import functional_call, grad
 
 from hierfl.learn.data import FederatedData
+from hierfl.learn.sbn import eval_buffers, use_training_data
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,7 @@ class ReferenceTrainer:
         )
         self.device, self.mu = device, mu
         self.x, self.y = data.x.to(device), data.y.to(device)
+        use_training_data(self.model, self.x)
         self.pending: dict[Job, None] = {}  # in submission order; cancelling one is O(1)
 
     def submit(self, device: int, start: torch.Tensor, seed: tuple[int, ...]) -> Job:
@@ -188,10 +190,15 @@ def per_sample(
     y: torch.Tensor,
     batch: int = 8192,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Whether each sample is classified right, and its cross-entropy, under weights ``flat``."""
+    """Whether each sample is classified right, and its cross-entropy, under weights ``flat``.
+
+    Batch-norm layers use the static statistics of ``flat`` over the training data (sbn).
+    """
     was_training = model.training
     model.eval()
-    params = space.unflatten(flat.to(x.device))
+    flat = flat.to(x.device)
+    params = space.unflatten(flat)
+    params = {**params, **eval_buffers(model, params, flat)}
     hits, losses = [], []
     for begin in range(0, len(y), batch):
         logits = functional_call(model, params, (x[begin : begin + batch],))
