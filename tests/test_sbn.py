@@ -4,6 +4,7 @@ evaluator's statistics computed once per evaluated model over the fleet's traini
 from __future__ import annotations
 
 import copy
+import json
 import sys
 import textwrap
 from pathlib import Path
@@ -273,3 +274,20 @@ def test_resume_of_a_batch_norm_run_equals_uninterrupted(tmp_path, make_scenario
     again = resume(tmp_path)
     assert_same(whole, again)
     assert again.summary["tiers"] == whole.summary["tiers"]
+
+
+def test_export_bakes_in_each_variants_statistics(make_scenario, tmp_path):
+    """hierfl export of a dscnn_bn run: the ONNX model of the global model and of the width-1/2
+    variant carry the evaluator's statistics, so PyTorch's accuracy on each is the run's own
+    (summary tiers) and the export agrees with PyTorch."""
+    result = hierfl.run(_hetero_scenario(make_scenario))
+    result.write(tmp_path)
+    for width in (None, 0.5):
+        options = [] if width is None else ["--width", "0.5"]
+        done = invoke("export", str(tmp_path), *options)
+        assert done.code == 0, done
+        name = "model.onnx.json" if width is None else "model.w0.5.onnx.json"
+        report = json.loads((tmp_path / name).read_text())
+        tier = next(t for t in result.summary["tiers"] if t["width"] == (width or 1.0))
+        assert report["accuracy_torch"] == pytest.approx(tier["test_accuracy"], abs=1e-6)
+        assert report["agreement"] >= 0.99

@@ -57,8 +57,8 @@ _last: WeakKeyDictionary[nn.Module, tuple[torch.Tensor, dict[str, torch.Tensor]]
 def batch_norms(model: nn.Module) -> list[tuple[str, BatchNorm]]:
     """The batch-norm layers of ``model`` with their qualified names.
 
-    >>> batch_norms(nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)))
-    [('1', BatchNorm1d(3, eps=1e-05, momentum=0.1, affine=True, track_running_stats=True))]
+    >>> [name for name, _ in batch_norms(nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3)))]
+    ['1']
     """
     return [(name, m) for name, m in model.named_modules() if isinstance(m, BATCH_NORMS)]
 
