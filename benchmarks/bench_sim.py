@@ -30,14 +30,16 @@ With ``--cells N`` the network is shared: N edges (devices / N per edge), each w
 
 With ``--trigger deadline`` each edge aggregates ``DEADLINE_S`` after its round starts (the
 slowest devices are cut and recorded as late); with ``--trigger first_k`` each edge selects
-``ceil(1.3 k)`` devices, k = 40% of its devices, and aggregates the first k arrivals.
+``ceil(1.3 k)`` devices, k = 40% of its devices, and aggregates the first k arrivals; with
+``--trigger buffered`` each edge keeps half its devices at work and aggregates every
+quarter of its devices' arrivals (FedBuff).
 
 With ``--availability markov`` devices come and go: exponential online and offline spans of
 mean 1 h each (half the fleet online at any time), so selection reads every device's state
 and a device that goes offline mid-round stops there.
 
 Run: ``python benchmarks/bench_sim.py [--sizes 10000 100000 1000000] [--repeat 3]
-[--cells 10] [--trigger all|deadline|first_k] [--availability markov] [--no-tracemalloc]
+[--cells 10] [--trigger all|deadline|first_k|buffered] [--availability markov] [--no-tracemalloc]
 [--profile]`` (``--profile`` prints a pyinstrument profile of the largest size's runs).
 """
 
@@ -62,7 +64,7 @@ from hierfl.sim.engine import prepare
 
 SIZES = (10_000, 100_000, 1_000_000)
 DEVICES_PER_EDGE = 1000
-TRIGGERS = ("all", "deadline", "first_k")
+TRIGGERS = ("all", "deadline", "first_k", "buffered")
 DEADLINE_S = 1.0  # cuts the mcu boards (about 1.9 s a round), keeps soc and mobile (0.09 s)
 AVAILABILITY = {
     "always": {"model": "always"},
@@ -113,6 +115,10 @@ def aggregation(trigger: str, per_edge: int) -> dict:
         return {"trigger": "deadline", "deadline_s": DEADLINE_S}
     if trigger == "first_k":
         return {"trigger": "first_k", "k": max(1, per_edge * 4 // 10)}
+    if trigger == "buffered":
+        concurrency = max(1, per_edge // 2)
+        return {"trigger": "buffered", "concurrency": concurrency,
+                "buffer": max(1, concurrency // 2)}
     return {}
 
 
