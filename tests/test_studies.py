@@ -13,7 +13,7 @@ import hierfl
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDIES = ["hierfl_vs_cloud", "cell_scaling", "compression", "battery", "digits", "heterofl",
-           "optimizers", "mnist1d_tiers", "diurnal", "power", "protocol"]
+           "optimizers", "mnist1d_tiers", "diurnal", "power", "protocol", "fedbuff"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 needs_matplotlib = pytest.mark.skipif(
     importlib.util.find_spec("matplotlib") is None, reason="the study figures need matplotlib"
@@ -172,6 +172,33 @@ def test_protocol_study(tmp_path):
     assert (by.loc["first_k 8 of 11", "updates_late"] > 0).all()
     late = table["updates_late"] > 0
     assert (table.loc[late, "energy_wasted_j"] > 0).all()
+
+
+@needs_matplotlib
+def test_fedbuff_study(tmp_path):
+    """Every variant runs up to the same simulated time (and is evaluated there); sync all
+    discards nothing; buffered aggregates every update it counts as used, more than sync all;
+    a 2 s deadline and max_staleness 8 drop every NB-IoT update (about 5 s a job, some 25
+    aggregations stale: late), while plain buffered aggregates some of them."""
+    study = load_study("fedbuff")
+    table = study.main(tmp_path, seed=0, time_s=10.0)
+    check_outputs("fedbuff", tmp_path, table)
+    variants = [label for label, _ in study.VARIANTS]
+    assert list(table["variant"]) == variants and (table["seed"] == 0).all()
+    assert (table["evaluated_until_s"] == 10.0).all()
+    assert (table["updates_used"] == table["updates_aggregated"]).all()
+    by = table.set_index("variant")
+    sync, deadline, buffered, capped = variants
+    assert by.at[sync, "updates_late"] == 0 and by.at[sync, "energy_wasted_j"] == 0
+    assert by.at[buffered, "updates_used"] > by.at[sync, "updates_used"]
+    for dropping in (deadline, capped):
+        assert by.at[dropping, "straggler_updates_used"] == 0
+        assert by.at[dropping, "straggler_updates_late"] > 0
+    assert by.at[buffered, "straggler_updates_used"] > 0
+    late = table["updates_late"] > 0
+    assert (table.loc[late, "energy_wasted_j"] > 0).all()
+    summary = pd.read_csv(tmp_path / "fedbuff_summary.csv")
+    assert list(summary["variant"]) == variants and (summary["seeds"] == 1).all()
 
 
 def test_power_study(tmp_path):
