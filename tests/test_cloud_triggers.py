@@ -154,3 +154,15 @@ def test_no_checkpoint_while_edges_may_be_at_work(tmp_path):
     result = simulate(scenario, checkpoint_dir=tmp_path)
     assert len(result.rounds) == 4
     assert not (tmp_path / "checkpoint.pt").exists()
+
+
+def test_a_buffered_cloud_whose_fleet_dies_reports_its_first_round():
+    """Both boards empty their tiny batteries in round 0 before any edge model arrives: the
+    buffered cloud ends the run, still reporting round 0 (no aggregation)."""
+    raw = two_edges({"cloud_trigger": "buffered", "cloud_buffer": 1})
+    for profile in raw["profiles"].values():
+        profile["battery_mah"] = 0.02
+    result = hierfl.run(parse_scenario(raw))
+    assert result.rounds["cloud_round"].tolist() == [0]
+    assert of_kind(result, "cloud_aggregate").empty
+    assert (result.events["kind"] == "dropout").sum() == 2

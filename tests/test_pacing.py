@@ -159,3 +159,18 @@ def test_oort_runs_from_a_scenario(monkeypatch):
     trained = devices.groupby("profile")["rounds_trained"].sum()
     assert (devices["rounds_trained"] > 0).sum() > 4  # round 0 selects 4 of the 8
     assert trained["soc"] > trained["mcu"]
+
+
+def test_a_fleet_that_can_never_train_reports_one_empty_round():
+    """require_plugged with no device ever plugged in: nobody can ever be selected, yet the
+    run reports its first round (closed at once, nothing trained) instead of failing."""
+    import hierfl
+    from hierfl.scenario import parse_scenario
+    from tests.conftest import small_raw
+
+    result = hierfl.run(parse_scenario(small_raw(
+        selection={"policy": "all", "fraction": 1.0, "min_battery": 0.0, "require_plugged": True},
+        availability={"model": "markov", "mean_online_s": 10.0, "mean_offline_s": 10.0})))
+    assert result.rounds["cloud_round"].tolist() == [0]
+    assert result.rounds["devices_trained"].tolist() == [0]
+    assert not (result.events["kind"] == "download").any()

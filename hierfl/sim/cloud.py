@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
@@ -21,7 +19,7 @@ from hierfl.sim.edge import (
     train_devices,
 )
 from hierfl.sim.engine import STREAM_DISTILL, Simulation, Update
-from hierfl.sim.pacing import next_chance_s, record_evaluation, time_is_up, wait_for_eligible
+from hierfl.sim.pacing import record_evaluation, round_may_start
 
 
 def cloud(sim: Simulation) -> Process:
@@ -50,11 +48,7 @@ def cloud_rounds(sim: Simulation) -> Process:
     hierarchical = sim.scenario.topology.mode == "hierarchical"
     everyone = np.arange(len(sim.topo.names))
     for cloud_round in range(sim.first_round, sim.scenario.run.cloud_rounds):
-        yield from until(sim.env, sim.round_started_s + sim.scenario.run.round_interval_s)
-        if time_is_up(sim):
-            return
-        ready = yield from wait_for_eligible(sim, everyone, (cloud_round, -1))
-        if not ready and (time_is_up(sim) or math.isinf(next_chance_s(sim, everyone))):
+        if not (yield from round_may_start(sim, cloud_round)):
             return
         sim.round_started_s = sim.env.now
         if hierarchical:

@@ -19,20 +19,18 @@ its end (``Work.commit``), and they send nothing.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import simpy
 import torch
 
 from hierfl.sim import buffered
 from hierfl.sim.backhaul import Backhaul
-from hierfl.sim.cohort import CLOUD_NODE, until
+from hierfl.sim.cohort import CLOUD_NODE
 from hierfl.sim.device import Process
 from hierfl.sim.edge import aggregate_at, aggregation_time, edge_cloud_round, edge_seats
 from hierfl.sim.engine import Simulation, Update
-from hierfl.sim.pacing import next_chance_s, time_is_up, wait_for_eligible
+from hierfl.sim.pacing import round_may_start, time_is_up, wait_for_eligible
 
 
 @dataclass
@@ -67,13 +65,8 @@ def edge_job(
 def deadline_rounds(sim: Simulation, backhaul: Backhaul, close_round) -> Process:
     """Every cloud round under ``cloud_trigger = "deadline"`` (see the module docstring)."""
     work, limit_s = EdgeWork(), sim.scenario.aggregation.cloud_deadline_s
-    everyone = np.arange(len(sim.topo.names))
     for cloud_round in range(sim.first_round, sim.scenario.run.cloud_rounds):
-        yield from until(sim.env, sim.round_started_s + sim.scenario.run.round_interval_s)
-        if time_is_up(sim):
-            return
-        ready = yield from wait_for_eligible(sim, everyone, (cloud_round, -1))
-        if not ready and (time_is_up(sim) or math.isinf(next_chance_s(sim, everyone))):
+        if not (yield from round_may_start(sim, cloud_round)):
             return
         free = [e for e in _edges(sim) if e not in work.handed]
         if not free:  # every edge is still at work on an earlier round: wait for one
@@ -129,12 +122,12 @@ def buffered_rounds(sim: Simulation, backhaul: Backhaul, close_round) -> Process
                 _hand(sim, backhaul, work, inbox, edge, cloud_round, version)
             back = []
             if not work.handed or time_is_up(sim):
-                return
+                return _close_first(sim, cloud_round, close_round)
             got = inbox.get()
             limit_s = sim.scenario.run.max_sim_time_s
             yield got if limit_s is None else got | sim.env.timeout(limit_s - sim.env.now)
             if not got.triggered:
-                return
+                return _close_first(sim, cloud_round, close_round)
             edge, update, handed_version, sent = got.value
             del work.handed[edge]
             if update is None:
@@ -152,6 +145,13 @@ def buffered_rounds(sim: Simulation, backhaul: Backhaul, close_round) -> Process
         close_round(sim, cloud_round)
         for edge in back:  # an arrival that filled the buffer gets the new model
             _hand(sim, backhaul, work, inbox, edge, cloud_round + 1, version)
+
+
+def _close_first(sim: Simulation, cloud_round: int, close_round) -> None:
+    """The run ends inside ``cloud_round``: if it is the first, close it (with no
+    aggregation) so that the run reports a round."""
+    if not sim.round_rows:
+        close_round(sim, cloud_round)
 
 
 def _hand(

@@ -65,6 +65,22 @@ def wait_for_eligible(sim: Simulation, devices: np.ndarray, rounds: tuple[int, i
         settle(sim, devices[~sim.busy[devices]], sim.env.now, rounds)
 
 
+def round_may_start(sim: Simulation, cloud_round: int) -> Process:
+    """Wait until cloud round ``cloud_round`` may start: ``round_interval_s`` after the last
+    one started, and a device eligible (or ``max_wait_s`` passed). Returns False when the run
+    is over instead: ``max_sim_time_s`` reached, or no device can ever be selected again.
+    The run's first round always starts (with nobody to train, it closes at once): every
+    run has a round to report."""
+    everyone = np.arange(len(sim.topo.names))
+    yield from until(sim.env, sim.round_started_s + sim.scenario.run.round_interval_s)
+    first = not sim.round_rows
+    if time_is_up(sim) and not first:
+        return False
+    ready = yield from wait_for_eligible(sim, everyone, (cloud_round, -1))
+    over = time_is_up(sim) or math.isinf(next_chance_s(sim, everyone))
+    return ready or first or not over
+
+
 def time_is_up(sim: Simulation) -> bool:
     """Whether simulated time has reached ``run.max_sim_time_s``."""
     limit = sim.scenario.run.max_sim_time_s
