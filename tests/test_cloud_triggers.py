@@ -83,13 +83,19 @@ def test_cloud_buffered_weighs_stale_edge_models(monkeypatch):
 
 
 def test_cloud_buffered_max_staleness_discards_stale_edges():
-    """With max_staleness 0 the two stale edge models are late, never aggregated: four
-    aggregations need more arrivals."""
+    """With max_staleness 0 the stale edge models are late, never aggregated (four
+    aggregations need more arrivals); each late instant carries the cloud round its edge was
+    handed the model in, and its boards' updates count late."""
     result = hierfl.run(parse_scenario(two_edges(
         {"cloud_trigger": "buffered", "cloud_buffer": 1, "max_staleness": 0})))
     late = of_kind(result, "late")
     assert len(late) >= 2 and set(late["node"]) <= {"edge-0", "edge-1"}
     assert len(of_kind(result, "cloud_aggregate")) == 4
+    downloads = of_kind(result, "cloud_download")
+    for row in late.itertuples():  # the round of the edge's last model before it came late
+        mine = downloads[(downloads["node"] == row.node) & (downloads["t_start"] < row.t_start)]
+        assert row.cloud_round == mine["cloud_round"].iloc[-1]
+    assert int(result.rounds["updates_late"].sum()) >= len(late)  # their boards' updates
 
 
 def test_backhaul_replans_transfers_that_overlap_exactly():

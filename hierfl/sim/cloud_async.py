@@ -128,12 +128,12 @@ def buffered_rounds(sim: Simulation, backhaul: Backhaul, close_round) -> Process
             yield got if limit_s is None else got | sim.env.timeout(limit_s - sim.env.now)
             if not got.triggered:
                 return _close_first(sim, cloud_round, close_round)
-            edge, update, handed_version, sent = got.value
+            edge, update, handed_version, sent, handed_round = got.value
             del work.handed[edge]
             if update is None:
                 continue  # nothing the edge can do: it waits for no new model
             if limit is not None and version - handed_version > limit:
-                _late(sim, edge, cloud_round)
+                _late(sim, edge, handed_round)
             else:
                 work.arrived.append((edge, update, version - handed_version, sent))
             back.append(edge)
@@ -169,7 +169,7 @@ def _hand(
         update = None
         if found:
             update = yield from edge_job(sim, backhaul, edge, model, cloud_round, seats)
-        yield inbox.put((edge, update, version, model))
+        yield inbox.put((edge, update, version, model, cloud_round))
 
     sim.env.process(job())
 
@@ -191,7 +191,8 @@ def _delta(sim: Simulation, update: Update, sent: torch.Tensor) -> torch.Tensor:
 
 
 def _late(sim: Simulation, edge: int, cloud_round: int) -> None:
-    """An edge's model arrived after the cloud aggregated without it: a ``late`` instant."""
+    """An edge's model, handed out in ``cloud_round``, is discarded (it came after the cloud
+    aggregated without it, or too stale): a ``late`` instant."""
     node, now = sim.edge_node(edge), sim.env.now
     sim.trace.record("late", node, node, now, now, cloud_round, -1, sim.uplink_bytes, 0.0)
 
