@@ -38,6 +38,7 @@ __all__ = [
     "make_static",
     "statistics",
     "stats_rows",
+    "unit_statistics",
     "use_training_data",
 ]
 
@@ -88,6 +89,7 @@ def use_training_data(model: nn.Module, x: torch.Tensor) -> None:
     devices' rows); a model without batch norm needs none."""
     if batch_norms(model):
         _samples[model] = x[torch.as_tensor(stats_rows(len(x)), device=x.device)]
+        _last.pop(model, None)
 
 
 @torch.no_grad()
@@ -99,9 +101,9 @@ def statistics(
     batches of each batch's mean and unbiased variance)."""
     probe = copy.deepcopy(model).train()
     layers = batch_norms(probe)
+    device = x.device
     for _, layer in layers:
         layer.track_running_stats, layer.momentum = True, None
-        device = x.device
         layer.register_buffer("running_mean", torch.zeros(layer.num_features, device=device))
         layer.register_buffer("running_var", torch.ones(layer.num_features, device=device))
         layer.register_buffer("num_batches_tracked", torch.tensor(0, device=device))
