@@ -194,10 +194,10 @@ def rounds_table(
     table["energy_j"] = used_j.diff().fillna(used_j)
     tiers = [column for column in table.columns if column.startswith("accuracy_w")]
     fates = update_fates(events)
-    for column in ("updates_used", "updates_late", "energy_wasted_j"):
+    counts = ["updates_used", "updates_late", "edge_models_late"]
+    for column in (*counts, "energy_wasted_j"):
         table[column] = table["cloud_round"].map(fates[column]).fillna(0)
-    table[["updates_used", "updates_late"]] = table[["updates_used", "updates_late"]].astype(
-        "int64")
+    table[counts] = table[counts].astype("int64")
     return table[
         [
             "cloud_round",
@@ -207,6 +207,7 @@ def rounds_table(
             "devices_trained",
             "updates_used",
             "updates_late",
+            "edge_models_late",
             "bytes_up",
             "bytes_backhaul",
             "energy_j",
@@ -226,17 +227,16 @@ def update_fates(events: pd.DataFrame) -> pd.DataFrame:
     empty battery): its download, compute and upload, and the radio tail that followed.
 
     A job is a device's work from one ``download`` to the next: the compute and upload that
-    follow it belong to it, and its cloud round and edge are the download's. A device's
-    ``late`` instant is the end of its job's upload; an edge's ``late`` (its model came after
-    the cloud aggregated) makes late every update of its devices handed out in that cloud
-    round. A tail piece belongs to the device's last job that ended before it began.
+    follow it belong to it, and its cloud round is the download's. A device's ``late``
+    instant is the end of its job's upload. A tail piece belongs to the device's last job
+    that ended before it began. An edge's own ``late`` (its model came to the cloud too late)
+    is counted apart: ``edge_models_late``.
     """
     kind = events["kind"].astype(str)
-    edge = events["edge"].astype(str).to_numpy()
+    at_edge = events["node"].astype(str).to_numpy() == events["edge"].astype(str).to_numpy()
     frame = events[["t_start", "t_end", "cloud_round", "bytes", "energy_j"]].assign(
-        node=events["node"].cat.codes.to_numpy(), kind=kind.to_numpy(), edge=edge,
-        at_edge=events["node"].astype(str).to_numpy() == edge)
-    starts = frame[frame["kind"] == "download"][["node", "t_start", "cloud_round", "edge"]]
+        node=events["node"].cat.codes.to_numpy(), kind=kind.to_numpy(), at_edge=at_edge)
+    starts = frame[frame["kind"] == "download"][["node", "t_start", "cloud_round"]]
     starts = starts.assign(job=np.arange(len(starts))).sort_values("t_start", kind="stable")
 
     def job_of(rows: pd.DataFrame) -> pd.DataFrame:
@@ -255,11 +255,6 @@ def update_fates(events: pd.DataFrame) -> pd.DataFrame:
     came_late = pd.MultiIndex.from_arrays([late["node"], late["t_start"]])
     ends = pd.MultiIndex.from_arrays([arrived["node"], arrived["t_end"]])
     jobs["late"] = jobs.index.isin(arrived["job"][ends.isin(came_late)])
-    edges_late = frame[(frame["kind"] == "late") & frame["at_edge"]]
-    dropped = pd.MultiIndex.from_arrays([edges_late["edge"], edges_late["cloud_round"]])
-    handed = starts.set_index("job").sort_index()
-    jobs["late"] |= jobs["arrived"] & pd.MultiIndex.from_arrays(
-        [handed["edge"], handed["cloud_round"]]).isin(dropped)
     jobs["node"] = starts.set_index("job")["node"]
     jobs = jobs.reset_index(drop=True)
     tails = frame.loc[frame["kind"] == "tail", ["node", "t_start", "energy_j"]]
@@ -275,6 +270,8 @@ def update_fates(events: pd.DataFrame) -> pd.DataFrame:
         "updates_used": jobs[jobs["arrived"] & ~jobs["late"]].groupby("cloud_round").size(),
         "updates_late": jobs[jobs["late"]].groupby("cloud_round").size(),
         "energy_wasted_j": wasted.groupby("cloud_round")["energy_j"].sum(),
+        "edge_models_late": frame[(frame["kind"] == "late") & frame["at_edge"]].groupby(
+            "cloud_round").size(),
     })
 
 

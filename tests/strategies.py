@@ -69,7 +69,10 @@ def timing_scenarios(draw, buffered: bool = False) -> Scenario:
             "buffer": draw(st.integers(1, 3)), "staleness_exponent": 0.5,
             **draw(st.sampled_from([{}, {"max_staleness": 0}, {"max_staleness": 1}]))}
         raw["availability"] = draw(st.sampled_from([
-            {}, {"model": "markov", "mean_online_s": 5.0, "mean_offline_s": 3.0}]))
+            {}, {"model": "markov", "mean_online_s": 5.0, "mean_offline_s": 3.0},
+            {"model": "markov", "mean_online_s": 6.0, "mean_offline_s": 3.0,
+             "plugged_probability": 0.5}]))
+        weak["charge_w"] = draw(st.sampled_from([0.0, 2.0]))
         if mode == "hierarchical":
             raw["aggregation"] |= draw(st.sampled_from([
                 {}, {"cloud_trigger": "deadline", "cloud_deadline_s": 3.0},

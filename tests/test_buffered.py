@@ -182,8 +182,8 @@ def test_buffered_runs_keep_their_rules(scenario):
     """On random fleets with batteries that empty and devices that go offline: no aggregator
     has more than ``concurrency`` devices at work; the k-th aggregation starts after k
     buffers of updates arrived; every late instant is the end of an upload that arrived;
-    each aggregated update is counted once (updates_used = rounds_trained, or fewer when the
-    cloud discards a late edge's model)."""
+    each aggregated update is counted once (updates_used = rounds_trained), and every late
+    edge model in edge_models_late."""
     aggregation = scenario.aggregation
     result = hierfl.run(scenario)
     events = result.events.assign(node=result.events["node"].astype(str))
@@ -207,12 +207,9 @@ def test_buffered_runs_keep_their_rules(scenario):
     late = events[device & (events["kind"] == "late")]
     up_ends = set(zip(arrived["node"], arrived["t_end"], strict=True))
     assert all((r.node, r.t_start) in up_ends for r in late.itertuples())
-    used, trained = (int(result.rounds["updates_used"].sum()),
-                     int(result.devices["rounds_trained"].sum()))
-    if aggregation.cloud_trigger == "all":
-        assert used == trained
-    else:  # an edge model late at the cloud makes its devices' updates late
-        assert used <= trained
+    assert int(result.rounds["updates_used"].sum()) == int(result.devices["rounds_trained"].sum())
+    edge_late = events[~device & (events["kind"] == "late")]
+    assert int(result.rounds["edge_models_late"].sum()) == len(edge_late)
 
 
 def test_devices_that_cannot_hold_the_model_are_skipped_once_per_round():
@@ -257,3 +254,28 @@ def test_jobs_pending_at_an_aggregation_train_together():
     sim.env.run(sim.env.process(cloud(sim)))
     assert type(sim.trainer).__name__ == "BatchedTrainer"
     assert batches[0] == 4
+
+
+def test_buffered_with_charging_boards_ends():
+    """Plugged-in boards whose tiny batteries empty and charge again: the edge waits for a
+    charge that takes a moment (CHARGE_STEP_S at least), instead of waking at the same
+    instant forever; the run plays its rounds."""
+    board = {**WEAK, "voltage_v": 3.7, "compute_mflops": 100.0, "battery_mah": 0.3,
+             "charge_w": 2.0, "mean_online_s": 6.0, "mean_offline_s": 3.0}
+    raw = small_raw(seed=1, aggregation={"trigger": "buffered", "concurrency": 1, "buffer": 1},
+                    availability={"model": "markov", "plugged_probability": 0.5},
+                    run={"cloud_rounds": 40, "edge_rounds": 1},
+                    profiles={"board": board}, devices=[{"profile": "board", "count": 2}])
+    result = hierfl.run(parse_scenario(raw))
+    assert len(result.rounds) == 40
+    assert (result.events["kind"] == "charge").any()
+
+
+def test_a_buffered_run_writes_no_checkpoint(tmp_path):
+    """Its buffers' versions and hand-out counts are not in a checkpoint: none is written."""
+    from hierfl.sim.runner import simulate
+
+    raw = fleet_raw(mode="hierarchical")
+    raw["run"]["learning"] = False
+    simulate(parse_scenario(raw), checkpoint_dir=tmp_path)
+    assert not (tmp_path / "checkpoint.pt").exists()

@@ -34,7 +34,8 @@ def cloud(sim: Simulation) -> Process:
         yield from play(sim, backhaul, close_round)
         backhaul.close()
     buffered.close(sim)
-    for work in sim.works.values():
+    for work in sim.works.values():  # what is still out will never be aggregated: late
+        work.mark_late(work.jobs.device)
         work.commit(np.inf)
 
 

@@ -7,7 +7,8 @@ on: its model arrives later, is recorded as ``late`` on the edge and discarded, 
 takes part again from the next cloud round.
 
 ``buffered``: every edge with devices is kept at work. Each arrival is given the cloud's
-current model at once; every ``cloud_buffer`` arrivals the cloud aggregates them with
+current model at once (an edge that had nothing to send too, unless no simulated time
+passed: it can do nothing now); every ``cloud_buffer`` arrivals the cloud aggregates them with
 FedBuff's staleness weights (``buffered.staleness_step``; ``s`` counts cloud aggregations
 since the edge received its model, and a model staler than ``max_staleness`` is late). Each
 aggregation closes a cloud round.
@@ -41,8 +42,8 @@ class EdgeWork:
     handed: dict[int, int] = field(default_factory=dict)
     running: dict[int, simpy.Process] = field(default_factory=dict)
     arrived: list[tuple] = field(default_factory=list)
-    """(edge, its Update, the round it was handed (deadline) or its staleness and the model
-    it was sent (buffered))."""
+    """(edge, its Update, the round it was handed (deadline); or (edge, its Update, its
+    staleness, the model it was sent, the round it was handed) (buffered)."""
     closed: set[int] = field(default_factory=set)  # rounds (deadline) already aggregated
 
 
@@ -122,20 +123,23 @@ def buffered_rounds(sim: Simulation, backhaul: Backhaul, close_round) -> Process
                 _hand(sim, backhaul, work, inbox, edge, cloud_round, version)
             back = []
             if not work.handed or time_is_up(sim):
-                return _close_first(sim, cloud_round, close_round)
+                return _close_first(sim, cloud_round, close_round, work)
             got = inbox.get()
             limit_s = sim.scenario.run.max_sim_time_s
             yield got if limit_s is None else got | sim.env.timeout(limit_s - sim.env.now)
             if not got.triggered:
-                return _close_first(sim, cloud_round, close_round)
-            edge, update, handed_version, sent, handed_round = got.value
+                return _close_first(sim, cloud_round, close_round, work)
+            edge, update, handed_version, sent, handed_round, handed_s = got.value
             del work.handed[edge]
-            if update is None:
-                continue  # nothing the edge can do: it waits for no new model
+            if update is None:  # no update this time: again, unless no time passed (it can't)
+                if sim.env.now > handed_s:
+                    back.append(edge)
+                continue
             if limit is not None and version - handed_version > limit:
                 _late(sim, edge, handed_round)
             else:
-                work.arrived.append((edge, update, version - handed_version, sent))
+                work.arrived.append((edge, update, version - handed_version, sent,
+                                     handed_round))
             back.append(edge)
         taken, work.arrived = work.arrived[:size], work.arrived[size:]
         yield from aggregation_time(sim, CLOUD_NODE, -1, "cloud_aggregate", len(taken),
@@ -147,9 +151,12 @@ def buffered_rounds(sim: Simulation, backhaul: Backhaul, close_round) -> Process
             _hand(sim, backhaul, work, inbox, edge, cloud_round + 1, version)
 
 
-def _close_first(sim: Simulation, cloud_round: int, close_round) -> None:
-    """The run ends inside ``cloud_round``: if it is the first, close it (with no
-    aggregation) so that the run reports a round."""
+def _close_first(sim: Simulation, cloud_round: int, close_round, work: EdgeWork) -> None:
+    """The run ends inside ``cloud_round``: the edge models waiting in the buffer are late;
+    if it is the first round, close it (with no aggregation) so that the run reports one."""
+    for edge, *_, handed_round in work.arrived:
+        _late(sim, edge, handed_round)
+    work.arrived = []
     if not sim.round_rows:
         close_round(sim, cloud_round)
 
@@ -160,7 +167,7 @@ def _hand(
 ) -> None:
     """Send ``edge`` the cloud's current model; its Update goes to ``inbox`` when it arrives."""
     work.handed[edge] = version
-    model = sim.global_weights
+    model, handed_s = sim.global_weights, sim.env.now
 
     def job() -> Process:
         members = sim.topo.members(edge)
@@ -169,7 +176,7 @@ def _hand(
         update = None
         if found:
             update = yield from edge_job(sim, backhaul, edge, model, cloud_round, seats)
-        yield inbox.put((edge, update, version, model, cloud_round))
+        yield inbox.put((edge, update, version, model, cloud_round, handed_s))
 
     sim.env.process(job())
 
@@ -180,9 +187,9 @@ def _step(sim: Simulation, taken: list[tuple]) -> torch.Tensor | None:
     model = sim.global_weights
     if model is None:
         return None
-    deltas = [_delta(sim, update, sent) for _, update, _, sent in taken]
+    deltas = [_delta(sim, update, sent) for _, update, _, sent, _ in taken]
     return buffered.staleness_step(sim, CLOUD_NODE, model, deltas,
-                                   [u.samples for _, u, _, _ in taken], [s for _, _, s, _ in taken])
+                                   [u.samples for _, u, *_ in taken], [s for _, _, s, *_ in taken])
 
 
 def _delta(sim: Simulation, update: Update, sent: torch.Tensor) -> torch.Tensor:

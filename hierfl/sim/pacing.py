@@ -13,6 +13,11 @@ from hierfl.sim.device import Process, selectable
 from hierfl.sim.engine import Simulation
 from hierfl.sim.work import commit_all, next_free_s
 
+CHARGE_STEP_S = 1e-3
+"""The shortest wait for a charging battery: one that is empty (revived by any charge) or a
+rounding error short of ``min_battery`` would otherwise wake the server at the same instant
+again and again."""
+
 
 def hopeful(sim: Simulation, devices: np.ndarray) -> np.ndarray:
     """Which of ``devices`` may ever be selected again: they hold the model, and their battery
@@ -42,7 +47,8 @@ def next_chance_s(sim: Simulation, devices: np.ndarray) -> float:
         battery = sim.battery
         short_j = sim.scenario.selection.min_battery * battery.capacity_j[charging]
         short_j = np.maximum(short_j - battery.remaining_j[charging], 0.0)
-        soonest = min(soonest, now + float((short_j / sim.fleet.charge_w[charging]).min()))
+        charge_s = max(float((short_j / sim.fleet.charge_w[charging]).min()), CHARGE_STEP_S)
+        soonest = min(soonest, now + charge_s)
     return min(soonest, at_work_s)
 
 

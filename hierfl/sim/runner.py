@@ -108,8 +108,9 @@ def nothing_in_flight(sim: Simulation) -> bool:
     """Whether no work is out and no update waits in a buffer: the only states a checkpoint
     holds (a deadline's stragglers, or FedBuff's devices at work, are not saved). A cloud
     that does not wait for every edge may have edges at work at any time: never."""
-    if sim.scenario.aggregation.cloud_trigger != "all":
-        return False
+    aggregation = sim.scenario.aggregation
+    if aggregation.cloud_trigger != "all" or aggregation.trigger == "buffered":
+        return False  # the buffers' versions and hand-out counts are not saved
     return not any(work.open for work in sim.works.values()) and not any(
         buffer.pending for buffer in sim.buffers.values())
 
