@@ -95,3 +95,17 @@ def test_a_dead_battery_comes_back_when_charged(tmp_path):
     assert starts[1] == pytest.approx(480.0, rel=1e-9)
     assert not result.devices["dropped"].iloc[0]
     assert result.devices["rounds_trained"].iloc[0] == 1
+
+
+def test_a_mains_powered_device_that_is_plugged_in_stores_nothing():
+    """A device without a battery, plugged in: charging leaves its infinite charge as it is
+    (inf - inf made it NaN, and a NaN battery is never above min_battery)."""
+    import numpy as np
+
+    from hierfl.sim.battery import FleetBattery
+
+    battery = FleetBattery(np.array([np.inf, 10.0]), np.zeros(2), charge_w=np.array([2.0, 2.0]))
+    battery.remaining_j[1] = 4.0
+    stored_j, _ = battery.charge(np.array([0, 1]), np.zeros(2), np.full(2, 1.0))
+    assert stored_j.tolist() == [0.0, 2.0]
+    assert battery.remaining_j.tolist() == [np.inf, 6.0]

@@ -202,3 +202,18 @@ def test_a_buffered_cloud_keeps_an_edge_whose_round_brought_nothing():
     assert downloads["node"].value_counts()["edge-1"] > nothing["node"].value_counts()["edge-1"]
     last = downloads[downloads["node"] == "edge-1"]["t_start"].max()
     assert last > result.rounds["sim_time_s"].iloc[len(result.rounds) // 2]
+
+
+def test_edge_models_left_in_the_cloud_buffer_at_the_end_are_late():
+    """cloud_buffer = 2 and a 4 s limit: edge-0's model arrives at 3.058 s and waits for a
+    second one, which comes after the run ended: edge-0's model is late, at its arrival."""
+    raw = two_edges({"cloud_trigger": "buffered", "cloud_buffer": 2})
+    raw["run"]["max_sim_time_s"] = 4.0
+    result = hierfl.run(parse_scenario(raw))
+    late = of_kind(result, "late")
+    late = late[late["node"].str.startswith("edge")]
+    assert late["node"].tolist() == ["edge-0"]
+    upload = of_kind(result, "edge_upload")
+    assert late["t_start"].iloc[0] == upload[upload["node"] == "edge-0"]["t_end"].iloc[0]
+    assert of_kind(result, "cloud_aggregate").empty
+    assert result.rounds["edge_models_late"].tolist() == [1]

@@ -140,10 +140,13 @@ class FleetBattery:
         """Plugged-in ``devices`` charge at ``charge_w`` from ``from_s`` to ``to_s``, up to
         full. Returns the joules each stored and when it stopped (full, or ``to_s``).
 
-        A dead device that takes any charge lives again from ``from_s``.
+        A dead device that takes any charge lives again from ``from_s``. A mains-powered
+        device (no battery: infinite capacity and charge) stores nothing.
         """
         charge_w = self.charge_w[devices]
-        room_j = self.capacity_j[devices] - self.remaining_j[devices]
+        capacity_j = self.capacity_j[devices]
+        mains = np.isinf(capacity_j)
+        room_j = np.where(mains, 0.0, capacity_j - np.where(mains, 0.0, self.remaining_j[devices]))
         stored_j = np.minimum(energy_j(charge_w, np.maximum(to_s - from_s, 0.0)), room_j)
         with np.errstate(divide="ignore", invalid="ignore"):
             until_s = np.where(stored_j > 0, from_s + stored_j / charge_w, from_s)

@@ -43,7 +43,7 @@ class EdgeWork:
     running: dict[int, simpy.Process] = field(default_factory=dict)
     arrived: list[tuple] = field(default_factory=list)
     """(edge, its Update, the round it was handed (deadline); or (edge, its Update, its
-    staleness, the model it was sent, the round it was handed) (buffered)."""
+    staleness, the model it was sent, the round it was handed, when it arrived) (buffered)."""
     closed: set[int] = field(default_factory=set)  # rounds (deadline) already aggregated
 
 
@@ -139,7 +139,7 @@ def buffered_rounds(sim: Simulation, backhaul: Backhaul, close_round) -> Process
                 _late(sim, edge, handed_round)
             else:
                 work.arrived.append((edge, update, version - handed_version, sent,
-                                     handed_round))
+                                     handed_round, sim.env.now))
             back.append(edge)
         taken, work.arrived = work.arrived[:size], work.arrived[size:]
         yield from aggregation_time(sim, CLOUD_NODE, -1, "cloud_aggregate", len(taken),
@@ -154,8 +154,8 @@ def buffered_rounds(sim: Simulation, backhaul: Backhaul, close_round) -> Process
 def _close_first(sim: Simulation, cloud_round: int, close_round, work: EdgeWork) -> None:
     """The run ends inside ``cloud_round``: the edge models waiting in the buffer are late;
     if it is the first round, close it (with no aggregation) so that the run reports one."""
-    for edge, *_, handed_round in work.arrived:
-        _late(sim, edge, handed_round)
+    for edge, *_, handed_round, arrived_s in work.arrived:
+        _late(sim, edge, handed_round, arrived_s)
     work.arrived = []
     if not sim.round_rows:
         close_round(sim, cloud_round)
@@ -187,7 +187,7 @@ def _step(sim: Simulation, taken: list[tuple]) -> torch.Tensor | None:
     model = sim.global_weights
     if model is None:
         return None
-    deltas = [_delta(sim, update, sent) for _, update, _, sent, _ in taken]
+    deltas = [_delta(sim, update, sent) for _, update, _, sent, *_ in taken]
     return buffered.staleness_step(sim, CLOUD_NODE, model, deltas,
                                    [u.samples for _, u, *_ in taken], [s for _, _, s, *_ in taken])
 
@@ -197,11 +197,13 @@ def _delta(sim: Simulation, update: Update, sent: torch.Tensor) -> torch.Tensor:
     return row if sim.scenario.compression.payload == "delta" else row - sent
 
 
-def _late(sim: Simulation, edge: int, cloud_round: int) -> None:
+def _late(sim: Simulation, edge: int, cloud_round: int, arrived_s: float | None = None) -> None:
     """An edge's model, handed out in ``cloud_round``, is discarded (it came after the cloud
-    aggregated without it, or too stale): a ``late`` instant."""
-    node, now = sim.edge_node(edge), sim.env.now
-    sim.trace.record("late", node, node, now, now, cloud_round, -1, sim.uplink_bytes, 0.0)
+    aggregated without it, too stale, or the run ended first): a ``late`` instant when it
+    arrived (now, by default)."""
+    node = sim.edge_node(edge)
+    at_s = sim.env.now if arrived_s is None else arrived_s
+    sim.trace.record("late", node, node, at_s, at_s, cloud_round, -1, sim.uplink_bytes, 0.0)
 
 
 def _edges(sim: Simulation) -> list[int]:
