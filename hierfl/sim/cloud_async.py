@@ -34,6 +34,20 @@ from hierfl.sim.engine import Simulation, Update
 from hierfl.sim.pacing import round_may_start, time_is_up, wait_for_eligible
 
 
+@dataclass(frozen=True)
+class EdgeModel:
+    """An edge's model at the cloud: its Update, the cloud round it was handed the global
+    model in, and when it arrived; for a buffered cloud, the model it was sent and how many
+    cloud aggregations stale it is."""
+
+    edge: int
+    update: Update
+    handed_round: int
+    arrived_s: float
+    sent: torch.Tensor | None = None
+    staleness: int = 0
+
+
 @dataclass
 class EdgeWork:
     """Edges at work for the cloud: which round (or model version) each was handed, and the
@@ -41,9 +55,7 @@ class EdgeWork:
 
     handed: dict[int, int] = field(default_factory=dict)
     running: dict[int, simpy.Process] = field(default_factory=dict)
-    arrived: list[tuple] = field(default_factory=list)
-    """(edge, its Update, the round it was handed (deadline); or (edge, its Update, its
-    staleness, the model it was sent, the round it was handed, when it arrived) (buffered)."""
+    arrived: list[EdgeModel] = field(default_factory=list)
     closed: set[int] = field(default_factory=set)  # rounds (deadline) already aggregated
 
 
@@ -78,7 +90,7 @@ def deadline_rounds(sim: Simulation, backhaul: Backhaul, close_round) -> Process
         jobs = [_deadline_job(sim, backhaul, work, e, cloud_round, int(seats[e])) for e in free]
         yield sim.env.all_of(jobs) | sim.env.timeout(limit_s)
         work.closed.add(cloud_round)
-        updates = [u for _, u, r in work.arrived]
+        updates = [model.update for model in work.arrived]
         work.arrived = []
         if updates:
             sim.global_weights = yield from aggregate_at(
@@ -102,7 +114,7 @@ def _deadline_job(
         if cloud_round in work.closed:
             _late(sim, edge, cloud_round)
         else:
-            work.arrived.append((edge, update, cloud_round))
+            work.arrived.append(EdgeModel(edge, update, cloud_round, sim.env.now))
 
     work.running[edge] = sim.env.process(job())
     return work.running[edge]
@@ -138,8 +150,8 @@ def buffered_rounds(sim: Simulation, backhaul: Backhaul, close_round) -> Process
             if limit is not None and version - handed_version > limit:
                 _late(sim, edge, handed_round)
             else:
-                work.arrived.append((edge, update, version - handed_version, sent,
-                                     handed_round, sim.env.now))
+                work.arrived.append(EdgeModel(edge, update, handed_round, sim.env.now, sent,
+                                              version - handed_version))
             back.append(edge)
         taken, work.arrived = work.arrived[:size], work.arrived[size:]
         yield from aggregation_time(sim, CLOUD_NODE, -1, "cloud_aggregate", len(taken),
@@ -154,8 +166,8 @@ def buffered_rounds(sim: Simulation, backhaul: Backhaul, close_round) -> Process
 def _close_first(sim: Simulation, cloud_round: int, close_round, work: EdgeWork) -> None:
     """The run ends inside ``cloud_round``: the edge models waiting in the buffer are late;
     if it is the first round, close it (with no aggregation) so that the run reports one."""
-    for edge, *_, handed_round, arrived_s in work.arrived:
-        _late(sim, edge, handed_round, arrived_s)
+    for model in work.arrived:
+        _late(sim, model.edge, model.handed_round, model.arrived_s)
     work.arrived = []
     if not sim.round_rows:
         close_round(sim, cloud_round)
@@ -181,15 +193,15 @@ def _hand(
     sim.env.process(job())
 
 
-def _step(sim: Simulation, taken: list[tuple]) -> torch.Tensor | None:
-    """The cloud's FedBuff step over the edge models ``taken`` (edge, Update, staleness,
-    the model the edge was sent): each a delta from the model it was sent."""
+def _step(sim: Simulation, taken: list[EdgeModel]) -> torch.Tensor | None:
+    """The cloud's FedBuff step over the edge models ``taken``, each a delta from the model
+    it was sent."""
     model = sim.global_weights
     if model is None:
         return None
-    deltas = [_delta(sim, update, sent) for _, update, _, sent, *_ in taken]
+    deltas = [_delta(sim, edge_model.update, edge_model.sent) for edge_model in taken]
     return buffered.staleness_step(sim, CLOUD_NODE, model, deltas,
-                                   [u.samples for _, u, *_ in taken], [s for _, _, s, *_ in taken])
+                                   [m.update.samples for m in taken], [m.staleness for m in taken])
 
 
 def _delta(sim: Simulation, update: Update, sent: torch.Tensor) -> torch.Tensor:
