@@ -233,9 +233,11 @@ def update_fates(events: pd.DataFrame) -> pd.DataFrame:
     is counted apart: ``edge_models_late``.
     """
     kind = events["kind"].astype(str)
-    at_edge = events["node"].astype(str).to_numpy() == events["edge"].astype(str).to_numpy()
     frame = events[["t_start", "t_end", "cloud_round", "bytes", "energy_j"]].assign(
-        node=events["node"].cat.codes.to_numpy(), kind=kind.to_numpy(), at_edge=at_edge)
+        node=events["node"].cat.codes.to_numpy(), kind=kind.to_numpy(), at_edge=False)
+    late_rows = events[kind.to_numpy() == "late"]  # few: compare names on these rows only
+    frame.loc[late_rows.index, "at_edge"] = (
+        late_rows["node"].astype(str).to_numpy() == late_rows["edge"].astype(str).to_numpy())
     starts = frame[frame["kind"] == "download"][["node", "t_start", "cloud_round"]]
     starts = starts.assign(job=np.arange(len(starts))).sort_values("t_start", kind="stable")
 

@@ -683,7 +683,7 @@ class Scenario(_Frozen):
         return self
 
     @model_validator(mode="after")
-    def _triggers_fit_the_fleet(self) -> Scenario:
+    def _triggers_fit_the_run(self) -> Scenario:
         aggregation = self.aggregation
         if aggregation.k is not None and aggregation.k > self.n_devices:
             raise ValueError(

@@ -33,6 +33,11 @@ def study_scenario(
     return out, load_scenario(path, overrides)
 
 
+def fleet_counts(scenario: Scenario) -> str:
+    """The fleet in a few words, for a figure title: "10 mcu, 10 soc"."""
+    return ", ".join(f"{group.count} {group.profile}" for group in scenario.devices)
+
+
 def study_figure(width_in: float, height_in: float) -> Figure:
     """A headless figure at the studies' resolution."""
     return new_figure(width_in, height_in, dpi=STUDY_DPI)

@@ -24,12 +24,17 @@ LEARNING = small_raw(
 )
 
 
+def run_folder(tmp_path_factory, name: str, raw: dict) -> Path:
+    """The run folder of scenario table ``raw``, written under a fresh temporary ``name``."""
+    folder = tmp_path_factory.mktemp(name)
+    hierfl.run(hierfl.parse_scenario(raw)).write(folder)
+    return folder
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> Path:
     """A run folder of a short learning run (compact MLP on synthetic data)."""
-    folder = tmp_path_factory.mktemp("trained")
-    hierfl.run(hierfl.parse_scenario(LEARNING)).write(folder)
-    return folder
+    return run_folder(tmp_path_factory, "trained", LEARNING)
 
 
 def files(folder: Path) -> dict[str, bytes]:
@@ -173,9 +178,7 @@ HETERO = small_raw(
 @pytest.fixture(scope="module")
 def hetero(tmp_path_factory) -> Path:
     """A HeteroFL run folder: the mcus train width 1, the 30 KiB boards width 0.5."""
-    folder = tmp_path_factory.mktemp("hetero")
-    hierfl.run(hierfl.parse_scenario(HETERO)).write(folder)
-    return folder
+    return run_folder(tmp_path_factory, "hetero", HETERO)
 
 
 def test_a_tiers_variant_exports_as_the_run_scored_it(hetero):

@@ -17,7 +17,7 @@ from collections.abc import Generator
 
 import numpy as np
 
-from hierfl.sim.channel import Channel, Flows
+from hierfl.sim.channel import Channel, Flows, joined
 from hierfl.sim.cohort import CLOUD_NODE, record_nic, until
 from hierfl.sim.engine import Simulation
 from hierfl.sim.network import DOWN, UP, merge_intervals
@@ -68,10 +68,7 @@ class Backhaul:
         keys = np.array(list(live), dtype=np.int64)
         channel = self.channels[direction]
         channel.begin(float(self.sim.env.now), keys)
-        flows = Flows(*(np.concatenate([getattr(f, name) for f in live.values()])
-                        for name in ("keys", "phase_s", "start_s", "size", "cap", "paths",
-                                     "stop_s")))
-        end_s, _ = channel.solve(flows)
+        end_s, _ = channel.solve(joined(list(live.values())))
         self.end_s.update(zip(keys.tolist(), end_s.tolist(), strict=True))
 
     def _record(

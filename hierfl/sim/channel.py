@@ -53,7 +53,8 @@ class Flows:
 FIELDS = ("keys", "phase_s", "start_s", "size", "cap", "paths", "stop_s")
 
 
-def _joined(parts: list[Flows]) -> Flows:
+def joined(parts: list[Flows]) -> Flows:
+    """The flows of ``parts``, one after another."""
     return Flows(*(np.concatenate([getattr(p, name) for p in parts]) for name in FIELDS))
 
 
@@ -121,7 +122,7 @@ class Channel:
         going = self.last if self.last is not None else asked.take(np.zeros(len(asked), bool))
         known = _find(going.keys, asked.keys) >= 0
         fresh = asked.take(~found & ~known)
-        batch = _joined([going, fresh])
+        batch = joined([going, fresh])
         if not len(batch):
             return end_s, done
         solution = solve(batch.start_s, batch.size, batch.cap, batch.paths,

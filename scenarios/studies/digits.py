@@ -22,7 +22,14 @@ import pandas as pd
 import hierfl
 from hierfl.costs import train_bytes
 from hierfl.results import Result, atomic_write
-from hierfl.study import accuracy_axes, save_study_figure, study_cli, study_figure, study_scenario
+from hierfl.study import (
+    accuracy_axes,
+    fleet_counts,
+    save_study_figure,
+    study_cli,
+    study_figure,
+    study_scenario,
+)
 
 NAME = "digits"
 SCENARIO = Path(__file__).resolve().parents[1] / f"{NAME}.toml"
@@ -188,7 +195,7 @@ def _plot(
     fig.legend(
         handles, labels, loc="outside lower center", ncol=len(labels), fontsize=9, frameon=False
     )
-    counts = ", ".join(f"{g.count} {g.profile}" for g in base.devices)
+    counts = fleet_counts(base)
     fig.suptitle(
         f"8x8 digits (scikit-learn) on a mixed fleet ({counts}, {base.topology.edges} edges)",
         fontsize=11,

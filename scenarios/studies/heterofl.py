@@ -22,7 +22,7 @@ import pandas as pd
 
 import hierfl
 from hierfl.results import Result, atomic_write
-from hierfl.study import accuracy_axes, save_study_figure, study_cli, study_figure
+from hierfl.study import accuracy_axes, fleet_counts, save_study_figure, study_cli, study_figure
 
 NAME = "heterofl"
 SCENARIO = Path(__file__).resolve().parents[1] / f"{NAME}.toml"
@@ -143,7 +143,7 @@ def _plot(curves: dict[str, Result], table: pd.DataFrame, base, path: Path) -> N
     bar_ax.legend(fontsize=8, frameon=False, loc="upper left")
     bar_ax.grid(axis="y", color="#DDDDDD", lw=0.5)
     bar_ax.set_axisbelow(True)
-    counts = ", ".join(f"{g.count} {g.profile}" for g in base.devices)
+    counts = fleet_counts(base)
     fig.suptitle(f"HeteroFL on 8x8 digits, non-IID ({counts}, {base.topology.edges} edges)",
                  fontsize=11)
     save_study_figure(fig, path)

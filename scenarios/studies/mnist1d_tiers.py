@@ -19,7 +19,14 @@ import pandas as pd
 
 import hierfl
 from hierfl.results import Result, atomic_write
-from hierfl.study import accuracy_axes, save_study_figure, study_cli, study_figure, study_scenario
+from hierfl.study import (
+    accuracy_axes,
+    fleet_counts,
+    save_study_figure,
+    study_cli,
+    study_figure,
+    study_scenario,
+)
 
 NAME = "mnist1d_tiers"
 SCENARIO = Path(__file__).resolve().parents[1] / f"{NAME}.toml"
@@ -125,7 +132,7 @@ def _plot(curves: list[tuple[str, str, Result]], base: hierfl.Scenario, path: Pa
     accuracy_axes(ax, "simulated time (s)", base.run.target_accuracy)
     ax.set_xlim(left=0)
     ax.legend(loc="lower right", fontsize=8, frameon=False)
-    counts = ", ".join(f"{g.count} {g.profile}" for g in base.devices)
+    counts = fleet_counts(base)
     ax.set_title(
         f"MNIST-1D, compact MLP, {counts}, {base.topology.edges} edges: one line per seed",
         fontsize=10,
